@@ -1,0 +1,180 @@
+"""The :class:`CalibrationSet`: named input arrays matched to a model's inputs, a fixed subset and a digest.
+
+Like nncf's ``Dataset``, a set is a data source (a reader) plus a transform into the model's named
+inputs. It is validated once, against the model's input specs, when it is made; afterwards every pass
+and target sees the same frozen feeds, in the same order, with the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgec.compiler.errors import CalibrationError
+from edgec.compiler.types import TensorSpec
+
+from .readers import ImagePreprocess, read_path
+
+METHODS = ("minmax", "entropy", "percentile")
+IGNORED_ARRAYS = frozenset({"labels", "label"})
+
+Transform = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Feeds for calibration: ``arrays[name][i]`` is sample ``i`` of input ``name``, batch axis included.
+
+    Args:
+        arrays: per input, an array of shape ``(samples, *feed_shape)``.
+        source: where the data came from, for messages and provenance.
+        method: calibration method name (one of :data:`METHODS`).
+        digest: sha256 over names, dtypes, shapes and bytes of ``arrays``.
+    """
+
+    arrays: dict[str, np.ndarray]
+    source: str
+    method: str
+    digest: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def feed(self, index: int) -> dict[str, np.ndarray]:
+        """The model feed for sample ``index``."""
+        return {name: arr[index] for name, arr in self.arrays.items()}
+
+    def feeds(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds in order, at most ``limit`` of them."""
+        count = len(self) if limit is None else min(limit, len(self))
+        for i in range(count):
+            yield self.feed(i)
+
+    def to_manifest(self) -> dict[str, object]:
+        """The ``calibration`` entry of a bundle manifest."""
+        return {"samples": len(self), "method": self.method, "digest": self.digest, "source": Path(self.source).name}
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: dict[str, np.ndarray],
+        inputs: tuple[TensorSpec, ...],
+        *,
+        source: str = "<memory>",
+        method: str = "minmax",
+        samples: int | None = None,
+        seed: int = 0,
+        transform: Transform | None = None,
+    ) -> CalibrationSet:
+        """Validate raw arrays (first axis = samples) against the model inputs and freeze them.
+
+        Raises:
+            CalibrationError: on unknown or missing names, wrong shapes or dtypes, NaN/inf or no samples.
+        """
+        if method not in METHODS:
+            raise CalibrationError(f"unknown calibration method {method!r}; expected one of {', '.join(METHODS)}")
+        if transform is not None:
+            arrays = transform(arrays)
+        arrays = _match_names(arrays, inputs, source)
+        count = _sample_count(arrays, source)
+        index = _subset(count, samples, seed)
+        feeds = {spec.name: _to_feeds(arrays[spec.name][index], spec, source) for spec in inputs}
+        return cls(feeds, source, method, _digest(feeds))
+
+
+def load_calibration(
+    path: Path,
+    inputs: tuple[TensorSpec, ...],
+    *,
+    method: str = "minmax",
+    samples: int | None = None,
+    preprocess: ImagePreprocess | None = None,
+    seed: int = 0,
+) -> CalibrationSet:
+    """Read calibration data from ``path`` (a .npz, a folder of .npy/.npz, or an image folder).
+
+    Raises:
+        CalibrationError: when the data cannot be read or does not match the model inputs.
+    """
+    raw = read_path(path, inputs, preprocess)
+    return CalibrationSet.from_arrays(raw, inputs, source=str(path), method=method, samples=samples, seed=seed)
+
+
+def _match_names(arrays: dict[str, np.ndarray], inputs: tuple[TensorSpec, ...], source: str) -> dict[str, np.ndarray]:
+    expected = [spec.name for spec in inputs]
+    unknown = sorted(set(arrays) - set(expected) - IGNORED_ARRAYS)
+    missing = [name for name in expected if name not in arrays]
+    if unknown or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(repr(m) for m in missing)}")
+        if unknown:
+            parts.append(f"unknown {', '.join(repr(u) for u in unknown)}")
+        raise CalibrationError(
+            f"calibration data {source} does not match the model inputs: {'; '.join(parts)}; "
+            f"expected arrays named {', '.join(repr(e) for e in expected)}"
+        )
+    return {name: np.asarray(arrays[name]) for name in expected}
+
+
+def _sample_count(arrays: dict[str, np.ndarray], source: str) -> int:
+    counts = {name: (arr.shape[0] if arr.ndim else 0) for name, arr in arrays.items()}
+    if len(set(counts.values())) > 1:
+        raise CalibrationError(f"calibration arrays in {source} have different sample counts: {counts}")
+    count = next(iter(counts.values()))
+    if count == 0:
+        raise CalibrationError(f"calibration data {source} holds no samples (first axis is 0)")
+    return count
+
+
+def _subset(count: int, samples: int | None, seed: int) -> np.ndarray:
+    if samples is None or samples >= count:
+        return np.arange(count)
+    if samples < 1:
+        raise CalibrationError(f"--calib-samples must be at least 1, got {samples}")
+    return np.sort(np.random.default_rng(seed).choice(count, size=samples, replace=False))
+
+
+def _to_feeds(arr: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+    arr = _cast(arr, spec, source)
+    sample_shape = tuple(int(d) for d in arr.shape[1:])
+    if spec.accepts_shape((1, *sample_shape)):
+        arr = arr[:, None]
+    elif not spec.accepts_shape(sample_shape):
+        raise CalibrationError(
+            f"calibration array {spec.name!r} in {source} has samples of shape {sample_shape}; "
+            f"model input {spec.name!r} expects {_shape_text(spec)} (the array's first axis counts samples)"
+        )
+    if arr.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise CalibrationError(f"calibration array {spec.name!r} in {source} holds {bad} NaN/inf values; expected finite numbers")
+    return np.ascontiguousarray(arr)
+
+
+def _cast(arr: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
+    want = np.dtype(spec.dtype)
+    if arr.dtype == want:
+        return arr
+    if arr.dtype.kind != want.kind and not (arr.dtype.kind in "iu" and want.kind in "iu"):
+        raise CalibrationError(
+            f"calibration array {spec.name!r} in {source} has dtype {arr.dtype}; model input expects {want}"
+        )
+    return arr.astype(want)
+
+
+def _shape_text(spec: TensorSpec) -> str:
+    return "(" + ", ".join("?" if not isinstance(d, int) else str(d) for d in spec.shape) + ")"
+
+
+def _digest(feeds: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(feeds):
+        arr = feeds[name]
+        digest.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        digest.update(np.ascontiguousarray(arr).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,180 @@
+"""The ``edgec`` command line. Validates input at the boundary and maps errors to exit codes.
+
+Exit codes: 0 ok, 1 internal error (a bug, with traceback), 2 configuration, 3 missing dependency,
+4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from edgec.compiler import __version__
+from edgec.compiler.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError
+
+EXIT_CODES_HELP = """exit codes:
+  0 ok, 1 internal error (a bug: please report the traceback), 2 configuration, 3 missing dependency,
+  4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and the config exit code."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"edgec: config error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="edgec", description="Compile trained models into verified edge bundles.",
+                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_build(sub)
+    verify = sub.add_parser("verify", help="check a bundle's file hashes and golden-output parity")
+    verify.add_argument("bundle", type=Path, nargs="+")
+    verify.add_argument("--threads", type=int, default=None)
+    verify.add_argument("--json", action="store_true", help="print the measured parity as JSON")
+    inspect = sub.add_parser("inspect", help="show inputs, outputs, ops, size and precision of a model or bundle")
+    inspect.add_argument("path", type=Path)
+    inspect.add_argument("--json", action="store_true")
+    sub.add_parser("targets", help="list targets, their precisions and whether their runtime is installed")
+    return parser
+
+
+def _add_build(sub: Any) -> None:
+    build = sub.add_parser("build", help="compile a model into a bundle", epilog=EXIT_CODES_HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    build.add_argument("source", help="model.onnx, model.pt2, path/to/file.py:factory or package.module:factory")
+    build.add_argument("--target", default="onnx", help="deployment target (see 'edgec targets'); default onnx")
+    build.add_argument("--precision", default="fp32", help="fp32, fp16 or int8; default fp32")
+    build.add_argument("--out", type=Path, default=Path("bundles"), help="output directory; default ./bundles")
+    build.add_argument("--name", help="bundle name; default: the source's file or factory module name")
+    build.add_argument("--calib", type=Path, help=".npz, folder of .npy/.npz, or folder of images")
+    build.add_argument("--calib-samples", type=int, help="use a deterministic subset of N calibration samples")
+    build.add_argument("--calib-method", default="minmax", help="minmax, entropy or percentile; default minmax")
+    build.add_argument("--calib-preprocess", help="for image folders: resize=HxW,mean=a/b/c,std=a/b/c,scale=255,layout=nchw|nhwc,mode=rgb|l")
+    build.add_argument("--input", action="append", default=[], metavar="NAME:DIMS",
+                       help="fix a dynamic input shape, e.g. input:1x3x224x224 (repeatable)")
+    build.add_argument("--int8-mode", default="auto", help="auto, static or dynamic; default auto")
+    build.add_argument("--no-simplify", action="store_true", help="skip the onnxslim clean-up")
+    build.add_argument("--golden-samples", type=int, default=8, help="golden inputs stored in the bundle; default 8")
+    build.add_argument("--min-cosine", type=float, help="fail when an output's cosine to FP32 is below this")
+    build.add_argument("--force", action="store_true", help="replace an existing bundle")
+    build.add_argument("--no-cache", action="store_true", help="do not read or write the stage cache")
+    build.add_argument("--cache-dir", type=Path, help="stage cache directory; default $EDGEC_CACHE_DIR or ~/.cache/edgec")
+    build.add_argument("-v", "--verbose", action="store_true", help="progress messages even when not on a terminal")
+    build.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+
+    from edgec.compiler.config import BuildConfig, parse_input_shape
+
+    shapes = dict(parse_input_shape(text) for text in args.input)
+    fields = {
+        "source": args.source, "target": args.target, "precision": args.precision, "out": args.out,
+        "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples,
+        "calib_method": args.calib_method, "calib_preprocess": args.calib_preprocess, "input_shapes": shapes,
+        "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples,
+        "min_cosine": args.min_cosine, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
+    }
+    try:
+        return BuildConfig(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
+        raise ConfigError(f"bad {flag} {fields.get(str(first['loc'][0]))!r}: {first['msg']}") from None
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from edgec.compiler.pipeline import build
+    from edgec.compiler.progress import Reporter
+
+    config = _config(args)
+    reporter = Reporter(False if args.quiet else (True if args.verbose else None))
+    outcome = build(config, reporter)
+    m = outcome.manifest
+    size = sum(f.size for f in m.files if f.path.startswith(m.model_file))
+    print(f"built {outcome.bundle_dir} ({m.target}, {m.precision}, model {size:,} bytes)")
+    if not m.parity.get("measured", True):
+        print(f"  parity not measured: {m.parity.get('reason')}")
+    for name, metrics in m.parity.get("outputs", {}).items():
+        extra = f", top1 agreement {metrics['top1_agreement']:.4f}" if "top1_agreement" in metrics else ""
+        print(f"  parity {name}: cosine {metrics['cosine']:.6f}, max_abs {metrics['max_abs']:.3g}{extra}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edgec.compiler.verify import verify_bundle
+
+    results = {}
+    for bundle in args.bundle:
+        report = verify_bundle(bundle, threads=args.threads)
+        results[str(bundle)] = report.measured
+        if not args.json and not report.measured:
+            print(f"ok {bundle}: {report.files_checked} files match; parity not checked: this host cannot run {report.manifest.target} models")
+        elif not args.json:
+            worst = min(m["cosine"] for m in report.measured.values())
+            print(f"ok {bundle}: {report.files_checked} files match, parity within tolerance (min cosine {worst:.6f})")
+    if args.json:
+        print(json.dumps(results, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from edgec.compiler.inspect import format_text, inspect_path
+
+    info = inspect_path(args.path)
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_text(info))
+    return 0
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from edgec.compiler.errors import MissingDependencyError
+    from edgec.targets.base import TARGETS
+
+    for cls in TARGETS.all():
+        try:
+            cls().check_available()
+            state = "ready"
+        except MissingDependencyError as exc:
+            state = f"not installed (pip install 'edgec[{exc.extra}]')"
+        print(f"{cls.name:10s} precisions {','.join(cls.precisions):16s} routes {','.join(cls.routes):10s} {state}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": cmd_build, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edgec`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        return COMMANDS[args.command](args)
+    except EdgecError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgec: interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"edgec: internal error (a bug in edgec {__version__}); please report the traceback above", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

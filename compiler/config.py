@@ -1,0 +1,86 @@
+"""Build configuration: validated once at the boundary (the CLI), then passed inward frozen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from edgec.compiler.errors import ConfigError
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class BuildConfig(BaseModel):
+    """Everything ``edgec build`` needs.
+
+    Args:
+        source: model path or ``module:factory``.
+        target: registered target name.
+        precision: fp32, fp16 or int8.
+        out: directory that receives ``<name>-<target>-<precision>/``.
+        name: bundle name; defaults to the source's stem.
+        calib: calibration data path.
+        calib_samples: deterministic subset size.
+        calib_method: minmax, entropy or percentile.
+        calib_preprocess: image preprocessing spec (see :class:`ImagePreprocess`).
+        input_shapes: fixed sizes for dynamic inputs.
+        int8_mode: auto, static or dynamic.
+        simplify: run the graph clean-up pass.
+        golden_samples: how many golden inputs the bundle carries.
+        min_cosine: fail the build when any output's cosine to the reference is lower.
+        force: replace an existing bundle directory.
+        cache: use the stage cache.
+        cache_dir: where the stage cache lives.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str
+    target: str = "onnx"
+    precision: Precision = "fp32"
+    out: Path = Path("bundles")
+    name: str | None = None
+    calib: Path | None = None
+    calib_samples: int | None = None
+    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calib_preprocess: str | None = None
+    input_shapes: dict[str, tuple[int, ...]] = {}
+    int8_mode: Literal["auto", "static", "dynamic"] = "auto"
+    simplify: bool = True
+    golden_samples: int = 8
+    min_cosine: float | None = None
+    force: bool = False
+    cache: bool = True
+    cache_dir: Path | None = None
+
+    @field_validator("golden_samples")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError("must be a plain file name")
+        return value
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``NAME:1x3x32x32`` into ``("NAME", (1, 3, 32, 32))``.
+
+    Raises:
+        ConfigError: when the text is not of that form.
+    """
+    name, sep, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d < 1 for d in shape):
+        raise ConfigError(f"bad --input {text!r}; expected NAME:DIMxDIM..., e.g. input:1x3x224x224")
+    return name, shape

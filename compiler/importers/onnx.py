@@ -1,0 +1,39 @@
+"""ONNX importer: checks the file and runs the FP32 reference with onnxruntime."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from edgec.compiler import onnx_utils
+from edgec.compiler.cache import StageCache
+from edgec.compiler.errors import ConfigError, require
+from edgec.compiler.importers.base import Feed, Importer, ImportResult
+from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
+
+
+class OnnxImporter(Importer):
+    """``model.onnx`` files."""
+
+    name = "onnx"
+    extra = "onnx"
+    formats = (FORMAT_ONNX,)
+
+    @classmethod
+    def claims(cls, source: str) -> bool:
+        return source.lower().endswith(".onnx")
+
+    def load(self, source: str, cache: StageCache, log: Callable[[str], None]) -> ImportResult:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"model file not found: {source} (expected an existing .onnx file)")
+        artifact = onnx_utils.artifact_from_file(path)
+        return ImportResult(artifact, path.stem, FORMAT_ONNX, artifact.digest)
+
+    def reference(self, artifact: ModelArtifact, feeds: list[Feed]) -> list[Feed]:
+        ort = require("onnxruntime", "onnx", "running ONNX models")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return [dict(zip(names, session.run(names, feed))) for feed in feeds]

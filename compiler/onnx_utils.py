@@ -1,0 +1,133 @@
+"""Small helpers around the ``onnx`` package: loading with clear errors, interface specs, op counts.
+
+``onnx`` is imported inside functions so that the core stays importable without it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .errors import ExportError, require
+from .types import FORMAT_ONNX, ModelArtifact, TensorSpec, sha256_file
+
+
+def _onnx() -> Any:
+    return require("onnx", "onnx", "reading ONNX models")
+
+
+def load_model(path: Path) -> Any:
+    """Load and check an ONNX model.
+
+    Raises:
+        ExportError: when the file is not a valid ONNX model (truncated, corrupt, wrong format).
+    """
+    onnx = _onnx()
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for corrupt bytes
+        raise ExportError(
+            f"could not parse {path} as an ONNX model ({type(exc).__name__}: {_short(exc)})",
+            hint="expected a complete .onnx file; re-export it",
+        ) from exc
+    if not model.graph.node and not model.graph.output:
+        raise ExportError(f"{path} holds no ONNX graph (empty or not an ONNX file)", hint="re-export the model")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise ExportError(f"{path} is not a valid ONNX model: {_short(exc)}", hint="re-export the model") from exc
+    return model
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+def _dtype_name(elem_type: int) -> str:
+    onnx = _onnx()
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type).name)
+    except Exception:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def value_info_spec(value_info: Any) -> TensorSpec:
+    """A :class:`TensorSpec` from an ONNX ValueInfoProto."""
+    tensor_type = value_info.type.tensor_type
+    dims: list[int | str | None] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(str(dim.dim_param))
+        else:
+            dims.append(None)
+    return TensorSpec(value_info.name, tuple(dims), _dtype_name(tensor_type.elem_type))
+
+
+def graph_specs(model: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Input and output specs of a model (initializers listed as inputs are skipped)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = tuple(value_info_spec(v) for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(value_info_spec(v) for v in model.graph.output)
+    return inputs, outputs
+
+
+def artifact_from_file(path: Path) -> ModelArtifact:
+    """Load, check and describe an ONNX file as a :class:`ModelArtifact`."""
+    model = load_model(path)
+    inputs, outputs = graph_specs(model)
+    return ModelArtifact(path, FORMAT_ONNX, inputs, outputs, sha256_file(path))
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save a model as a single file (weights inline; models over 2 GB are out of scope for now)."""
+    _onnx().save_model(model, str(path))
+
+
+def op_counts(model: Any) -> dict[str, int]:
+    """Node count per op type (with domain prefix for non-default domains), sorted by name."""
+    counts: Counter[str] = Counter()
+    for node in model.graph.node:
+        counts[f"{node.domain}.{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
+    return dict(sorted(counts.items()))
+
+
+def weight_precision(model: Any) -> str:
+    """A summary of how the weights are stored: fp32, fp16, int8 (QDQ/QOperator) or mixed."""
+    onnx = _onnx()
+    counts = op_counts(model)
+    if any(op in counts for op in ("DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "DynamicQuantizeLinear")):
+        return "int8"
+    sizes: Counter[int] = Counter()
+    for init in model.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        sizes[init.data_type] += n
+    if not sizes:
+        return "unknown"
+    dominant = sizes.most_common(1)[0][0]
+    names = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+    return names.get(dominant, onnx.TensorProto.DataType.Name(dominant).lower())
+
+
+def parameter_count(model: Any) -> int:
+    """Number of weight elements stored as initializers."""
+    total = 0
+    for init in model.graph.initializer:
+        n = 1
+        for d in init.dims:
+            n *= d
+        total += n
+    return total
+
+
+def save_artifact(model: Any, work_dir: Path, filename: str = "model.onnx") -> ModelArtifact:
+    """Save ``model`` under ``work_dir`` and describe it (specs from the graph, digest of the bytes)."""
+    path = work_dir / filename
+    save_model(model, path)
+    inputs, outputs = graph_specs(model)
+    return ModelArtifact(path, FORMAT_ONNX, inputs, outputs, sha256_file(path))

@@ -1,0 +1,84 @@
+"""Parity between reference and candidate outputs: max abs error, cosine, top-1 agreement, tolerances.
+
+Tolerances are derived from what was measured at build time, with a margin for another machine's
+arithmetic, and a floor per precision so that a perfect fp32 build does not demand bit-exactness.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Feed = dict[str, np.ndarray]
+
+COSINE_FLOOR = {"fp32": 1e-6, "fp16": 1e-4, "int8": 1e-3}
+"""Smallest allowed ``1 - cosine`` slack per precision."""
+ABS_FLOOR = {"fp32": 1e-4, "fp16": 1e-2, "int8": 5e-2}
+"""Smallest allowed max-abs slack per precision, relative to the reference's largest magnitude."""
+DEFAULT_MIN_COSINE = {"fp32": 0.9999}
+"""Build-time gate when the user sets none: an fp32 build that disagrees with its source is a bug."""
+
+
+def stack(feeds: list[Feed], name: str) -> np.ndarray:
+    """Concatenate one tensor over all feeds (along a new sample axis)."""
+    return np.stack([np.asarray(f[name]) for f in feeds])
+
+
+def looks_like_class_scores(arr: np.ndarray) -> bool:
+    """Outputs shaped ``(samples, batch, classes)`` of floats with 2..100000 classes."""
+    return arr.ndim == 3 and arr.dtype.kind == "f" and 2 <= arr.shape[-1] <= 100_000
+
+
+def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """Metrics for one output, both arrays stacked over samples."""
+    ref64 = ref.astype(np.float64).ravel()
+    got64 = got.astype(np.float64).ravel()
+    diff = np.abs(ref64 - got64)
+    denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
+    cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
+    result: dict[str, Any] = {
+        "max_abs": _round(float(diff.max()) if diff.size else 0.0),
+        "mean_abs": _round(float(diff.mean()) if diff.size else 0.0),
+        "cosine": _round(cosine),
+        "ref_max_abs": _round(float(np.abs(ref64).max()) if ref64.size else 0.0),
+    }
+    if looks_like_class_scores(ref):
+        result["top1_agreement"] = _round(float(np.mean(ref.argmax(-1) == got.argmax(-1))))
+    return result
+
+
+def compare(reference: list[Feed], actual: list[Feed], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per-output metrics over all samples."""
+    return {name: compare_output(stack(reference, name), stack(actual, name)) for name in names}
+
+
+def tolerance(measured: dict[str, dict[str, Any]], precision: str) -> dict[str, dict[str, float]]:
+    """Per-output tolerances for re-checking on another machine."""
+    floor = COSINE_FLOOR.get(precision, 1e-3)
+    result = {}
+    for name, m in measured.items():
+        slack = max(2 * (1 - m["cosine"]), floor)
+        abs_floor = ABS_FLOOR.get(precision, 5e-2) * max(1.0, m.get("ref_max_abs", 1.0))
+        result[name] = {"max_abs": _round(max(4 * m["max_abs"], abs_floor)), "min_cosine": _round(1 - slack)}
+    return result
+
+
+def check(measured: dict[str, dict[str, Any]], tol: dict[str, dict[str, float]]) -> list[str]:
+    """Failure descriptions; empty when every output is within tolerance."""
+    failures = []
+    for name, limits in tol.items():
+        m = measured.get(name)
+        if m is None:
+            failures.append(f"output {name!r} is missing")
+            continue
+        if m["cosine"] < limits["min_cosine"]:
+            failures.append(f"output {name!r}: cosine {m['cosine']:.6f} < {limits['min_cosine']:.6f}")
+        if m["max_abs"] > limits["max_abs"]:
+            failures.append(f"output {name!r}: max_abs {m['max_abs']:.3g} > {limits['max_abs']:.3g}")
+    return failures
+
+
+def _round(value: float) -> float:
+    """Round to 6 significant digits so manifests do not record float noise."""
+    return float(f"{value:.6g}")

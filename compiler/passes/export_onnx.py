@@ -1,0 +1,61 @@
+"""Convert a ``torch.export`` program (``.pt2``) to ONNX with the dynamo-based exporter.
+
+Why this exporter: torch 2.13's ``torch.onnx.export`` defaults to it; it is the only one that takes a
+saved ``ExportedProgram`` (so ``.pt2`` sources and factories share one path), keeps the dynamic dims
+declared at capture time, and is deterministic (byte-identical output for the same program). The
+TorchScript exporter (``dynamo=False``) is deprecated and would need the live ``nn.Module``.
+
+Rules:
+1. Input names are the program's argument names; output names come from the import (``output_names``).
+2. The exporter's own progress printing is captured and only shown when the export fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+
+from edgec.compiler import onnx_utils
+from edgec.compiler.errors import ExportError, require
+from edgec.compiler.importers.torch import safe_load_pt2
+from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
+from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
+
+
+class ExportOnnxOptions(PassOptions):
+    opset: int = 18
+    output_names: tuple[str, ...] = ()
+
+
+class ExportOnnx(Pass):
+    """``torch.onnx.export(exported_program, dynamo=True)``."""
+
+    name = "export_onnx"
+    accepts = (FORMAT_PT2,)
+    produces = FORMAT_ONNX
+    Options = ExportOnnxOptions
+
+    def run_impl(self, artifact: ModelArtifact, ctx: PassContext) -> PassResult:
+        torch = require("torch", "torch", "exporting PyTorch models to ONNX")
+        require("onnxscript", "torch", "exporting PyTorch models to ONNX")
+        opts: ExportOnnxOptions = self.options  # type: ignore[assignment]
+        ep = safe_load_pt2(artifact.path)
+        names = list(opts.output_names) or [s.name for s in artifact.outputs]
+        out_path = ctx.work_dir / "model.onnx"
+        log = io.StringIO()
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                program = torch.onnx.export(ep, (), dynamo=True, opset_version=opts.opset, output_names=names, verbose=False)
+                program.save(str(out_path))
+        except Exception as exc:
+            tail = " ".join(log.getvalue().split())[-300:]
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} {tail}") from exc
+        out = onnx_utils.artifact_from_file(out_path)
+        return PassResult(out, True, {"opset": opts.opset, "exporter": "torch.onnx.export(dynamo=True)"})
+
+    def ensures(self, before: ModelArtifact, result: PassResult) -> None:
+        super().ensures(before, result)
+        if [s.name for s in result.artifact.outputs] != [s.name for s in before.outputs]:
+            raise ExportError("the ONNX export renamed the model outputs")

@@ -1,0 +1,273 @@
+"""The build pipeline: import -> conversion and clean-up passes -> precision passes -> target export ->
+parity against the FP32 reference -> bundle written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.calibration.dataset import CalibrationSet, load_calibration
+from edgec.calibration.readers import ImagePreprocess
+from edgec.compiler import __version__, parity
+from edgec.compiler.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
+from edgec.compiler.cache import StageCache, cache_key, default_cache_dir
+from edgec.compiler.config import BuildConfig
+from edgec.compiler.errors import AccuracyGateError, ConfigError, EdgecError, UnsupportedError
+from edgec.compiler.importers.base import Feed, ImportResult, find_importer
+from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
+from edgec.compiler.planner import PassStep, conversion_steps, float_steps
+from edgec.compiler.types import ModelArtifact, TensorSpec
+from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
+
+Log = Callable[[str], None]
+SYNTHETIC_DIM = 16
+"""Size used for dynamic non-batch dims of synthetic golden inputs."""
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    """Where the bundle went and what its manifest says."""
+
+    bundle_dir: Path
+    manifest: BundleManifest
+    cache_hits: int
+    cache_misses: int
+
+
+def get_target(name: str) -> Target:
+    """Instantiate a registered target.
+
+    Raises:
+        ConfigError: unknown target.
+    """
+    try:
+        return TARGETS.get(name)()
+    except KeyError:
+        raise ConfigError(f"unknown target {name!r}; expected one of {', '.join(TARGETS.names())}") from None
+
+
+def build(config: BuildConfig, log: Log = lambda m: None) -> BuildOutcome:
+    """Build one bundle.
+
+    Raises:
+        EdgecError: any user-facing failure; nothing is left in ``config.out`` then.
+    """
+    target = get_target(config.target)
+    if config.precision not in target.precisions:
+        raise UnsupportedError(f"the {target.name} target offers {', '.join(target.precisions)}, not {config.precision}")
+    target.check_available()
+    importer = find_importer(config.source)
+    out_created = not config.out.exists()
+    if config.out.exists() and not config.out.is_dir():
+        raise ConfigError(f"--out {config.out} exists and is not a directory")
+    cache = StageCache(config.cache_dir or default_cache_dir(), enabled=config.cache, scratch=Path(tempfile.mkdtemp(prefix="edgec-")))
+    try:
+        return _build(config, target, importer, cache, log)
+    except BaseException:
+        if out_created and config.out.is_dir() and not any(config.out.iterdir()):
+            config.out.rmdir()
+        raise
+    finally:
+        if cache.scratch is not None:
+            shutil.rmtree(cache.scratch, ignore_errors=True)
+
+
+def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache, log: Log) -> BuildOutcome:
+    log(f"importing {config.source}")
+    imported = importer.load(config.source, cache, log)
+    name = config.name or imported.name
+    final = config.out / f"{name}-{target.name}-{config.precision}"
+    if final.exists() and not config.force:
+        raise ConfigError(f"output bundle {final} already exists", hint="remove it, pick another --out, or pass --force")
+    route, conversions = conversion_steps(imported.artifact.format, target.routes, target.name)
+    toolchain = _toolchain(target, importer)
+    records: list[dict[str, Any]] = []
+    float_art = _run_steps(conversions + float_steps(config, route), imported.artifact, None, cache, toolchain, records, log)
+    calibration = _calibration(config, float_art, log)
+    request = PrecisionRequest(config.precision, config.int8_mode, calibration)
+    golden_in = _golden_inputs(calibration, float_art.inputs, config.golden_samples)
+    log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
+    golden_out = importer.reference(imported.artifact, golden_in)
+    steps = target.precision_passes(request, float_art)
+    final_art = _run_steps(steps, float_art, calibration, cache, toolchain, records, log)
+    manifest = _assemble(config, target, imported, final_art, final, golden_in, golden_out, route, request, records, toolchain, log)
+    log(f"bundle written to {final}")
+    return BuildOutcome(final, manifest, cache.hits, cache.misses)
+
+
+def _toolchain(target: Target, importer: Any) -> dict[str, str]:
+    versions = {"edgec": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    extra = ("torch", "onnxscript") if importer.name == "torch" else ()
+    versions.update(package_versions(extra))
+    versions.update(target.toolchain())
+    return dict(sorted(versions.items()))
+
+
+def _run_steps(steps: list[PassStep], artifact: ModelArtifact, calibration: CalibrationSet | None, cache: StageCache,
+               toolchain: dict[str, str], records: list[dict[str, Any]], log: Log) -> ModelArtifact:
+    for pass_name, options in steps:
+        step = make_pass(pass_name, options)
+        calib_digest = calibration.digest if (calibration is not None and step.uses_calibration) else None
+        key = cache_key("pass", step.name, step.version, step.options_json(), artifact.digest, calib_digest, toolchain)
+
+        def produce(work: Path, step: Any = step, current: ModelArtifact = artifact) -> dict[str, Any]:
+            log(f"running pass {step.name}")
+            try:
+                result = step.run(current, PassContext(work, calibration, log))
+            except EdgecError:
+                raise
+            except Exception as exc:
+                raise wrap_failure(exc, step, [r["name"] for r in records]) from exc
+            return {
+                "file": result.artifact.path.name,
+                "format": result.artifact.format,
+                "digest": result.artifact.digest,
+                "inputs": [s.to_json() for s in result.artifact.inputs],
+                "outputs": [s.to_json() for s in result.artifact.outputs],
+                "modified": result.modified,
+                "stats": result.stats,
+            }
+
+        entry, meta, hit = cache.get_or_create(key, produce)
+        if hit:
+            log(f"pass {step.name}: cached")
+        artifact = ModelArtifact(
+            entry / meta["file"], meta["format"],
+            tuple(TensorSpec.from_json(s) for s in meta["inputs"]),
+            tuple(TensorSpec.from_json(s) for s in meta["outputs"]),
+            meta["digest"],
+        )
+        records.append({"name": step.name, "options": step.options_json(), "modified": meta["modified"], "stats": meta["stats"]})
+    return artifact
+
+
+def _calibration(config: BuildConfig, artifact: ModelArtifact, log: Log) -> CalibrationSet | None:
+    if config.calib is None:
+        return None
+    preprocess = ImagePreprocess.parse(config.calib_preprocess) if config.calib_preprocess else None
+    calib = load_calibration(config.calib, artifact.inputs, method=config.calib_method, samples=config.calib_samples, preprocess=preprocess)
+    log(f"calibration: {len(calib)} samples from {config.calib} (digest {calib.digest[:12]})")
+    return calib
+
+
+def _golden_inputs(calibration: CalibrationSet | None, inputs: tuple[TensorSpec, ...], count: int) -> list[Feed]:
+    if calibration is not None:
+        return list(calibration.feeds(count))
+    rng = np.random.default_rng(0)
+    return [{spec.name: _synthetic(spec, rng) for spec in inputs} for _ in range(count)]
+
+
+def _synthetic(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
+    shape = tuple(d if isinstance(d, int) else (1 if i == 0 else SYNTHETIC_DIM) for i, d in enumerate(spec.shape))
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return np.ones(shape, dtype)
+    if "mask" in spec.name.lower():
+        return np.ones(shape, dtype)
+    return rng.integers(0, 100, size=shape).astype(dtype)
+
+
+def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artifact: ModelArtifact, final: Path,
+              golden_in: list[Feed], golden_out: list[Feed], route: str, request: PrecisionRequest,
+              records: list[dict[str, Any]], toolchain: dict[str, str], log: Log) -> BundleManifest:
+    config.out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=config.out))
+    work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
+    try:
+        exported = _export(target, artifact, staging, request, work, final, log)
+        golden_in = target.bundle_feeds(golden_in, exported)
+        golden_out = target.bundle_outputs(golden_out, exported)
+        parity_entry = _parity(config, target, staging, exported.model_file, golden_in, golden_out, imported, log)
+        write_golden(staging / GOLDEN, golden_in, golden_out)
+        manifest = BundleManifest(
+            name=final.name.rsplit(f"-{target.name}-", 1)[0],
+            target=target.name,
+            precision=config.precision,
+            files=[file_entry(staging, f) for f in sorted({*exported.files, GOLDEN})],
+            inputs=[s.to_json() for s in exported.inputs],
+            outputs=[s.to_json() for s in exported.outputs],
+            source={"format": imported.source_format, "sha256": imported.source_sha256, "route": route},
+            passes=records,
+            calibration=request.calibration.to_manifest() if request.calibration else None,
+            parity=parity_entry,
+            toolchain=toolchain,
+            model_file=exported.model_file,
+            target_details=exported.details,
+        )
+        (staging / MANIFEST).write_text(manifest.dumps())
+        _publish(staging, final, config.force)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def _export(target: Target, artifact: ModelArtifact, staging: Path, request: PrecisionRequest, work: Path,
+            final: Path, log: Log) -> ExportResult:
+    log(f"exporting for {target.name}")
+    try:
+        return target.export(artifact, staging, request, work)
+    except EdgecError as exc:
+        if exc.log:
+            log_path = final.with_name(f"{final.name}.failed.log")
+            log_path.write_text(exc.log)
+            exc.message += f" (converter log: {log_path})"
+        raise
+
+
+def _parity(config: BuildConfig, target: Target, staging: Path, model_file: str, golden_in: list[Feed],
+            golden_out: list[Feed], imported: ImportResult, log: Log) -> dict[str, Any]:
+    reference = f"{imported.source_format} fp32"
+    if not target.measures_parity():
+        return {"measured": False, "reference": reference, "samples": len(golden_in),
+                "reason": f"the {target.name} runtime cannot execute models on this host; run 'edgec verify' on a device"}
+    measured = _measure(target, staging, model_file, golden_in, golden_out, log)
+    _gate(config, measured)
+    return {"measured": True, "reference": reference, "samples": len(golden_in), "outputs": measured,
+            "tolerance": parity.tolerance(measured, config.precision)}
+
+
+def _measure(target: Target, bundle: Path, model_file: str, golden_in: list[Feed], golden_out: list[Feed], log: Log) -> dict[str, Any]:
+    log("measuring parity against the FP32 reference")
+    with target.runner(bundle, model_file) as runner:
+        actual = [runner.infer(feed) for feed in golden_in]
+    return parity.compare(golden_out, actual, list(golden_out[0]))
+
+
+def _gate(config: BuildConfig, measured: dict[str, Any]) -> None:
+    minimum = config.min_cosine if config.min_cosine is not None else parity.DEFAULT_MIN_COSINE.get(config.precision)
+    if minimum is None:
+        return
+    worst = min(measured.items(), key=lambda kv: kv[1]["cosine"])
+    if worst[1]["cosine"] < minimum:
+        raise AccuracyGateError(
+            f"output {worst[0]!r} has cosine {worst[1]['cosine']:.6f} to the FP32 reference, below the required {minimum}; "
+            "no bundle written"
+        )
+
+
+def _publish(staging: Path, final: Path, force: bool) -> None:
+    if final.exists():
+        if not force:
+            raise ConfigError(f"output bundle {final} already exists", hint="pass --force to replace it")
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    staging_mode = 0o755
+    os.chmod(final, staging_mode)

@@ -1,0 +1,43 @@
+"""The planner: which conversion and clean-up passes bring a source artifact to a target's route."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgec.compiler.config import BuildConfig
+from edgec.compiler.errors import UnsupportedError
+from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2
+
+PassStep = tuple[str, dict[str, Any]]
+
+CONVERSIONS: dict[tuple[str, str], str] = {(FORMAT_PT2, FORMAT_ONNX): "export_onnx"}
+"""(from format, to format) -> converting pass."""
+
+
+def conversion_steps(source_format: str, routes: tuple[str, ...], target: str) -> tuple[str, list[PassStep]]:
+    """The route format chosen for the target and the conversion passes to reach it.
+
+    Raises:
+        UnsupportedError: no route from the source format to the target.
+    """
+    for route in routes:
+        if route == source_format:
+            return route, []
+        step = CONVERSIONS.get((source_format, route))
+        if step:
+            return route, [(step, {})]
+    raise UnsupportedError(
+        f"the {target} target cannot take a {source_format} model; it takes {', '.join(routes)}",
+    )
+
+
+def float_steps(config: BuildConfig, route: str) -> list[PassStep]:
+    """Clean-up passes run on the float model before any precision change."""
+    if route != FORMAT_ONNX:
+        return []
+    steps: list[PassStep] = []
+    if config.input_shapes:
+        steps.append(("fix_shapes", {"shapes": {k: list(v) for k, v in config.input_shapes.items()}}))
+    if config.simplify:
+        steps.append(("simplify", {}))
+    return steps

@@ -1,0 +1,108 @@
+"""Core value types: tensor specs and model artifacts (handles, never loaded models)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+Dim = int | str | None
+"""One dimension: a fixed size, a symbolic name, or None for unknown."""
+
+FORMAT_ONNX = "onnx"
+FORMAT_PT2 = "pt2"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one model input or output.
+
+    Args:
+        name: tensor name as the runtime sees it.
+        shape: dims, each an int, a symbolic name or None.
+        dtype: numpy dtype name, e.g. ``"float32"``.
+        extra: target-specific details (layout, quantization parameters).
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def is_static(self) -> bool:
+        """True when every dim is a fixed int."""
+        return all(isinstance(d, int) for d in self.shape)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form used in manifests."""
+        data: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TensorSpec:
+        """Inverse of :meth:`to_json`."""
+        rest = {k: v for k, v in data.items() if k not in ("name", "shape", "dtype")}
+        return cls(str(data["name"]), tuple(data["shape"]), str(data["dtype"]), rest)
+
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        """Whether a concrete shape fits this spec (symbolic dims match anything)."""
+        if len(shape) != len(self.shape):
+            return False
+        return all(not isinstance(d, int) or d == s for d, s in zip(self.shape, shape))
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A model on disk in one format, with its interface and content digest.
+
+    Args:
+        path: file (or directory) holding the model.
+        format: one of the ``FORMAT_*`` names.
+        inputs: input tensor specs, in the model's order.
+        outputs: output tensor specs, in the model's order.
+        digest: sha256 of the content, used for cache keys and provenance.
+    """
+
+    path: Path
+    format: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    digest: str
+
+    def input(self, name: str) -> TensorSpec:
+        """The input spec called ``name``.
+
+        Raises:
+            KeyError: when there is no such input.
+        """
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_tree(path: Path) -> str:
+    """Hex sha256 over a file, or over a directory's relative paths and file contents in sorted order."""
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = Path(root) / name
+            digest.update(str(full.relative_to(path)).encode() + b"\0")
+            digest.update(sha256_file(full).encode())
+    return digest.hexdigest()

@@ -1,0 +1,118 @@
+"""The target contract: the formats it takes, the precisions it offers, how it exports and runs a bundle."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgec.calibration.dataset import CalibrationSet
+from edgec.compiler.errors import require
+from edgec.compiler.registry import Registry
+from edgec.compiler.types import ModelArtifact, TensorSpec
+from edgec.runtime_shims.base import Runner
+
+TARGETS: Registry[Target] = Registry("target", "edgec.targets")
+
+PassStep = tuple[str, dict[str, Any]]
+Feed = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class PrecisionRequest:
+    """What the user asked for that shapes the precision passes.
+
+    Args:
+        precision: fp32, fp16 or int8.
+        int8_mode: ``auto``, ``static`` or ``dynamic``.
+        calibration: the calibration set, if given.
+    """
+
+    precision: str
+    int8_mode: str = "auto"
+    calibration: CalibrationSet | None = None
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Files a target wrote into the bundle and the interface a device must use."""
+
+    model_file: str
+    files: tuple[str, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Target:
+    """Base class; subclasses set the class attributes and implement the methods."""
+
+    name: ClassVar[str]
+    extra: ClassVar[str]
+    routes: ClassVar[tuple[str, ...]]
+    """Artifact formats accepted, in order of preference."""
+    precisions: ClassVar[tuple[str, ...]]
+    modules: ClassVar[tuple[str, ...]] = ()
+    """Python modules the target needs to build and run bundles."""
+    packages: ClassVar[tuple[str, ...]] = ()
+    """Distribution names whose versions go into the manifest's toolchain."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            TARGETS.add(cls.name, cls)
+
+    def check_available(self) -> None:
+        """Raise :class:`MissingDependencyError` naming the extra when a needed module is missing."""
+        for module in self.modules:
+            require(module, self.extra, f"the {self.name} target")
+
+    def toolchain(self) -> dict[str, str]:
+        """Installed versions of the target's packages."""
+        return package_versions(self.packages)
+
+    def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
+        """Passes that bring a float model to the requested precision."""
+        raise NotImplementedError
+
+    def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
+        """Write the deployable model files into ``bundle_dir``.
+
+        Targets whose converter applies the precision itself (TFLite, Core ML) read ``request``
+        (precision, calibration) here; ``work_dir`` is scratch space that is removed afterwards.
+
+        Raises:
+            ExportError: conversion failed; set its ``log`` to the converter's output so the
+                pipeline can save it beside the failed build.
+        """
+        raise NotImplementedError
+
+    def bundle_feeds(self, feeds: list[Feed], result: ExportResult) -> list[Feed]:
+        """Source-layout feeds -> what the bundle's runner takes (e.g. NCHW -> NHWC). Identity by default."""
+        return feeds
+
+    def bundle_outputs(self, outputs: list[Feed], result: ExportResult) -> list[Feed]:
+        """Source-layout reference outputs -> the bundle's output layout. Identity by default."""
+        return outputs
+
+    def measures_parity(self) -> bool:
+        """False where this host cannot execute the bundle (Core ML on Linux): parity is then not measured."""
+        return True
+
+    def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> Runner:
+        """A runtime shim runner for the bundle's model."""
+        raise NotImplementedError
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """``{name: version}`` for installed distributions; missing ones are left out."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,65 @@
+"""``onnx`` target: an ONNX model for onnxruntime (cloud and edge servers), fp32, fp16 or int8.
+
+INT8 modes:
+- ``static``: QDQ with per-channel int8 weights and uint8 activations calibrated on ``--calib``.
+- ``dynamic``: per-channel int8 weights, activations quantized at run time; no calibration needed.
+- ``auto`` (default): static for convolutional models when calibration data is given; dynamic for
+  models dominated by MatMul (transformers), whose activations have outliers that static per-tensor
+  ranges cannot hold (MiniLM: cosine 0.94 static vs 0.993 dynamic, measured), and when no
+  calibration data is given.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edgec.compiler import onnx_utils
+from edgec.compiler.errors import UnsupportedError
+from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
+from edgec.runtime_shims.ort import OrtRunner
+from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
+
+MODEL_FILE = "model.onnx"
+
+
+def choose_int8_mode(request: PrecisionRequest, artifact: ModelArtifact) -> str:
+    """Resolve ``auto`` to ``static`` or ``dynamic`` (see the module docstring)."""
+    if request.int8_mode != "auto":
+        return request.int8_mode
+    if request.calibration is None:
+        return "dynamic"
+    ops = onnx_utils.op_counts(onnx_utils.load_model(artifact.path))
+    convs = ops.get("Conv", 0) + ops.get("ConvTranspose", 0)
+    matmuls = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    return "static" if convs >= matmuls else "dynamic"
+
+
+class OnnxTarget(Target):
+    """onnxruntime bundles."""
+
+    name = "onnx"
+    extra = "onnx"
+    routes = (FORMAT_ONNX,)
+    precisions = ("fp32", "fp16", "int8")
+    modules = ("onnx", "onnxruntime", "onnxslim")
+    packages = ("onnx", "onnxruntime", "onnxslim")
+
+    def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
+        if request.precision == "fp32":
+            return []
+        if request.precision == "fp16":
+            return [("quantize_fp16", {})]
+        if request.precision != "int8":
+            raise UnsupportedError(f"the onnx target has no precision {request.precision!r}")
+        if choose_int8_mode(request, artifact) == "static":
+            method = request.calibration.method if request.calibration else "minmax"
+            return [("quantize_static", {"method": method})]
+        return [("quantize_dynamic", {})]
+
+    def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
+        shutil.copyfile(artifact.path, bundle_dir / MODEL_FILE)
+        return ExportResult(MODEL_FILE, (MODEL_FILE,), artifact.inputs, artifact.outputs, {"runtime": "onnxruntime"})
+
+    def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> OrtRunner:
+        return OrtRunner(str(bundle_dir / model_file), threads=threads)
