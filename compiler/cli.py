@@ -7,6 +7,8 @@ Exit codes: 0 ok, 1 internal error (a bug, with traceback), 2 configuration, 3 m
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 import traceback
@@ -44,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", type=Path)
     inspect.add_argument("--json", action="store_true")
     sub.add_parser("targets", help="list targets, their precisions and whether their runtime is installed")
+    for module in PLUGIN_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            COMMANDS.update(importlib.import_module(module).add_commands(sub))
     return parser
 
 
@@ -153,6 +158,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets,
 }
+PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli"]
+"""Modules of higher rooms (benchmarks, cloud_sync) that add subcommands: each has
+``add_commands(subparsers) -> {name: handler}`` and keeps heavy imports inside the handlers."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

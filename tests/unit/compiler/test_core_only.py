@@ -1,0 +1,63 @@
+"""With only the core installed (heavy frameworks hidden), every module imports and the CLI still helps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+HIDDEN = ["torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "tensorflow", "openvino", "nncf",
+          "coremltools", "tensorrt", "onnx2tf", "ai_edge_litert", "PIL", "obstore", "tuf", "transformers", "sklearn"]
+
+PRELUDE = textwrap.dedent(f"""
+    import importlib.abc, sys
+    HIDDEN = {HIDDEN!r}
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in HIDDEN:
+                raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+            return None
+    sys.meta_path.insert(0, Block())
+""")
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+
+
+def test_every_module_imports_without_heavy_frameworks() -> None:
+    proc = _run("""
+        import pkgutil, importlib
+        for pkg in ["compiler", "targets", "calibration", "runtime_shims", "cloud_sync"]:
+            root = importlib.import_module("edgec." + pkg)
+            for info in pkgutil.walk_packages(root.__path__, "edgec." + pkg + "."):
+                if not info.name.endswith("__main__"):
+                    importlib.import_module(info.name)
+        print("imported")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "imported" in proc.stdout
+
+
+def test_help_and_targets_work_and_missing_extras_are_named() -> None:
+    proc = _run("""
+        from edgec.compiler.cli import main
+        try:
+            main(["--help"])
+        except SystemExit as exc:
+            assert exc.code == 0
+        assert main(["targets"]) == 0
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "build" in proc.stdout and "verify" in proc.stdout
+    assert "onnx" in proc.stdout and "pip install 'edgec[onnx]'" in proc.stdout
+
+
+def test_build_without_onnxruntime_names_the_extra(tmp_path) -> None:
+    proc = _run(f"""
+        import sys
+        from edgec.compiler.cli import main
+        sys.exit(main(["build", "model.onnx", "--out", {str(tmp_path / 'out')!r}]))
+    """)
+    assert proc.returncode == 3, proc.stderr
+    assert "pip install 'edgec[onnx]'" in proc.stderr and "Traceback" not in proc.stderr
