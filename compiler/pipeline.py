@@ -29,6 +29,7 @@ from edgec.compiler.types import ModelArtifact, TensorSpec
 from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
 
 Log = Callable[[str], None]
+SHIM_DIR = "edgec_shim"
 SYNTHETIC_DIM = 16
 """Size used for dynamic non-batch dims of synthetic golden inputs."""
 
@@ -186,6 +187,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
     work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
     try:
         exported = _export(target, artifact, staging, request, work, final, log)
+        shims = ship_shims(staging)
         golden_in = target.bundle_feeds(golden_in, exported)
         golden_out = target.bundle_outputs(golden_out, exported)
         parity_entry = _parity(config, target, staging, exported.model_file, golden_in, golden_out, imported, log)
@@ -194,7 +196,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
             name=final.name.rsplit(f"-{target.name}-", 1)[0],
             target=target.name,
             precision=config.precision,
-            files=[file_entry(staging, f) for f in sorted({*exported.files, GOLDEN})],
+            files=[file_entry(staging, f) for f in sorted({*exported.files, *shims, GOLDEN})],
             inputs=[s.to_json() for s in exported.inputs],
             outputs=[s.to_json() for s in exported.outputs],
             source={"format": imported.source_format, "sha256": imported.source_sha256, "route": route},
@@ -213,6 +215,24 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def ship_shims(bundle: Path) -> list[str]:
+    """Copy the runtime shims into ``bundle/edgec_shim/`` so the bundle runs with numpy + its runtime only.
+
+    Returns:
+        The copied files, relative to the bundle.
+    """
+    import edgec.runtime_shims as shims
+
+    source = Path(shims.__file__).parent
+    dest = bundle / SHIM_DIR
+    dest.mkdir()
+    copied = []
+    for path in sorted(source.glob("*.py")):
+        shutil.copyfile(path, dest / path.name)
+        copied.append(f"{SHIM_DIR}/{path.name}")
+    return copied
 
 
 def _export(target: Target, artifact: ModelArtifact, staging: Path, request: PrecisionRequest, work: Path,

@@ -24,7 +24,8 @@ def _build(src: Path, out: Path, **kw) -> Path:
 def test_fp32_bundle_has_model_manifest_and_golden(tmp_path: Path, conv_onnx: Path) -> None:
     bundle = _build(conv_onnx, tmp_path / "out")
     assert bundle.name == "tiny-onnx-fp32"
-    assert sorted(p.name for p in bundle.iterdir()) == ["golden.npz", "manifest.json", "model.onnx"]
+    assert sorted(p.name for p in bundle.iterdir()) == ["edgec_shim", "golden.npz", "manifest.json", "model.onnx"]
+    assert (bundle / "edgec_shim" / "ort.py").is_file() and (bundle / "edgec_shim" / "base.py").is_file()
     m = json.loads((bundle / "manifest.json").read_text())
     for key in ("schema_version", "name", "target", "precision", "files", "inputs", "outputs", "source", "passes",
                 "calibration", "parity", "toolchain"):
