@@ -25,6 +25,10 @@ class StaticOptions(PassOptions):
     activation_type: Literal["uint8", "int8"] = "uint8"
     op_types: tuple[str, ...] | None = None
     nodes_to_exclude: tuple[str, ...] = ()
+    symmetric_activations: bool = False
+    """Zero-point-0 activations, as TensorRT's explicit quantization requires (use with int8 activations)."""
+    extra_options: dict[str, bool | int | float | str] = {}
+    """More onnxruntime ``extra_options`` (e.g. ``{"QDQKeepRemovableActivations": True}``)."""
 
 
 def data_reader(calibration: CalibrationSet, base: type) -> Any:
@@ -70,7 +74,7 @@ class QuantizeStatic(Pass):
             op_types_to_quantize=list(opts.op_types) if opts.op_types else None,
             nodes_to_exclude=list(opts.nodes_to_exclude) or None,
             calibrate_method=getattr(q.CalibrationMethod, METHOD_NAMES[opts.method]),
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options},
         )
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
