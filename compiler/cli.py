@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("path", type=Path)
     inspect.add_argument("--json", action="store_true")
     sub.add_parser("targets", help="list targets, their precisions and whether their runtime is installed")
+    debug = sub.add_parser("debug", help="rank the layers of a quantized bundle by the error they add versus FP32")
+    debug.add_argument("bundle", type=Path)
+    debug.add_argument("--reference", type=Path, help="FP32 bundle or .onnx; default: the sibling <name>-<target>-fp32 bundle")
+    debug.add_argument("--top", type=int, default=15)
+    debug.add_argument("--json", action="store_true")
     for module in PLUGIN_MODULES:
         if importlib.util.find_spec(module) is not None:
             COMMANDS.update(importlib.import_module(module).add_commands(sub))
@@ -70,6 +75,11 @@ def _add_build(sub: Any) -> None:
     build.add_argument("--no-simplify", action="store_true", help="skip the onnxslim clean-up")
     build.add_argument("--golden-samples", type=int, default=8, help="golden inputs stored in the bundle; default 8")
     build.add_argument("--min-cosine", type=float, help="fail when an output's cosine to FP32 is below this")
+    build.add_argument("--report-layers", action="store_true", help="write a per-layer divergence report (layers.json) into the bundle")
+    build.add_argument("--max-drop", type=float, help="accuracy budget, e.g. 0.01: keep the most sensitive layers in float until met")
+    build.add_argument("--metric", default="top1", help="what --max-drop measures: top1 (agreement with FP32), cosine, or accuracy (needs --eval)")
+    build.add_argument("--max-float-layers", type=int, help="with --max-drop: keep at most N layers in float (default 16)")
+    build.add_argument("--eval", type=Path, help=".npz of model inputs plus 'labels' for --metric accuracy")
     build.add_argument("--force", action="store_true", help="replace an existing bundle")
     build.add_argument("--no-cache", action="store_true", help="do not read or write the stage cache")
     build.add_argument("--cache-dir", type=Path, help="stage cache directory; default $EDGEC_CACHE_DIR or ~/.cache/edgec")
@@ -88,7 +98,8 @@ def _config(args: argparse.Namespace) -> Any:
         "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples,
         "calib_method": args.calib_method, "calib_preprocess": args.calib_preprocess, "input_shapes": shapes,
         "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples,
-        "min_cosine": args.min_cosine, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
+        "min_cosine": args.min_cosine, "report_layers": args.report_layers, "max_drop": args.max_drop,
+        "metric": args.metric, "max_float_layers": args.max_float_layers, "eval": args.eval, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
     }
     try:
         return BuildConfig(**fields)
@@ -113,6 +124,29 @@ def cmd_build(args: argparse.Namespace) -> int:
     for name, metrics in m.parity.get("outputs", {}).items():
         extra = f", top1 agreement {metrics['top1_agreement']:.4f}" if "top1_agreement" in metrics else ""
         print(f"  parity {name}: cosine {metrics['cosine']:.6f}, max_abs {metrics['max_abs']:.3g}{extra}")
+    if outcome.mixed_precision_cost:
+        mp, cost = m.model_extra["mixed_precision"], outcome.mixed_precision_cost  # type: ignore[index]
+        print(f"  mixed precision: {mp['metric']} {mp['value']:.4f} vs fp32 {mp['fp32']:.4f} (drop {mp['drop']:.4f} <= {mp['max_drop']}); "
+              f"{len(mp['float_layers'])} layers kept in float: {', '.join(mp['float_layers']) or 'none'}")
+        print(f"  cost: size {cost['size']:,} vs {cost['size_all_quantized']:,} bytes all-quantized; "
+              f"latency {cost['latency_ms']:.3f} vs {cost['latency_ms_all_quantized']:.3f} ms (batch 1, this host)")
+    extra = m.model_extra or {}
+    if "layer_report" in extra:
+        print(f"  layer report: {outcome.bundle_dir / 'layers.json'} (worst: {', '.join(extra['layer_report']['worst'])})")
+    return 0
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from edgec.compiler.debug import debug_bundle
+
+    layers, path = debug_bundle(args.bundle, args.reference)
+    if args.json:
+        print(json.dumps([d.to_json() for d in layers], indent=2))
+    else:
+        from edgec.compiler.fidelity import format_report
+
+        print(format_report(layers, args.top))
+        print(f"written to {path}")
     return 0
 
 
@@ -156,7 +190,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "build": cmd_build, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets,
+    "build": cmd_build, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets, "debug": cmd_debug,
 }
 PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli"]
 """Modules of higher rooms (benchmarks, cloud_sync) that add subcommands: each has

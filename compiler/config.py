@@ -30,6 +30,11 @@ class BuildConfig(BaseModel):
         simplify: run the graph clean-up pass.
         golden_samples: how many golden inputs the bundle carries.
         min_cosine: fail the build when any output's cosine to the reference is lower.
+        report_layers: write a per-layer divergence report (``layers.json``) into the bundle.
+        max_drop: accuracy budget: keep the most sensitive layers in float until the drop is within it.
+        metric: what ``max_drop`` measures: top1 agreement or cosine with FP32, or accuracy on ``eval``.
+        eval: a ``.npz`` of model inputs plus ``labels`` for the accuracy metric.
+        max_float_layers: at most this many layers kept in float by ``max_drop`` (default 16).
         force: replace an existing bundle directory.
         cache: use the stage cache.
         cache_dir: where the stage cache lives.
@@ -51,9 +56,21 @@ class BuildConfig(BaseModel):
     simplify: bool = True
     golden_samples: int = 8
     min_cosine: float | None = None
+    report_layers: bool = False
+    max_drop: float | None = None
+    metric: Literal["top1", "cosine", "accuracy"] = "top1"
+    max_float_layers: int | None = None
+    eval: Path | None = None
     force: bool = False
     cache: bool = True
     cache_dir: Path | None = None
+
+    @field_validator("max_drop")
+    @classmethod
+    def _budget(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value < 1:
+            raise ValueError("must be a fraction in [0, 1), e.g. 0.01 for one point")
+        return value
 
     @field_validator("golden_samples")
     @classmethod

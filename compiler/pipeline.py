@@ -4,32 +4,44 @@ parity against the FP32 reference -> bundle written atomically.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
-from edgec.calibration.readers import ImagePreprocess
-from edgec.compiler import __version__, parity
+from edgec.calibration.readers import ImagePreprocess, read_path
+from edgec.compiler import __version__, fidelity, mixed_precision, parity
 from edgec.compiler.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
 from edgec.compiler.cache import StageCache, cache_key, default_cache_dir
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.errors import AccuracyGateError, ConfigError, EdgecError, UnsupportedError
+from edgec.compiler.errors import (
+    AccuracyGateError,
+    CalibrationError,
+    ConfigError,
+    EdgecError,
+    ExportError,
+    UnsupportedError,
+    require,
+)
 from edgec.compiler.importers.base import Feed, ImportResult, find_importer
 from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
 from edgec.compiler.planner import PassStep, conversion_steps, float_steps
-from edgec.compiler.types import ModelArtifact, TensorSpec
+from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
 from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
 
 Log = Callable[[str], None]
 SHIM_DIR = "edgec_shim"
+LAYERS = "layers.json"
+BUDGET_SAMPLES = 128
+"""Calibration samples used to measure the metric of ``--max-drop`` when no ``--eval`` is given."""
 SYNTHETIC_DIM = 16
 """Size used for dynamic non-batch dims of synthetic golden inputs."""
 
@@ -42,6 +54,7 @@ class BuildOutcome:
     manifest: BundleManifest
     cache_hits: int
     cache_misses: int
+    mixed_precision_cost: dict[str, Any] | None = None
 
 
 def get_target(name: str) -> Target:
@@ -98,11 +111,91 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     golden_in = _golden_inputs(calibration, float_art.inputs, config.golden_samples)
     log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
     golden_out = importer.reference(imported.artifact, golden_in)
-    steps = target.precision_passes(request, float_art)
-    final_art = _run_steps(steps, float_art, calibration, cache, toolchain, records, log)
-    manifest = _assemble(config, target, imported, final_art, final, golden_in, golden_out, route, request, records, toolchain, log)
+    extras: dict[str, Any] = {"files": {}, "manifest": {}}
+
+    def quantize(exclude: tuple[str, ...]) -> ModelArtifact:
+        attempt = list(records)
+        art = _run_steps(target.precision_passes(replace(request, exclude=exclude), float_art), float_art, calibration,
+                         cache, toolchain, attempt, log)
+        extras["records"] = attempt
+        return art
+
+    if config.max_drop is not None:
+        final_art = _mixed_precision(config, target, float_art, quantize, calibration, golden_in, extras, log)
+    else:
+        final_art = quantize(())
+    if config.report_layers:
+        _layer_report(config, float_art, final_art, golden_in, extras)
+    manifest = _assemble(config, target, imported, final_art, final, golden_in, golden_out, route, request,
+                         extras["records"], toolchain, log, extras)
     log(f"bundle written to {final}")
-    return BuildOutcome(final, manifest, cache.hits, cache.misses)
+    return BuildOutcome(final, manifest, cache.hits, cache.misses, extras.get("cost"))
+
+
+def _check_onnx_precision(config: BuildConfig, target: Target, float_art: ModelArtifact, flag: str) -> None:
+    if config.precision == "fp32":
+        raise ConfigError(f"{flag} compares a reduced-precision model with FP32; use it with --precision int8 or fp16")
+    if float_art.format != FORMAT_ONNX or not target.precision_passes(PrecisionRequest(config.precision, config.int8_mode), float_art):
+        raise UnsupportedError(f"{flag} works for targets whose precision is set by ONNX passes (onnx, tensorrt), not {target.name}")
+
+
+def _mixed_precision(config: BuildConfig, target: Target, float_art: ModelArtifact, quantize: Callable[[tuple[str, ...]], ModelArtifact],
+                     calibration: CalibrationSet | None, golden_in: list[Feed], extras: dict[str, Any], log: Log) -> ModelArtifact:
+    _check_onnx_precision(config, target, float_art, "--max-drop")
+    feeds, labels = _budget_feeds(config, float_art, calibration, golden_in)
+    assert config.max_drop is not None
+    result = mixed_precision.search(float_art, quantize, feeds, labels, config.metric, config.max_drop, log, config.max_float_layers)
+    all_int8 = quantize(())
+    quantize(result.exclude)  # cached; leaves the chosen attempt's pass records in extras["records"]
+    extras["manifest"]["mixed_precision"] = {
+        "metric": config.metric, "max_drop": config.max_drop, "samples": len(feeds),
+        "fp32": round(result.baseline, 6), "value": round(result.value, 6), "drop": round(result.drop, 6),
+        "float_layers": result.float_layers, "float_nodes": list(result.exclude), "steps": result.steps,
+        "size_all_quantized": all_int8.path.stat().st_size, "size": result.artifact.path.stat().st_size,
+    }
+    extras["cost"] = {"latency_ms_all_quantized": _latency_ms(all_int8, feeds[0]), "latency_ms": _latency_ms(result.artifact, feeds[0]),
+                      "size_all_quantized": all_int8.path.stat().st_size, "size": result.artifact.path.stat().st_size,
+                      "float_layers": result.float_layers}
+    return result.artifact
+
+
+def _budget_feeds(config: BuildConfig, float_art: ModelArtifact, calibration: CalibrationSet | None,
+                  golden_in: list[Feed]) -> tuple[list[Feed], np.ndarray | None]:
+    if config.metric == "accuracy":
+        if config.eval is None:
+            raise ConfigError("--metric accuracy needs --eval DATA.npz (model inputs plus a 'labels' array)")
+        raw = read_path(config.eval, float_art.inputs, None)
+        if "labels" not in raw:
+            raise CalibrationError(f"--eval {config.eval} has no 'labels' array; expected inputs plus labels")
+        data = CalibrationSet.from_arrays(raw, float_art.inputs, source=str(config.eval))
+        return list(data.feeds()), np.asarray(raw["labels"]).reshape(-1)
+    if calibration is not None:
+        return list(calibration.feeds(BUDGET_SAMPLES)), None
+    return golden_in, None
+
+
+def _latency_ms(artifact: ModelArtifact, feed: Feed, runs: int = 50) -> float:
+    import time
+
+    ort = require("onnxruntime", "onnx", "measuring latency")
+    session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
+    for _ in range(5):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return round(float(np.median(times)) * 1000, 4)
+
+
+def _layer_report(config: BuildConfig, float_art: ModelArtifact, final_art: ModelArtifact, golden_in: list[Feed],
+                  extras: dict[str, Any]) -> None:
+    if config.precision == "fp32" or final_art.format != FORMAT_ONNX:
+        raise ConfigError("--report-layers compares a quantized ONNX model with FP32; use it with --precision int8 or fp16 on an ONNX-based target")
+    layers = fidelity.layer_divergence(float_art.path, final_art.path, golden_in)
+    extras["files"][LAYERS] = json.dumps({"samples": len(golden_in), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True) + "\n"
+    extras["manifest"]["layer_report"] = {"file": LAYERS, "worst": [d.layer for d in layers[:5]]}
 
 
 def _toolchain(target: Target, importer: Any) -> dict[str, str]:
@@ -181,7 +274,7 @@ def _synthetic(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
 
 def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artifact: ModelArtifact, final: Path,
               golden_in: list[Feed], golden_out: list[Feed], route: str, request: PrecisionRequest,
-              records: list[dict[str, Any]], toolchain: dict[str, str], log: Log) -> BundleManifest:
+              records: list[dict[str, Any]], toolchain: dict[str, str], log: Log, extras: dict[str, Any]) -> BundleManifest:
     config.out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=config.out))
     work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
@@ -192,11 +285,13 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
         golden_out = target.bundle_outputs(golden_out, exported)
         parity_entry = _parity(config, target, staging, exported.model_file, golden_in, golden_out, imported, log)
         write_golden(staging / GOLDEN, golden_in, golden_out)
+        for rel, text in extras["files"].items():
+            (staging / rel).write_text(text)
         manifest = BundleManifest(
             name=final.name.rsplit(f"-{target.name}-", 1)[0],
             target=target.name,
             precision=config.precision,
-            files=[file_entry(staging, f) for f in sorted({*exported.files, *shims, GOLDEN})],
+            files=[file_entry(staging, f) for f in sorted({*exported.files, *shims, *extras["files"], GOLDEN})],
             inputs=[s.to_json() for s in exported.inputs],
             outputs=[s.to_json() for s in exported.outputs],
             source={"format": imported.source_format, "sha256": imported.source_sha256, "route": route},
@@ -206,6 +301,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
             toolchain=toolchain,
             model_file=exported.model_file,
             target_details=exported.details,
+            **extras["manifest"],
         )
         (staging / MANIFEST).write_text(manifest.dumps())
         _publish(staging, final, config.force)
@@ -262,8 +358,13 @@ def _parity(config: BuildConfig, target: Target, staging: Path, model_file: str,
 
 def _measure(target: Target, bundle: Path, model_file: str, golden_in: list[Feed], golden_out: list[Feed], log: Log) -> dict[str, Any]:
     log("measuring parity against the FP32 reference")
-    with target.runner(bundle, model_file) as runner:
-        actual = [runner.infer(feed) for feed in golden_in]
+    try:
+        with target.runner(bundle, model_file) as runner:
+            actual = [runner.infer(feed) for feed in golden_in]
+    except EdgecError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"the built {target.name} model does not run: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     return parity.compare(golden_out, actual, list(golden_out[0]))
 
 

@@ -29,11 +29,14 @@ class PrecisionRequest:
         precision: fp32, fp16 or int8.
         int8_mode: ``auto``, ``static`` or ``dynamic``.
         calibration: the calibration set, if given.
+        exclude: nodes to keep in float.
     """
 
     precision: str
     int8_mode: str = "auto"
     calibration: CalibrationSet | None = None
+    exclude: tuple[str, ...] = ()
+    """Node names (of the float ONNX graph) to keep in float: mixed precision under an accuracy budget."""
 
 
 @dataclass(frozen=True)

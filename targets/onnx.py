@@ -52,10 +52,11 @@ class OnnxTarget(Target):
             return [("quantize_fp16", {})]
         if request.precision != "int8":
             raise UnsupportedError(f"the onnx target has no precision {request.precision!r}")
+        exclude = {"nodes_to_exclude": list(request.exclude)} if request.exclude else {}
         if choose_int8_mode(request, artifact) == "static":
             method = request.calibration.method if request.calibration else "minmax"
-            return [("quantize_static", {"method": method})]
-        return [("quantize_dynamic", {})]
+            return [("quantize_static", {"method": method, **exclude})]
+        return [("quantize_dynamic", exclude)]
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
         shutil.copyfile(artifact.path, bundle_dir / MODEL_FILE)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from edgec.compiler import onnx_utils
 from edgec.compiler.cache import StageCache
-from edgec.compiler.errors import ConfigError, require
+from edgec.compiler.errors import ConfigError, ExportError, require
 from edgec.compiler.importers.base import Feed, Importer, ImportResult
 from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
 
@@ -34,6 +34,10 @@ class OnnxImporter(Importer):
         ort = require("onnxruntime", "onnx", "running ONNX models")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        return [dict(zip(names, session.run(names, feed))) for feed in feeds]
+        try:
+            session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
+            names = [o.name for o in session.get_outputs()]
+            return [dict(zip(names, session.run(names, feed))) for feed in feeds]
+        except Exception as exc:  # onnxruntime raises its own exception types for invalid graphs
+            raise ExportError(f"onnxruntime cannot run {artifact.path.name}: {' '.join(str(exc).split())[:300]}",
+                              hint="check the model with onnx.checker (full_check=True)") from exc

@@ -19,6 +19,7 @@ class DynamicOptions(PassOptions):
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
     reduce_range: bool = False
     """Use 7-bit weights; only needed on CPUs without VNNI, where 8-bit products can saturate."""
+    nodes_to_exclude: tuple[str, ...] = ()
 
 
 class QuantizeDynamic(Pass):
@@ -39,6 +40,7 @@ class QuantizeDynamic(Pass):
             reduce_range=opts.reduce_range,
             weight_type=quantization.QuantType.QInt8,
             op_types_to_quantize=list(opts.op_types),
+            nodes_to_exclude=list(opts.nodes_to_exclude) or None,
         )
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)

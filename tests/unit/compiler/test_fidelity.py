@@ -1,0 +1,119 @@
+"""Per-layer divergence and mixed precision under a budget, on a model with one known-fragile layer.
+
+The model is six 3x3 convolutions; conv2's output channel 0 is scaled up 300x and conv3 scales that
+input channel back down. FP32 does not care, but static INT8 gives the tensor between them one
+per-tensor range that the outlier channel fills, so every other channel is crushed to a few levels:
+the error appears in conv3, the layer that reads the outlier-heavy activation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.compiler import errors
+from edgec.compiler.bundle import load_manifest
+from edgec.compiler.config import BuildConfig
+from edgec.compiler.pipeline import build
+from tests.conftest import run_cli
+
+CHANNELS = 8
+DEPTH = 6
+
+
+def make_fragile(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    inits, nodes, prev, cin = [], [], "x", 3
+    for i in range(1, DEPTH + 1):
+        w = (rng.standard_normal((CHANNELS, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+        if i == 2:
+            w[0] *= 300.0
+        if i == 3:
+            w[:, 0] /= 300.0
+        inits += [numpy_helper.from_array(w, f"conv{i}.weight"), numpy_helper.from_array(np.zeros(CHANNELS, np.float32), f"conv{i}.bias")]
+        nodes += [helper.make_node("Conv", [prev, f"conv{i}.weight", f"conv{i}.bias"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev, cin = f"r{i}", CHANNELS
+    fc = (rng.standard_normal((CHANNELS * 64, 10)) / 8).astype(np.float32)
+    inits += [numpy_helper.from_array(fc, "fc.weight"), numpy_helper.from_array(np.zeros(10, np.float32), "fc.bias")]
+    nodes += [helper.make_node("Flatten", [prev], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], name="fc")]
+    graph = helper.make_graph(nodes, "fragile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("fragile")
+    calib = folder / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32))
+    return {"model": make_fragile(folder / "fragile.onnx"), "calib": calib, "dir": folder}
+
+
+def _build(fragile: dict[str, Path], out: Path, **kw):
+    return build(BuildConfig(source=str(fragile["model"]), precision="int8", calib=fragile["calib"], out=out, **kw))
+
+
+def test_naive_int8_collapses_the_output(fragile, tmp_path: Path) -> None:
+    m = load_manifest(_build(fragile, tmp_path).bundle_dir)
+    assert m.parity["outputs"]["logits"]["cosine"] < 0.95
+
+
+def test_layer_report_ranks_the_layer_reading_the_outlier_activation_first(fragile, tmp_path: Path) -> None:
+    bundle = _build(fragile, tmp_path, report_layers=True).bundle_dir
+    report = json.loads((bundle / "layers.json").read_text())
+    assert report["layers"][0]["layer"] == "conv3"
+    assert report["layers"][0]["growth"] > 3 * report["layers"][1]["growth"]
+    assert load_manifest(bundle).model_extra["layer_report"]["worst"][0] == "conv3"
+    assert "layers.json" in {f.path for f in load_manifest(bundle).files}
+
+
+def test_debug_command_ranks_against_the_sibling_fp32_bundle(fragile, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    build(BuildConfig(source=str(fragile["model"]), out=out))
+    bundle = _build(fragile, out).bundle_dir
+    proc = run_cli("debug", str(bundle), "--json")
+    assert proc.returncode == 0, proc.stderr
+    layers = json.loads(proc.stdout)
+    assert layers[0]["layer"] == "conv3" and layers[0]["op"] in ("Conv", "Relu")
+    assert (bundle / "layers.json").is_file()
+    assert run_cli("verify", str(bundle)).returncode == 0  # the report does not disturb the bundle's proof
+
+
+def test_debug_without_reference_says_how_to_give_one(fragile, tmp_path: Path) -> None:
+    bundle = _build(fragile, tmp_path).bundle_dir
+    proc = run_cli("debug", str(bundle))
+    assert proc.returncode == errors.EXIT_CONFIG and "--reference" in proc.stderr
+
+
+def test_max_drop_recovers_the_budget_with_few_layers_in_float(fragile, tmp_path: Path) -> None:
+    outcome = _build(fragile, tmp_path, max_drop=0.02, metric="top1")
+    mp = outcome.manifest.model_extra["mixed_precision"]
+    assert mp["steps"][0]["drop"] > 0.02  # naive INT8 broke the budget on the calibration samples
+    assert mp["drop"] <= 0.02
+    assert mp["float_layers"] == ["conv3", "conv2"]  # conv3 and the producer of the activation it reads
+    assert set(mp["float_nodes"]) == {"conv2", "relu2", "conv3", "relu3"}
+    model = onnx.load(str(outcome.bundle_dir / "model.onnx"))
+    still_quantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    assert any(name.startswith("conv5.weight") for name in still_quantized)
+    assert outcome.mixed_precision_cost["size"] > 0 and outcome.mixed_precision_cost["latency_ms"] > 0
+
+
+def test_max_drop_with_accuracy_metric_needs_eval_data(fragile, tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match="--eval"):
+        _build(fragile, tmp_path, max_drop=0.01, metric="accuracy")
+
+
+def test_unreachable_budget_fails_with_the_best_result_and_writes_nothing(fragile, tmp_path: Path) -> None:
+    with pytest.raises(errors.AccuracyGateError, match=r"could not meet --max-drop 0.0001 on cosine: best drop"):
+        _build(fragile, tmp_path / "out", max_drop=0.0001, metric="cosine", max_float_layers=1)
+    assert not (tmp_path / "out").exists()
