@@ -130,9 +130,9 @@ def cmd_build(args: argparse.Namespace) -> int:
               f"{len(mp['float_layers'])} layers kept in float: {', '.join(mp['float_layers']) or 'none'}")
         print(f"  cost: size {cost['size']:,} vs {cost['size_all_quantized']:,} bytes all-quantized; "
               f"latency {cost['latency_ms']:.3f} vs {cost['latency_ms_all_quantized']:.3f} ms (batch 1, this host)")
-    extra = m.model_extra or {}
-    if "layer_report" in extra:
-        print(f"  layer report: {outcome.bundle_dir / 'layers.json'} (worst: {', '.join(extra['layer_report']['worst'])})")
+    report = (m.model_extra or {}).get("layer_report")
+    if report:
+        print(f"  layer report: {outcome.bundle_dir / 'layers.json'} (worst: {', '.join(report['worst'])})")
     return 0
 
 
