@@ -54,6 +54,20 @@ class CalibrationSet:
         for i in range(count):
             yield self.feed(i)
 
+    def summary(self, bins: int = 10) -> dict[str, dict[str, object]]:
+        """Per input: mean, std and a quantile histogram (inner bin edges and the share of values per
+        bin) of all calibration values; a server compares live inputs with it to score drift."""
+        stats: dict[str, dict[str, object]] = {}
+        for name, arr in self.arrays.items():
+            values = arr.astype(np.float64).ravel()
+            edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+            counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+            stats[name] = {
+                "mean": _round(values.mean()), "std": _round(values.std()),
+                "edges": [_round(e) for e in edges], "expected": [_round(c / values.size) for c in counts],
+            }
+        return stats
+
     def to_manifest(self) -> dict[str, object]:
         """The ``calibration`` entry of a bundle manifest."""
         return {"samples": len(self), "method": self.method, "digest": self.digest, "source": Path(self.source).name}
@@ -169,6 +183,10 @@ def _cast(arr: np.ndarray, spec: TensorSpec, source: str) -> np.ndarray:
 
 def _shape_text(spec: TensorSpec) -> str:
     return "(" + ", ".join("?" if not isinstance(d, int) else str(d) for d in spec.shape) + ")"
+
+
+def _round(value: float) -> float:
+    return float(f"{float(value):.6g}")
 
 
 def _digest(feeds: dict[str, np.ndarray]) -> str:

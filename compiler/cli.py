@@ -192,7 +192,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "build": cmd_build, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets, "debug": cmd_debug,
 }
-PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli"]
+PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli", "edgec.cloud_sync.serving.cli"]
 """Modules of higher rooms (benchmarks, cloud_sync) that add subcommands: each has
 ``add_commands(subparsers) -> {name: handler}`` and keeps heavy imports inside the handlers."""
 

@@ -111,7 +111,7 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     golden_in = _golden_inputs(calibration, float_art.inputs, config.golden_samples)
     log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
     golden_out = importer.reference(imported.artifact, golden_in)
-    extras: dict[str, Any] = {"files": {}, "manifest": {}}
+    extras: dict[str, Any] = {"files": {}, "manifest": {"input_stats": calibration.summary()} if calibration else {}}
 
     def quantize(exclude: tuple[str, ...]) -> ModelArtifact:
         attempt = list(records)

@@ -1,0 +1,56 @@
+"""``edgec serve`` and ``edgec package`` subcommands (heavy imports inside the handlers)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Register the subcommands on the CLI's subparsers."""
+    serve = sub.add_parser("serve", help="serve a bundle over HTTP with dynamic batching, metrics and drift")
+    serve.add_argument("bundle", type=Path, help="a bundle directory")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--max-batch", type=int, default=16, help="most samples per model run; 1 turns batching off")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
+    serve.add_argument("--workers", type=int, default=1, help="model runs in parallel (inference threads)")
+    serve.add_argument("--threads", type=int, default=None, help="intra-op threads of the runtime")
+    serve.add_argument("--max-body-mb", type=float, default=16.0)
+    package = sub.add_parser("package", help="write a Dockerfile and Kubernetes manifests for serving a bundle")
+    package.add_argument("bundle", type=Path)
+    package.add_argument("--out", type=Path, required=True)
+    package.add_argument("--image", default=None, help="image name; default edgec-serve-<bundle>")
+    package.add_argument("--port", type=int, default=8080)
+    package.add_argument("--replicas", type=int, default=2)
+    package.add_argument("--force", action="store_true")
+    return {"serve": cmd_serve, "package": cmd_package}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edgec.compiler.errors import ConfigError, require
+
+    from .app import ServerState, ServeOptions, create_app
+    from .host import ModelHost, load_bundle
+
+    if args.max_batch < 1 or args.workers < 1 or args.max_wait_ms < 0:
+        raise ConfigError("--max-batch and --workers must be at least 1 and --max-wait-ms at least 0")
+    uvicorn = require("uvicorn", "serve", "edgec serve")
+    host = ModelHost(load_bundle(args.bundle, args.threads))
+    options = ServeOptions(args.max_batch, args.max_wait_ms, args.workers, int(args.max_body_mb * 1024 * 1024))
+    state = ServerState(host, options)
+    print(f"serving {host.current.bundle_id} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
+          f"max wait {args.max_wait_ms} ms)", flush=True)
+    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    from .package import write_package
+
+    written = write_package(args.bundle, args.out, image=args.image, port=args.port, replicas=args.replicas, force=args.force)
+    for path in written:
+        print(path)
+    return 0
