@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,7 @@ class ServerState:
         self.ready = True
         self.metrics.set_active(host.current.bundle_id, host.current.sha256)
 
-    follow: Callable[[ServerState], Awaitable[None]] | None = None
+    follow: Callable[[ServerState], Coroutine[Any, Any, None]] | None = None
     """A coroutine that follows releases and swaps bundles (set by ``edgec serve --store``)."""
 
     def start_follower(self) -> asyncio.Task[None] | None:

@@ -32,7 +32,7 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from edgec.compiler.errors import ConfigError, require
 
-    from .app import ServerState, ServeOptions, create_app
+    from .app import ServeOptions, ServerState, create_app
     from .host import ModelHost, load_bundle
 
     if args.max_batch < 1 or args.workers < 1 or args.max_wait_ms < 0:

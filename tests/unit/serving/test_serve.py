@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from edgec.cloud_sync.serving.app import ServerState, ServeOptions, create_app
+from edgec.cloud_sync.serving.app import ServeOptions, ServerState, create_app
 from edgec.cloud_sync.serving.host import ModelHost, load_bundle
 from edgec.compiler import errors
 from edgec.compiler.config import BuildConfig
