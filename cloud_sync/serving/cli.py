@@ -11,7 +11,12 @@ from typing import Any
 def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Register the subcommands on the CLI's subparsers."""
     serve = sub.add_parser("serve", help="serve a bundle over HTTP with dynamic batching, metrics and drift")
-    serve.add_argument("bundle", type=Path, help="a bundle directory")
+    serve.add_argument("bundle", help="a bundle directory, or a store URL to follow releases from (with --channel)")
+    serve.add_argument("--channel", default="stable", help="with a store: the release channel to follow")
+    serve.add_argument("--device-id", default=None, help="with a store: this server's id for rollout cohorts and reports")
+    serve.add_argument("--state-dir", type=Path, default=Path(".edgec-serve"), help="with a store: where releases are unpacked")
+    serve.add_argument("--trusted-root", type=Path, help="with a store: root.json to trust on first run")
+    serve.add_argument("--interval", type=float, default=30.0, help="with a store: seconds between release checks")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--max-batch", type=int, default=16, help="most samples per model run; 1 turns batching off")
@@ -38,9 +43,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_batch < 1 or args.workers < 1 or args.max_wait_ms < 0:
         raise ConfigError("--max-batch and --workers must be at least 1 and --max-wait-ms at least 0")
     uvicorn = require("uvicorn", "serve", "edgec serve")
-    host = ModelHost(load_bundle(args.bundle, args.threads))
     options = ServeOptions(args.max_batch, args.max_wait_ms, args.workers, int(args.max_body_mb * 1024 * 1024))
-    state = ServerState(host, options)
+    bundle = Path(args.bundle)
+    if (bundle / "manifest.json").is_file():
+        state = ServerState(ModelHost(load_bundle(bundle, args.threads)), options)
+    else:
+        import socket
+
+        from .follow import first_bundle, follower, make_agent
+
+        if args.interval <= 0:
+            raise ConfigError("--interval must be positive")
+        device_id = args.device_id or f"serve-{socket.gethostname()}"
+        agent = make_agent(args.bundle, device_id, args.state_dir, args.channel, args.trusted_root)
+        state = ServerState(ModelHost(load_bundle(first_bundle(agent), args.threads)), options)
+        state.follow = follower(agent, args.interval)
+    host = state.host
     print(f"serving {host.current.bundle_id} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
           f"max wait {args.max_wait_ms} ms)", flush=True)
     uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
