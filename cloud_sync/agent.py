@@ -1,0 +1,465 @@
+"""The device agent: verified over-the-air updates with atomic activation, health check and rollback.
+
+Runs with a device's runtime-only install (numpy, the target runtime, python-tuf, obstore): it imports
+nothing from the compiler except its dependency-free error classes. ``edgec agent`` or
+``python -m edgec.cloud_sync.agent``.
+
+Device directory (``--root``)::
+
+    tuf/            trusted TUF metadata (python-tuf ngclient's cache)
+    downloads/      <sha256>.part (+ .etag, the validator for resuming)
+    slots/a, slots/b  unpacked bundles; at most one is active
+    current         symlink to the active slot, replaced atomically (rename + directory fsync)
+    state.json      committed / previous / trial releases and releases that failed here
+
+One cycle: refresh TUF metadata -> select the release for the channel and this device's cohort ->
+download with resume (HTTP Range + ETag validator) -> verify length and sha256 against the signed
+metadata -> unpack into the inactive slot (regular files only, no path may leave the slot) -> check
+the files against the manifest -> record the trial, switch ``current`` -> health check (golden parity
+through the bundle's runner, median latency within the release's budget) -> commit, or switch back
+and record the failure. A report goes to the store after every attempt.
+
+A kill at any point leaves ``current`` on a slot whose files were verified; the next start finishes
+an interrupted trial (health check, then commit or roll back) before doing anything else.
+Fault injection for tests: ``EDGEC_AGENT_FAILPOINT=<state>`` sends the agent SIGKILL on entering it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgec.compiler.errors import EXIT_ACCURACY, EXIT_INTEGRITY, ConfigError, EdgecError, IntegrityError
+
+STATES = ("refresh", "select", "download", "verify", "unpack", "precheck", "switch", "health", "commit", "rollback", "report")
+FAILPOINT_ENV = "EDGEC_AGENT_FAILPOINT"
+CHUNK = 256 * 1024
+MAX_BACKOFF = 300.0
+DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Validated agent options."""
+
+    store_url: str
+    device_id: str
+    root: Path
+    channel: str = "stable"
+    trusted_root: Path | None = None
+    interval: float | None = None
+    max_cycles: int | None = None
+    threads: int | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AgentConfig:
+        """From ``edgec agent`` arguments.
+
+        Raises:
+            ConfigError: bad device id, channel, interval or trusted root.
+        """
+        from edgec.cloud_sync.fleet import DEVICE_ID
+
+        if not DEVICE_ID.match(args.device_id):
+            raise ConfigError(f"bad --device-id {args.device_id!r}: letters, digits, '.', '_' and '-' (up to 128)")
+        if args.interval is not None and args.interval <= 0:
+            raise ConfigError(f"--interval must be positive, got {args.interval}")
+        if args.trusted_root is not None and not args.trusted_root.is_file():
+            raise ConfigError(f"--trusted-root {args.trusted_root} not found")
+        if args.trusted_root is None and not (args.root / "tuf" / "root.json").is_file():
+            raise ConfigError(f"{args.root} has no trusted metadata yet", hint="pass --trusted-root root.json (from 'edgec keys init') on first run")
+        return cls(args.store, args.device_id, args.root, args.channel, args.trusted_root, args.interval, args.max_cycles, args.threads)
+
+
+@dataclass
+class Outcome:
+    """How one cycle ended."""
+
+    state: str
+    release: str | None = None
+    bundle: str | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+def log(device_id: str, message: str) -> None:
+    """One line on stderr, flushed (tests and supervisors read it)."""
+    print(f"edgec-agent[{device_id}]: {message}", file=sys.stderr, flush=True)
+
+
+def enter(device_id: str, state: str) -> None:
+    """Log a state and honour the fault-injection failpoint."""
+    log(device_id, f"state {state}")
+    if os.environ.get(FAILPOINT_ENV) == state:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Device:
+    """The device directory: slots, the ``current`` link and ``state.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tuf_dir = root / "tuf"
+        self.downloads = root / "downloads"
+        self.slots = root / "slots"
+        self.current = root / "current"
+        for folder in (root, self.downloads, self.slots):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.state = self._load()
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.root / "state.json").read_text()))
+        except (OSError, ValueError):
+            return {"committed": None, "previous": None, "trial": None, "failed": {}, "last_report": None}
+
+    def save(self) -> None:
+        """Write ``state.json`` atomically and durably."""
+        tmp = self.root / "state.json.tmp"
+        with open(tmp, "w") as handle:
+            json.dump(self.state, handle, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.root / "state.json")
+        _fsync_dir(self.root)
+
+    def active_slot(self) -> str | None:
+        """Name of the slot ``current`` points to (None: no active bundle)."""
+        try:
+            return Path(os.readlink(self.current)).name
+        except OSError:
+            return None
+
+    def switch(self, slot: str | None) -> None:
+        """Point ``current`` at ``slots/<slot>`` (or remove it) atomically."""
+        if slot is None:
+            self.current.unlink(missing_ok=True)
+        else:
+            tmp = self.root / "current.tmp"
+            tmp.unlink(missing_ok=True)
+            os.symlink(Path("slots") / slot, tmp)
+            os.replace(tmp, self.current)
+        _fsync_dir(self.root)
+
+    def inactive_slot(self) -> str:
+        """The slot not holding the committed release."""
+        committed = self.state.get("committed")
+        return "b" if committed and committed["slot"] == "a" else "a"
+
+
+def unpack(archive: Path, dest: Path) -> None:
+    """Extract a bundle archive into ``dest`` (replaced) via a temporary folder.
+
+    Raises:
+        IntegrityError: a member that is not a plain file or folder, or a path leaving the slot.
+    """
+    tmp = dest.with_name(dest.name + ".tmp")
+    for old in (tmp, dest):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(archive, "r:") as tar:
+        members = tar.getmembers()
+        for member in members:
+            path = PurePosixPath(member.name)
+            if not (member.isfile() or member.isdir()) or path.is_absolute() or ".." in path.parts:
+                raise IntegrityError(f"bundle archive member {member.name!r} is not a plain relative file")
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tmp, members=members, filter="data")
+        else:  # pragma: no cover - Python without extraction filters; members were checked above
+            tar.extractall(tmp, members=members)
+    for extracted in sorted(tmp.rglob("*")):
+        if extracted.is_file():
+            with open(extracted, "rb") as handle:
+                os.fsync(handle.fileno())
+    os.rename(tmp, dest)
+    _fsync_dir(dest.parent)
+
+
+def download(store: Any, key: str, sha256: str, length: int, folder: Path, device_id: str) -> Path:
+    """Fetch ``key`` into ``folder/<sha256>.part``, resuming a previous partial download.
+
+    The object's ETag is kept beside the part file; when it changed, the download restarts from 0,
+    and every range read asks for that ETag (``If-Match``).
+    """
+    from edgec.cloud_sync.store import Conflict
+
+    part, validator = folder / f"{sha256}.part", folder / f"{sha256}.etag"
+    meta = store.head(key)
+    if meta is None:
+        raise LookupError(f"{key} is named by the metadata but missing from the store")
+    etag = meta.etag or ""
+    if not validator.is_file() or validator.read_text() != etag:
+        part.unlink(missing_ok=True)
+        validator.write_text(etag)
+    offset = part.stat().st_size if part.is_file() else 0
+    if offset > length:
+        part.unlink()
+        offset = 0
+    if offset:
+        log(device_id, f"resuming download at byte {offset} of {length}")
+    end = min(length, meta.size)
+    try:
+        with open(part, "ab") as handle:
+            while offset < end:
+                chunk = store.get_range(key, offset, min(offset + CHUNK, end), if_match=etag or None)
+                handle.write(chunk)
+                offset += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except Conflict:
+        part.unlink(missing_ok=True)
+        validator.unlink(missing_ok=True)
+        raise LookupError(f"{key} changed during the download; starting again next cycle") from None
+    except OSError:
+        part.unlink(missing_ok=True)
+        raise
+    return part
+
+
+class Agent:
+    """One device's update logic over a store.
+
+    Args:
+        config: validated options.
+        store: the opened store.
+    """
+
+    def __init__(self, config: AgentConfig, store: Any) -> None:
+        self.config = config
+        self.store = store
+        self.device = Device(config.root)
+        self.recovered = False
+
+    def log(self, message: str) -> None:
+        log(self.config.device_id, message)
+
+    # -- one cycle -----------------------------------------------------------------------------------
+
+    def cycle(self) -> Outcome:
+        """Recover if needed, then one update attempt; reports the outcome."""
+        outcome = self._guarded(self._recover) if not self.recovered else None
+        self.recovered = True
+        if outcome is None:
+            outcome = self._guarded(self._update)
+        self.log(f"{outcome.state}" + (f": {outcome.error}" if outcome.error else ""))
+        self._report(outcome)
+        return outcome
+
+    def _guarded(self, step: Any) -> Outcome:
+        from tuf.api.exceptions import DownloadError, RepositoryError
+
+        from edgec.cloud_sync.store import StoreUnavailable
+
+        try:
+            return step()  # type: ignore[no-any-return]
+        except RepositoryError as exc:
+            return Outcome("refused", error=f"release metadata refused ({type(exc).__name__}): {exc}")
+        except (DownloadError, StoreUnavailable) as exc:
+            cause = exc.__cause__ or exc
+            return Outcome("unreachable", error=" ".join(str(cause).split())[:240])
+        except LookupError as exc:
+            return Outcome("no_release", error=str(exc).strip("'\""))
+        except IntegrityError as exc:
+            return Outcome("failed", error=exc.message)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                return Outcome("failed", error=f"disk full while writing to {self.device.root}: {exc.strerror}")
+            raise
+
+    def _update(self) -> Outcome:
+        from edgec.cloud_sync import rollout
+        from edgec.cloud_sync.release import target_key
+        from edgec.cloud_sync.tuf_client import fetch_target, open_updater
+
+        cfg, state = self.config, self.device.state
+        enter(cfg.device_id, "refresh")
+        trusted = cfg.trusted_root.read_bytes() if cfg.trusted_root else None
+        updater = open_updater(self.store, self.device.tuf_dir, trusted)
+        updater.refresh()
+        enter(cfg.device_id, "select")
+        _, data = fetch_target(updater, self.store, f"channels/{cfg.channel}.json")
+        active = (state["committed"] or {}).get("sha256")
+        chosen = rollout.select(json.loads(data), cfg.device_id, active)
+        if chosen is None:
+            return Outcome("no_release", error=f"channel {cfg.channel!r} has no release")
+        if chosen["sha256"] == active:
+            return Outcome("up_to_date", chosen["sha256"], chosen["bundle"])
+        if chosen["sha256"] in state["failed"]:
+            return Outcome("skipped", chosen["sha256"], chosen["bundle"], error=state["failed"][chosen["sha256"]])
+        info = updater.get_targetinfo(chosen["target"])
+        if info is None or info.hashes.get("sha256") != chosen["sha256"]:
+            return Outcome("refused", chosen["sha256"], chosen["bundle"], error="channel names a release the signed targets do not list")
+        enter(cfg.device_id, "download")
+        part = download(self.store, target_key(info.path, chosen["sha256"]), chosen["sha256"], info.length,
+                        self.device.downloads, cfg.device_id)
+        enter(cfg.device_id, "verify")
+        self._verify_download(info, part)
+        return self._install(chosen, part)
+
+    def _verify_download(self, info: Any, part: Path) -> None:
+        from tuf.api.exceptions import LengthOrHashMismatchError
+
+        try:
+            with open(part, "rb") as handle:
+                info.verify_length_and_hashes(handle)
+        except LengthOrHashMismatchError:
+            part.unlink(missing_ok=True)
+            raise
+
+    def _install(self, chosen: dict[str, Any], part: Path) -> Outcome:
+        from edgec.cloud_sync.health import verify_files
+
+        cfg, device = self.config, self.device
+        slot = device.inactive_slot()
+        enter(cfg.device_id, "unpack")
+        if (device.state.get("previous") or {}).get("slot") == slot:
+            device.state["previous"] = None
+            device.save()
+        unpack(part, device.slots / slot)
+        enter(cfg.device_id, "precheck")
+        verify_files(device.slots / slot)
+        enter(cfg.device_id, "switch")
+        device.state["trial"] = {"slot": slot, "sha256": chosen["sha256"], "bundle": chosen["bundle"],
+                                 "latency_budget_ms": chosen.get("latency_budget_ms")}
+        device.save()
+        device.switch(slot)
+        outcome = self._health_and_settle()
+        part.unlink(missing_ok=True)
+        (part.parent / f"{chosen['sha256']}.etag").unlink(missing_ok=True)
+        return outcome
+
+    def _health_and_settle(self) -> Outcome:
+        from edgec.cloud_sync.health import HealthError, check_health
+
+        cfg, device = self.config, self.device
+        trial = device.state["trial"]
+        enter(cfg.device_id, "health")
+        try:
+            health = check_health(device.current, trial.get("latency_budget_ms"), cfg.threads)
+        except (HealthError, IntegrityError) as exc:
+            reason = exc.message if isinstance(exc, EdgecError) else str(exc)
+            enter(cfg.device_id, "rollback")
+            committed = device.state["committed"]
+            device.switch(committed["slot"] if committed else None)
+            device.state["failed"][trial["sha256"]] = reason
+            device.state["trial"] = None
+            device.save()
+            return Outcome("rolled_back", trial["sha256"], trial["bundle"], error=reason)
+        enter(cfg.device_id, "commit")
+        device.state["previous"] = device.state["committed"]
+        device.state["committed"] = {k: trial[k] for k in ("slot", "sha256", "bundle")}
+        device.state["trial"] = None
+        device.save()
+        return Outcome("committed", trial["sha256"], trial["bundle"], latency_ms=round(health.latency_ms, 4))
+
+    def _recover(self) -> Outcome | None:
+        """Finish what a killed run left: an interrupted trial, or a ``current`` link out of place."""
+        device = self.device
+        active, trial, committed = device.active_slot(), device.state.get("trial"), device.state.get("committed")
+        if trial and active == trial["slot"]:
+            self.log(f"recovering: trial of {trial['bundle']} was interrupted; checking it again")
+            return self._health_and_settle()
+        if trial:
+            device.state["trial"] = None
+            device.save()
+        wanted = committed["slot"] if committed else None
+        if active != wanted:
+            self.log(f"recovering: current pointed at {active}, committed slot is {wanted}")
+            device.switch(wanted)
+        return None
+
+    # -- reports -------------------------------------------------------------------------------------
+
+    def _report(self, outcome: Outcome) -> None:
+        from edgec.cloud_sync.fleet import write_report
+        from edgec.cloud_sync.store import StoreUnavailable
+
+        if outcome.state in ("unreachable", "skipped", "no_release"):
+            return
+        committed = self.device.state.get("committed") or {}
+        report = {"device_id": self.config.device_id, "channel": self.config.channel, "state": outcome.state,
+                  "release": outcome.release, "bundle": outcome.bundle, "active": committed.get("sha256"),
+                  "latency_ms": outcome.latency_ms, "error": outcome.error, "failed": dict(self.device.state["failed"])}
+        fingerprint = json.dumps(report, sort_keys=True)
+        if outcome.state == "up_to_date" and fingerprint == self.device.state.get("last_report"):
+            return
+        enter(self.config.device_id, "report")
+        try:
+            write_report(self.store, {**report, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        except StoreUnavailable as exc:
+            self.log(f"could not write the report: {exc.message}")
+            return
+        self.device.state["last_report"] = fingerprint
+        self.device.save()
+
+
+EXIT_FOR = {"committed": 0, "up_to_date": 0, "no_release": 0, "skipped": 0, "rolled_back": EXIT_ACCURACY,
+            "refused": EXIT_INTEGRITY, "failed": EXIT_INTEGRITY, "unreachable": EXIT_INTEGRITY}
+
+
+def run(config: AgentConfig) -> int:
+    """Run cycles (``--interval``) or one cycle; returns the exit code of the last cycle.
+
+    While the store is unreachable the wait doubles (up to :data:`MAX_BACKOFF` seconds, with jitter)
+    instead of retrying at once, and the agent never exits because of it in interval mode.
+
+    Raises:
+        IntegrityError: with ``--once``, when the cycle was refused, failed or could not reach the store.
+    """
+    from edgec.cloud_sync.store import open_store
+
+    agent = Agent(config, open_store(config.store_url))
+    cycles, delay = 0, config.interval or 0.0
+    while True:
+        outcome = agent.cycle()
+        cycles += 1
+        if config.interval is None or (config.max_cycles is not None and cycles >= config.max_cycles):
+            break
+        if outcome.state == "unreachable":
+            delay = min(max(delay, config.interval) * 2, MAX_BACKOFF)
+            agent.log(f"store unreachable; retrying in {delay:.2f} s")
+        else:
+            delay = config.interval
+        time.sleep(delay * random.uniform(0.9, 1.1))
+    code = EXIT_FOR.get(outcome.state, EXIT_INTEGRITY)
+    if config.interval is None and code == EXIT_INTEGRITY:
+        raise IntegrityError(f"agent {outcome.state}: {outcome.error}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgec.cloud_sync.agent``: the same options as ``edgec agent``."""
+    from edgec.cloud_sync.cli import _add_agent
+
+    parser = argparse.ArgumentParser(prog="edgec-agent")
+    _add_agent(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["agent", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run(AgentConfig.from_args(args))
+    except EdgecError as exc:
+        print(exc.one_line(), file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Bundle checks that run on a device: file hashes, golden parity through the bundle's runner, and
+latency against a budget. numpy, the runtime shims and the standard library only: it reads
+``manifest.json`` and ``golden.npz`` directly and never imports the compiler.
+
+Parity uses the same measures and tolerance as ``edgec verify`` (``manifest["parity"]["tolerance"]``,
+per output ``max_abs`` and ``min_cosine``), computed here again so a device needs no compiler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.compiler.errors import IntegrityError
+
+SHIM_RUNNERS = {"onnx": ("edgec.runtime_shims.ort", "OrtRunner")}
+"""Targets whose runner a device can build from the runtime shims alone."""
+
+
+class HealthError(Exception):
+    """The bundle is intact but does not work here (parity, latency or the runtime failed)."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the health check measured."""
+
+    latency_ms: float
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def sha256_path(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(bundle: Path) -> dict[str, Any]:
+    """``manifest.json`` as a dict.
+
+    Raises:
+        IntegrityError: missing or not JSON.
+    """
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(f"{bundle}: unreadable manifest.json ({exc})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise IntegrityError(f"{bundle}: manifest.json has no file list")
+    return manifest
+
+
+def verify_files(bundle: Path) -> dict[str, Any]:
+    """Every file the manifest lists is inside the bundle with its recorded size and sha256.
+
+    Raises:
+        IntegrityError: naming the first file that does not match.
+    """
+    manifest = load_manifest(bundle)
+    root = bundle.resolve()
+    for entry in manifest["files"]:
+        path = bundle / str(entry.get("path", ""))
+        if not path.resolve().is_relative_to(root) or not path.is_file():
+            raise IntegrityError(f"{bundle.name}: {entry.get('path')!r} is missing or outside the bundle")
+        if path.stat().st_size != entry.get("size") or sha256_path(path) != entry.get("sha256"):
+            raise IntegrityError(f"{bundle.name}: {entry['path']} does not match the manifest's size and sha256")
+    return manifest
+
+
+def make_runner(bundle: Path, manifest: dict[str, Any], threads: int | None = None) -> Any:
+    """The bundle's runner: from the runtime shims, or through the target in a full install.
+
+    Raises:
+        HealthError: this device has no runner for the bundle's target.
+    """
+    import importlib
+
+    target = str(manifest.get("target"))
+    if target in SHIM_RUNNERS:
+        module, name = SHIM_RUNNERS[target]
+        return getattr(importlib.import_module(module), name)(str(bundle / manifest["model_file"]), threads=threads)
+    try:
+        from edgec.targets.base import TARGETS
+
+        return TARGETS.get(target)().runner(bundle, manifest["model_file"], threads=threads)
+    except (ImportError, KeyError) as exc:
+        raise HealthError(f"this device has no runner for {target!r} bundles ({exc})") from None
+
+
+def read_golden(path: Path) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Golden feeds from ``golden.npz`` (arrays ``inputs/NAME`` and ``outputs/NAME``, samples first)."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    result: dict[str, list[dict[str, np.ndarray]]] = {}
+    for prefix in ("inputs", "outputs"):
+        names = [k.split("/", 1)[1] for k in arrays if k.startswith(prefix + "/")]
+        count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
+        result[prefix] = [{n: arrays[f"{prefix}/{n}"][i] for n in names} for i in range(count)]
+    return result["inputs"], result["outputs"]
+
+
+def compare(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """Max absolute error and cosine of two stacked outputs (as in ``edgec verify``)."""
+    ref = reference.astype(np.float64).ravel()
+    got = actual.astype(np.float64).ravel()
+    denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
+    cosine = float(ref @ got / denom) if denom > 0 else float(np.array_equal(ref, got))
+    max_abs = float(np.abs(ref - got).max()) if ref.size else 0.0
+    return {"max_abs": float(f"{max_abs:.6g}"), "cosine": float(f"{cosine:.6g}")}
+
+
+def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: int | None = None) -> Health:
+    """Run the golden inputs through the bundle's runner; check parity and median latency.
+
+    Raises:
+        IntegrityError: files do not match the manifest.
+        HealthError: parity outside tolerance, latency over budget, or the runtime failed.
+    """
+    manifest = verify_files(bundle)
+    golden_in, golden_out = read_golden(bundle / manifest.get("golden", "golden.npz"))
+    tolerance = manifest.get("parity", {}).get("tolerance", {})
+    try:
+        with make_runner(bundle, manifest, threads) as runner:
+            runner.infer(golden_in[0])  # warm-up, not timed
+            actual, times = [], []
+            for feed in golden_in:
+                start = time.perf_counter()
+                actual.append(runner.infer(feed))
+                times.append((time.perf_counter() - start) * 1000)
+    except HealthError:
+        raise
+    except Exception as exc:  # the runtime's own errors: any of them means the bundle does not run here
+        raise HealthError(f"the runtime failed: {' '.join(str(exc).split())[:200]}") from None
+    measured = {name: compare(np.stack([o[name] for o in golden_out]), np.stack([np.asarray(a[name]) for a in actual]))
+                for name in golden_out[0]}
+    latency = float(np.median(times))
+    failures = _failures(measured, tolerance)
+    if failures:
+        raise HealthError("golden parity failed: " + "; ".join(failures))
+    if latency_budget_ms is not None and latency > latency_budget_ms:
+        raise HealthError(f"median latency {latency:.3f} ms is over the budget of {latency_budget_ms:g} ms")
+    return Health(latency, measured)
+
+
+def _failures(measured: dict[str, dict[str, float]], tolerance: dict[str, dict[str, float]]) -> list[str]:
+    failures = []
+    for name, limits in tolerance.items():
+        m = measured.get(name)
+        if m is None:
+            failures.append(f"output {name!r} is missing")
+        elif m["cosine"] < limits["min_cosine"]:
+            failures.append(f"output {name!r}: cosine {m['cosine']:.6f} < {limits['min_cosine']:.6f}")
+        elif m["max_abs"] > limits["max_abs"]:
+            failures.append(f"output {name!r}: max_abs {m['max_abs']:.3g} > {limits['max_abs']:.3g}")
+    return failures
