@@ -75,6 +75,9 @@ def _add_build(sub: Any) -> None:
     build.add_argument("--no-simplify", action="store_true", help="skip the onnxslim clean-up")
     build.add_argument("--golden-samples", type=int, default=8, help="golden inputs stored in the bundle; default 8")
     build.add_argument("--min-cosine", type=float, help="fail when an output's cosine to FP32 is below this")
+    build.add_argument("--require-speedup", type=float, nargs="?", const=1.0, metavar="FACTOR",
+                       help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
+                            "beats its fp32 sibling's by more than FACTOR (default 1.0)")
     build.add_argument("--report-layers", action="store_true", help="write a per-layer divergence report (layers.json) into the bundle")
     build.add_argument("--max-drop", type=float, help="accuracy budget, e.g. 0.01: keep the most sensitive layers in float until met")
     build.add_argument("--metric", default="top1", help="what --max-drop measures: top1 (agreement with FP32), cosine, or accuracy (needs --eval)")
@@ -115,7 +118,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     config = _config(args)
     reporter = Reporter(False if args.quiet else (True if args.verbose else None))
-    outcome = build(config, reporter)
+    gate = None
+    if args.require_speedup is not None:
+        from edgec.benchmarks.bench import speedup_gate
+
+        gate = speedup_gate(config, args.require_speedup, reporter)
+    outcome = build(config, reporter, before_publish=gate)
     m = outcome.manifest
     size = sum(f.size for f in m.files if f.path.startswith(m.model_file))
     print(f"built {outcome.bundle_dir} ({m.target}, {m.precision}, model {size:,} bytes)")

@@ -69,8 +69,13 @@ def get_target(name: str) -> Target:
         raise ConfigError(f"unknown target {name!r}; expected one of {', '.join(TARGETS.names())}") from None
 
 
-def build(config: BuildConfig, log: Log = lambda m: None) -> BuildOutcome:
+def build(config: BuildConfig, log: Log = lambda m: None,
+          before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BuildOutcome:
     """Build one bundle.
+
+    ``before_publish(staging_dir, manifest)``, when given, runs on the complete staged bundle before it
+    is moved into place (``edgec build --require-speedup`` benchmarks it there); if it raises, nothing
+    is published.
 
     Raises:
         EdgecError: any user-facing failure; nothing is left in ``config.out`` then.
@@ -85,7 +90,7 @@ def build(config: BuildConfig, log: Log = lambda m: None) -> BuildOutcome:
         raise ConfigError(f"--out {config.out} exists and is not a directory")
     cache = StageCache(config.cache_dir or default_cache_dir(), enabled=config.cache, scratch=Path(tempfile.mkdtemp(prefix="edgec-")))
     try:
-        return _build(config, target, importer, cache, log)
+        return _build(config, target, importer, cache, log, before_publish)
     except BaseException:
         if out_created and config.out.is_dir() and not any(config.out.iterdir()):
             config.out.rmdir()
@@ -95,7 +100,8 @@ def build(config: BuildConfig, log: Log = lambda m: None) -> BuildOutcome:
             shutil.rmtree(cache.scratch, ignore_errors=True)
 
 
-def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache, log: Log) -> BuildOutcome:
+def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache, log: Log,
+           before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BuildOutcome:
     log(f"importing {config.source}")
     imported = importer.load(config.source, cache, log)
     name = config.name or imported.name
@@ -127,7 +133,7 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     if config.report_layers:
         _layer_report(config, float_art, final_art, golden_in, extras)
     manifest = _assemble(config, target, imported, final_art, final, golden_in, golden_out, route, request,
-                         extras["records"], toolchain, log, extras)
+                         extras["records"], toolchain, log, extras, before_publish)
     log(f"bundle written to {final}")
     return BuildOutcome(final, manifest, cache.hits, cache.misses, extras.get("cost"))
 
@@ -274,7 +280,8 @@ def _synthetic(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
 
 def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artifact: ModelArtifact, final: Path,
               golden_in: list[Feed], golden_out: list[Feed], route: str, request: PrecisionRequest,
-              records: list[dict[str, Any]], toolchain: dict[str, str], log: Log, extras: dict[str, Any]) -> BundleManifest:
+              records: list[dict[str, Any]], toolchain: dict[str, str], log: Log, extras: dict[str, Any],
+              before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BundleManifest:
     config.out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=config.out))
     work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
@@ -304,6 +311,8 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
             **extras["manifest"],
         )
         (staging / MANIFEST).write_text(manifest.dumps())
+        if before_publish is not None:
+            before_publish(staging, manifest)
         _publish(staging, final, config.force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

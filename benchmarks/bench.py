@@ -1,0 +1,302 @@
+"""Host side of ``edgec bench``: one subprocess per bundle running the bundle's own shim, then the report.
+
+Each bundle is measured in a fresh process (``python -m edgec_shim bench BUNDLE`` with the bundle on
+``PYTHONPATH``), so one runtime's threads, allocator and imports never colour another's numbers, peak
+memory is that bundle's alone, and the host runs exactly the code a device runs. A bundle built before
+the shim had a command line falls back to the installed ``edgec.runtime_shims``.
+
+``--require-speedup`` compares every quantized bundle with its fp32 sibling measured on the same device:
+the sibling among the results, else the bundle ``NAME-TARGET-fp32`` beside it on disk, which is then
+benchmarked too. :func:`check_speedup` is the same check for ``edgec build --require-speedup``, and
+:func:`speedup_gate` makes the callback the build runs on the staged bundle before publishing it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from edgec.compiler.errors import AccuracyGateError, ConfigError, EdgecError
+
+SHIM_DIR = "edgec_shim"
+FP32 = "fp32"
+DEFAULT_TIMEOUT_S = 600
+
+
+class ShimFailed(EdgecError):
+    """The shim subprocess failed; carries the shim's exit code (same numbering as ``edgec``)."""
+
+    family = "bench error"
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class SpeedupGateError(AccuracyGateError):
+    """A quantized bundle is not faster than its fp32 sibling (a gate: exit code 7)."""
+
+    family = "speedup gate"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What each shim run measures; mirrors the shim's ``bench`` flags."""
+
+    runs: int = 100
+    warmup: int = 10
+    repeats: int = 3
+    threads: int | None = None
+    batch: int | None = None
+    eval_data: Path | None = None
+    device: str | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    def flags(self) -> list[str]:
+        """Command-line flags for ``edgec_shim bench``."""
+        flags = ["--runs", str(self.runs), "--warmup", str(self.warmup), "--repeats", str(self.repeats)]
+        for flag, value in (("--threads", self.threads), ("--batch", self.batch), ("--device", self.device)):
+            if value is not None:
+                flags += [flag, str(value)]
+        if self.eval_data is not None:
+            flags += ["--eval", str(self.eval_data.resolve())]
+        return flags
+
+
+@dataclass(frozen=True)
+class SpeedupCheck:
+    """One quantized bundle against its fp32 sibling on one device (p50 latencies in ms)."""
+
+    device: str
+    quantized: str
+    fp32: str
+    quantized_p50_ms: float
+    fp32_p50_ms: float
+    required: float
+
+    @property
+    def speedup(self) -> float:
+        """fp32 p50 / quantized p50; above 1 the quantized bundle is faster."""
+        return self.fp32_p50_ms / self.quantized_p50_ms if self.quantized_p50_ms > 0 else float("inf")
+
+    @property
+    def ok(self) -> bool:
+        """Faster than fp32 by more than the required factor."""
+        return self.speedup > self.required
+
+    def describe(self) -> str:
+        """One sentence naming both numbers."""
+        verdict = "faster" if self.ok else "not faster"
+        return (f"{self.quantized} is {verdict} than its fp32 sibling {self.fp32} on {self.device}: p50 "
+                f"{self.quantized_p50_ms:.4g} ms vs {self.fp32_p50_ms:.4g} ms fp32 (speedup {self.speedup:.2f}x, "
+                f"required > {self.required:.2f}x)")
+
+    def to_json(self) -> dict[str, Any]:
+        """For the report's ``speedup`` list."""
+        return {"device": self.device, "quantized": self.quantized, "fp32": self.fp32,
+                "quantized_p50_ms": self.quantized_p50_ms, "fp32_p50_ms": self.fp32_p50_ms,
+                "speedup": round(self.speedup, 4), "required": self.required, "ok": self.ok}
+
+
+def shim_command(bundle: Path) -> tuple[list[str], dict[str, str]]:
+    """Command and environment that run the bundle's own shim (or the installed one for older bundles)."""
+    env = dict(os.environ)
+    if (bundle / SHIM_DIR / "__main__.py").is_file():
+        env["PYTHONPATH"] = os.pathsep.join([str(bundle.resolve()), *filter(None, [env.get("PYTHONPATH")])])
+        return [sys.executable, "-m", SHIM_DIR], env
+    return [sys.executable, "-m", "edgec.runtime_shims"], env
+
+
+def check_bundle_path(bundle: Path) -> Path:
+    """The bundle directory, or a one-line :class:`ConfigError`."""
+    if not bundle.is_dir() or not (bundle / "manifest.json").is_file():
+        raise ConfigError(f"bundle not found: {bundle} (expected a bundle directory holding manifest.json)")
+    return bundle
+
+
+def bench_bundle(bundle: Path, options: BenchOptions) -> dict[str, Any]:
+    """Benchmark one bundle in its own process; returns the shim's JSON result.
+
+    Raises:
+        ConfigError: not a bundle.
+        ShimFailed: the shim exited non-zero or printed no JSON (its last stderr line is quoted).
+    """
+    check_bundle_path(bundle)
+    command, env = shim_command(bundle)
+    try:
+        proc = subprocess.run([*command, "bench", str(bundle.resolve()), *options.flags()], capture_output=True,
+                              text=True, env=env, timeout=options.timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ShimFailed(f"benchmarking {bundle} took longer than {options.timeout_s:g}s", 1) from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ShimFailed(f"{bundle}: {last.removeprefix('edgec_shim: ')}", proc.returncode or 1)
+    try:
+        result: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise ShimFailed(f"{bundle}: the shim printed no JSON result", 1) from None
+    return result
+
+
+def bench_all(bundles: Iterable[Path], options: BenchOptions,
+              on_start: Callable[[Path], None] = lambda b: None) -> list[dict[str, Any]]:
+    """Benchmark bundles one after another, each in its own process."""
+    results = []
+    for bundle in bundles:
+        on_start(bundle)
+        results.append(bench_bundle(bundle, options))
+    return results
+
+
+def result_key(result: dict[str, Any]) -> tuple[str, str, str, str]:
+    """(device, target, name, precision): how results are sorted and siblings found."""
+    b = result["bundle"]
+    return (str(result["device"]["label"]), str(b["target"]), str(b["name"]), str(b["precision"]))
+
+
+def fp32_sibling_path(result: dict[str, Any]) -> Path:
+    """Where ``edgec build`` puts the fp32 bundle of the same model and target: beside this one."""
+    b = result["bundle"]
+    return Path(b["path"]).parent / f"{b['name']}-{b['target']}-{FP32}"
+
+
+def speedup_checks(results: list[dict[str, Any]], required: float = 1.0, options: BenchOptions | None = None,
+                   ) -> tuple[list[SpeedupCheck], list[dict[str, Any]]]:
+    """Compare every quantized result with its fp32 sibling on the same device.
+
+    Siblings missing from ``results`` are looked for on disk beside the quantized bundle and benchmarked
+    with ``options`` (results measured elsewhere, e.g. merged from a device, must bring their sibling).
+
+    Returns:
+        The checks, and the sibling results benchmarked from disk (to add to the report).
+
+    Raises:
+        ConfigError: a quantized bundle has no fp32 sibling to compare with.
+    """
+    by_key = {result_key(r): r for r in results}
+    checks, benched = [], []
+    for result in sorted(results, key=result_key):
+        device, target, name, precision = result_key(result)
+        if precision == FP32:
+            continue
+        sibling = by_key.get((device, target, name, FP32))
+        if sibling is None:
+            sibling = _bench_sibling(result, options)
+            if sibling is None:
+                raise ConfigError(f"--require-speedup: {result['bundle']['path']} has no fp32 sibling to compare "
+                                  f"with (expected {fp32_sibling_path(result)} or its result among the inputs)")
+            by_key[result_key(sibling)] = sibling
+            benched.append(sibling)
+        checks.append(SpeedupCheck(device, _label(result), _label(sibling), float(result["latency_ms"]["p50"]),
+                                   float(sibling["latency_ms"]["p50"]), required))
+    return checks, benched
+
+
+def _bench_sibling(result: dict[str, Any], options: BenchOptions | None) -> dict[str, Any] | None:
+    path = fp32_sibling_path(result)
+    if options is None or not (path / "manifest.json").is_file():
+        return None
+    if options.device is not None and options.device != result["device"]["label"]:
+        return None
+    sibling = bench_bundle(path, replace(options, device=result["device"]["label"]))
+    return sibling if result_key(sibling)[:3] == result_key(result)[:3] else None
+
+
+def enforce_speedup(checks: list[SpeedupCheck]) -> None:
+    """Raise :class:`SpeedupGateError` naming every quantized bundle that is not fast enough."""
+    failures = [c.describe() for c in checks if not c.ok]
+    if failures:
+        raise SpeedupGateError("; ".join(failures))
+
+
+def check_speedup(quantized: Path, fp32: Path, required: float = 1.0, options: BenchOptions | None = None,
+                  ) -> SpeedupCheck:
+    """``edgec build --require-speedup``: benchmark both bundles here, each in its own process.
+
+    Args:
+        quantized: the freshly built (possibly still staged) quantized bundle.
+        fp32: its fp32 sibling.
+        required: the quantized p50 must beat fp32 by more than this factor (1.0: simply faster).
+        options: shim options; the default measures batch 1 with 100 runs.
+
+    Raises:
+        SpeedupGateError: the quantized bundle is not faster, naming both p50 latencies.
+        ShimFailed: a bundle could not be benchmarked.
+    """
+    options = options or BenchOptions()
+    q_result = bench_bundle(quantized, options)
+    f_result = bench_bundle(fp32, options)
+    check = SpeedupCheck(str(q_result["device"]["label"]), _label(q_result), _label(f_result),
+                         float(q_result["latency_ms"]["p50"]), float(f_result["latency_ms"]["p50"]), required)
+    enforce_speedup([check])
+    return check
+
+
+def speedup_gate(config: Any, required: float = 1.0, log: Callable[[str], None] = lambda m: None,
+                 options: BenchOptions | None = None) -> Callable[[Path, Any], None]:
+    """The ``edgec build --require-speedup`` check, as a callback on the staged bundle and its manifest.
+
+    The fp32 sibling is ``OUT/NAME-TARGET-fp32`` when it exists and was built from the same source;
+    otherwise it is built (stage cache hits make that cheap) into a temporary folder and removed.
+    Raising from the callback makes the build fail without publishing the quantized bundle.
+
+    Args:
+        config: the build's ``BuildConfig``.
+        required: the factor the quantized p50 must beat fp32 by (1.0: simply faster).
+        log: progress messages.
+        options: shim options; default batch 1, 100 runs.
+
+    Raises:
+        ConfigError: (immediately) the build is fp32, so there is nothing to compare.
+    """
+    if config.precision == FP32:
+        raise ConfigError("--require-speedup compares a quantized bundle with its fp32 sibling; "
+                          "use it with --precision int8 or fp16")
+    if required <= 0:
+        raise ConfigError(f"--require-speedup {required}: expected a factor above 0")
+
+    def gate(staging: Path, manifest: Any) -> None:
+        sibling = Path(config.out) / f"{manifest.name}-{manifest.target}-{FP32}"
+        with tempfile.TemporaryDirectory(prefix="edgec-fp32-sibling-") as tmp:
+            if not _same_source(sibling, manifest.source.get("sha256")):
+                from edgec.compiler.pipeline import build
+
+                log("building the fp32 sibling for --require-speedup")
+                update = {"precision": FP32, "out": Path(tmp), "name": manifest.name, "force": False}
+                resets = {"max_drop": None, "report_layers": False, "require_speedup": None}
+                update.update({k: v for k, v in resets.items() if k in type(config).model_fields})
+                sibling = build(config.model_copy(update=update), log).bundle_dir
+            log(f"benchmarking {manifest.name} {manifest.precision} against {sibling.name}")
+            log(check_speedup(staging, sibling, required, options).describe())
+
+    return gate
+
+
+def _same_source(bundle: Path, source_sha256: str | None) -> bool:
+    try:
+        recorded = json.loads((bundle / "manifest.json").read_text())["source"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(source_sha256) and recorded == source_sha256
+
+
+def parity_failures(results: list[dict[str, Any]]) -> list[str]:
+    """``"BUNDLE on DEVICE: failure"`` for results whose golden outputs were outside tolerance."""
+    found = []
+    for r in sorted(results, key=result_key):
+        parity = r.get("parity") or {}
+        if parity.get("measured") and parity.get("ok") is False:
+            found.append(f"{_label(r)} on {r['device']['label']}: {'; '.join(parity.get('failures', []))}")
+    return found
+
+
+def _label(result: dict[str, Any]) -> str:
+    b = result["bundle"]
+    return f"{b['name']}-{b['target']}-{b['precision']}"

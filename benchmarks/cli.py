@@ -1,0 +1,136 @@
+"""``edgec bench``: benchmark bundles (each in its own process), merge device results, write reports.
+
+Examples::
+
+    edgec bench bundles/digits-onnx-fp32 bundles/digits-onnx-int8 --eval eval.npz --out report/
+    edgec bench bundles/*-int8 --require-speedup            # exit 7 when int8 is not faster than fp32
+    edgec bench --merge results/*.json --out report/        # results printed by edgec_shim on devices
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgec.compiler.errors import AccuracyGateError, ConfigError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_commands(sub: Any) -> dict[str, Handler]:
+    """Add ``bench`` to the ``edgec`` parser; returns its handler."""
+    bench = sub.add_parser("bench", help="latency, throughput, memory, size, parity and accuracy of bundles; reports",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench.add_argument("bundle", type=Path, nargs="*", help="bundle directories to benchmark on this host")
+    bench.add_argument("--runs", type=_positive, default=100, help="timed inferences per bundle; default 100")
+    bench.add_argument("--warmup", type=_non_negative, default=10, help="untimed inferences first; default 10")
+    bench.add_argument("--repeats", type=_positive, default=3,
+                       help="rounds the timed runs are split into, to report their spread; default 3")
+    bench.add_argument("--threads", type=_positive, help="runtime threads; default: the runtime decides")
+    bench.add_argument("--batch", type=_positive, help="batch size; default: the golden inputs' batch (1)")
+    bench.add_argument("--eval", type=Path, metavar="DATA",
+                       help=".npz of model inputs plus an integer 'labels' array: adds top-1 accuracy")
+    bench.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
+                       help="add results from these files (printed by 'python -m edgec_shim bench' on devices)")
+    bench.add_argument("--require-speedup", type=float, nargs="?", const=1.0, default=None, metavar="FACTOR",
+                       help="fail (exit 7) when a quantized bundle is not faster than its fp32 sibling "
+                            "(by more than FACTOR; default 1.0)")
+    bench.add_argument("--out", type=Path, help="write bench.json, bench.md and bench.html into this directory")
+    bench.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    bench.add_argument("--device", help="label for this host in reports; default the host name")
+    bench.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per bundle; default 600")
+    bench.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    return {"bench": cmd_bench}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``edgec bench``; see the module docstring."""
+    from edgec.benchmarks import bench, report
+
+    if not args.bundle and not args.merge:
+        raise ConfigError("nothing to benchmark: give bundle directories and/or --merge result files")
+    if args.eval is not None and not args.eval.is_file():
+        raise ConfigError(f"--eval {args.eval}: file not found")
+    if args.require_speedup is not None and args.require_speedup <= 0:
+        raise ConfigError(f"--require-speedup {args.require_speedup}: expected a factor above 0")
+    bundles = [bench.check_bundle_path(b) for b in args.bundle]
+    merged = report.load_results(args.merge)
+    options = bench.BenchOptions(args.runs, args.warmup, args.repeats, args.threads, args.batch, args.eval,
+                                 args.device, args.timeout)
+    results = _run_with_progress(bundles, options, quiet=args.quiet) + merged
+    checks = None
+    if args.require_speedup is not None:
+        checks, siblings = bench.speedup_checks(results, args.require_speedup, options)
+        results += siblings
+    document = report.make_report(results, [c.to_json() for c in checks] if checks is not None else None)
+    if args.out:
+        write_reports(document, args.out)
+    print(report.dumps(document) if args.json else report.to_markdown(document), end="")
+    if checks:
+        bench.enforce_speedup(checks)
+    failures = bench.parity_failures(document["results"])
+    if failures:
+        raise AccuracyGateError(f"parity outside tolerance: {'; '.join(failures)}")
+    return 0
+
+
+def _run_with_progress(bundles: list[Path], options: Any, quiet: bool) -> list[dict[str, Any]]:
+    """Benchmark with a rich progress bar on a terminal (stderr); silent otherwise or with --quiet."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgec.benchmarks import bench
+
+    console = Console(stderr=True)
+    show = bool(bundles) and not quiet and console.is_terminal
+    columns = (TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True, disable=not show) as progress:
+        task = progress.add_task("", total=len(bundles))
+        results = []
+        for bundle in bundles:
+            progress.update(task, description=bundle.name)
+            results.append(bench.bench_bundle(bundle, options))
+            progress.advance(task)
+    return results
+
+
+def write_reports(document: dict[str, Any], out: Path) -> list[Path]:
+    """Write ``bench.json``, ``bench.md`` and ``bench.html`` (each atomically) into ``out``."""
+    from edgec.benchmarks import report
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("bench.json", report.dumps(document)), ("bench.md", report.to_markdown(document)),
+                       ("bench.html", report.to_html(document))):
+        tmp = out / f".{name}.tmp-{os.getpid()}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
+        written.append(out / name)
+    return written
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+

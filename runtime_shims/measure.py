@@ -1,0 +1,137 @@
+"""Timing loop, latency percentiles, spread between repeated rounds, peak resident memory, parity.
+
+numpy and the standard library only: this file ships inside bundles and runs on devices.
+
+Noise is reported, not hidden: the timed runs are split into ``repeats`` rounds and the report keeps
+each round's median, the relative spread between those medians and the coefficient of variation of
+all samples. A user comparing two bundles whose difference is smaller than their spread is looking at
+noise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PERCENTILES = (50, 90, 99)
+DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
+"""Used only when a manifest records no tolerance (targets whose parity cannot be measured at build time)."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Latencies of the timed runs, in seconds, grouped by round."""
+
+    rounds: tuple[tuple[float, ...], ...]
+    batch: int
+
+    @property
+    def samples(self) -> np.ndarray:
+        """All latencies, in seconds."""
+        return np.array([t for r in self.rounds for t in r], dtype=np.float64)
+
+
+def time_calls(call: Callable[[], Any], runs: int, warmup: int, repeats: int = 3) -> list[list[float]]:
+    """Call ``call`` ``warmup`` times untimed, then ``runs`` times timed, split into ``repeats`` rounds.
+
+    Returns:
+        One list of latencies in seconds per round (rounds differ in length by at most one).
+    """
+    if runs < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(f"runs must be >= 1, warmup >= 0 and repeats >= 1 (got {runs}, {warmup}, {repeats})")
+    for _ in range(warmup):
+        call()
+    repeats = min(repeats, runs)
+    sizes = [runs // repeats + (1 if i < runs % repeats else 0) for i in range(repeats)]
+    rounds = []
+    clock = time.perf_counter
+    for size in sizes:
+        times = []
+        for _ in range(size):
+            start = clock()
+            call()
+            times.append(clock() - start)
+        rounds.append(times)
+    return rounds
+
+
+def summarize(timing: Timing) -> dict[str, Any]:
+    """Latency statistics (milliseconds), throughput and noise of a :class:`Timing`.
+
+    Returns:
+        ``{"latency_ms": {...}, "throughput_per_s": float, "noise": {...}}``; see the bench schema.
+    """
+    ms = timing.samples * 1000.0
+    latency = {f"p{p}": sig6(float(np.percentile(ms, p))) for p in PERCENTILES}
+    latency.update(mean=sig6(float(ms.mean())), min=sig6(float(ms.min())), max=sig6(float(ms.max())),
+                   std=sig6(float(ms.std())))
+    round_p50 = [float(np.median(r)) * 1000.0 for r in timing.rounds]
+    median = float(np.median(round_p50))
+    noise = {
+        "rounds": len(timing.rounds),
+        "round_p50_ms": [sig6(v) for v in round_p50],
+        "spread_rel": sig6((max(round_p50) - min(round_p50)) / median) if median > 0 else 0.0,
+        "cv": sig6(float(ms.std() / ms.mean())) if ms.mean() > 0 else 0.0,
+    }
+    total = float(timing.samples.sum())
+    throughput = timing.batch * len(ms) / total if total > 0 else 0.0
+    return {"latency_ms": latency, "throughput_per_s": sig6(throughput), "noise": noise}
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process so far, in bytes; None where the OS does not say.
+
+    ``ru_maxrss`` is kilobytes on Linux and Android and bytes on macOS and iOS.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """max_abs, mean_abs, cosine (and top1_agreement for class scores) of two arrays stacked over samples.
+
+    The same metrics as the compiler's parity module, re-implemented so the shim needs numpy only.
+    """
+    if ref.shape != got.shape:
+        got = got.reshape(ref.shape) if got.size == ref.size else got
+    ref64 = ref.astype(np.float64).ravel()
+    got64 = got.astype(np.float64).ravel()
+    if ref64.shape != got64.shape:
+        return {"max_abs": float("inf"), "mean_abs": float("inf"), "cosine": 0.0}
+    diff = np.abs(ref64 - got64)
+    denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
+    cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
+    result = {"max_abs": sig6(float(diff.max()) if diff.size else 0.0),
+              "mean_abs": sig6(float(diff.mean()) if diff.size else 0.0), "cosine": sig6(cosine)}
+    if ref.ndim == 3 and ref.dtype.kind == "f" and 2 <= ref.shape[-1] <= 100_000:
+        result["top1_agreement"] = sig6(float(np.mean(ref.argmax(-1) == got.argmax(-1))))
+    return result
+
+
+def check_tolerance(measured: dict[str, dict[str, float]], tolerance: dict[str, dict[str, float]]) -> list[str]:
+    """Failure descriptions (empty when every output is within its ``max_abs`` and ``min_cosine``)."""
+    failures = []
+    for name, limits in sorted(tolerance.items()):
+        m = measured.get(name)
+        if m is None:
+            failures.append(f"output {name!r} is missing")
+            continue
+        if "min_cosine" in limits and m["cosine"] < limits["min_cosine"]:
+            failures.append(f"output {name!r}: cosine {m['cosine']:.6f} < {limits['min_cosine']:.6f}")
+        if "max_abs" in limits and m["max_abs"] > limits["max_abs"]:
+            failures.append(f"output {name!r}: max_abs {m['max_abs']:.3g} > {limits['max_abs']:.3g}")
+    return failures
+
+
+def sig6(value: float) -> float:
+    """Six significant digits: enough for timings, no float noise in the JSON."""
+    return float(f"{value:.6g}")

@@ -1,0 +1,71 @@
+"""The shim's measurement helpers: timing rounds, percentiles, noise, peak memory, parity metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgec.runtime_shims import measure
+
+
+def _work() -> float:
+    return float(np.linalg.norm(np.arange(2000, dtype=np.float64)))
+
+
+def test_time_calls_runs_warmup_then_splits_timed_runs_into_rounds() -> None:
+    calls = []
+    rounds = measure.time_calls(lambda: calls.append(1), runs=10, warmup=3, repeats=3)
+    assert len(calls) == 13
+    assert [len(r) for r in rounds] == [4, 3, 3]
+    assert all(t >= 0 for r in rounds for t in r)
+
+
+def test_time_calls_never_makes_more_rounds_than_runs() -> None:
+    assert len(measure.time_calls(_work, runs=2, warmup=0, repeats=5)) == 2
+
+
+@pytest.mark.parametrize("runs,warmup,repeats", [(0, 1, 1), (5, -1, 1), (5, 1, 0)])
+def test_time_calls_rejects_nonsense_counts(runs: int, warmup: int, repeats: int) -> None:
+    with pytest.raises(ValueError, match="runs must be"):
+        measure.time_calls(_work, runs, warmup, repeats)
+
+
+def test_summary_percentiles_are_ordered_and_throughput_counts_the_batch() -> None:
+    rounds = measure.time_calls(_work, runs=60, warmup=5, repeats=3)
+    one = measure.summarize(measure.Timing(tuple(tuple(r) for r in rounds), batch=1))
+    four = measure.summarize(measure.Timing(tuple(tuple(r) for r in rounds), batch=4))
+    lat = one["latency_ms"]
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+    assert lat["min"] <= lat["mean"] <= lat["max"]
+    assert four["throughput_per_s"] == pytest.approx(4 * one["throughput_per_s"], rel=1e-5)
+    assert one["throughput_per_s"] == pytest.approx(1000 / lat["mean"], rel=1e-4)
+    noise = one["noise"]
+    assert noise["rounds"] == 3 and len(noise["round_p50_ms"]) == 3
+    assert noise["spread_rel"] >= 0 and noise["cv"] >= 0
+
+
+def test_spread_reports_a_slow_round_instead_of_hiding_it() -> None:
+    timing = measure.Timing(((0.001,) * 5, (0.001,) * 5, (0.002,) * 5), batch=1)
+    noise = measure.summarize(timing)["noise"]
+    assert noise["round_p50_ms"] == [1.0, 1.0, 2.0]
+    assert noise["spread_rel"] == pytest.approx(1.0)
+
+
+def test_peak_rss_grows_when_memory_is_touched() -> None:
+    before = measure.peak_rss_bytes()
+    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, written
+    after = measure.peak_rss_bytes()
+    assert before is not None and after is not None
+    assert after >= before + 32 * 1024 * 1024
+    del block
+
+
+def test_compare_output_matches_identical_and_flags_different_outputs() -> None:
+    ref = np.random.default_rng(0).standard_normal((4, 1, 10)).astype(np.float32)
+    same = measure.compare_output(ref, ref.copy())
+    assert same["max_abs"] == 0 and same["cosine"] == pytest.approx(1.0) and same["top1_agreement"] == 1.0
+    flipped = measure.compare_output(ref, -ref)
+    assert flipped["cosine"] == pytest.approx(-1.0) and flipped["top1_agreement"] < 1.0
+    failures = measure.check_tolerance({"y": flipped}, {"y": {"max_abs": 0.1, "min_cosine": 0.99}})
+    assert len(failures) == 2 and "cosine -1.000000 < 0.990000" in failures[0]
+    assert measure.check_tolerance({}, {"y": {"min_cosine": 0.9}}) == ["output 'y' is missing"]
