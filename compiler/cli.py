@@ -123,7 +123,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         from edgec.benchmarks.bench import speedup_gate
 
         gate = speedup_gate(config, args.require_speedup, reporter)
-    outcome = build(config, reporter, before_publish=gate)
+    try:
+        outcome = build(config, reporter, before_publish=gate)
+    finally:
+        reporter.close()
     m = outcome.manifest
     size = sum(f.size for f in m.files if f.path.startswith(m.model_file))
     print(f"built {outcome.bundle_dir} ({m.target}, {m.precision}, model {size:,} bytes)")

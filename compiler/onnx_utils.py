@@ -131,3 +131,34 @@ def save_artifact(model: Any, work_dir: Path, filename: str = "model.onnx") -> M
     save_model(model, path)
     inputs, outputs = graph_specs(model)
     return ModelArtifact(path, FORMAT_ONNX, inputs, outputs, sha256_file(path))
+
+
+def sort_nodes(model: Any) -> bool:
+    """Put the graph's nodes in topological order in place; returns whether the order changed.
+
+    onnxruntime's float16 conversion appends the input casts at the end of the node list; onnxruntime
+    does not mind, but ``onnx.checker`` and TensorRT's parser do.
+
+    Raises:
+        ExportError: a node reads a value nothing produces, or the graph has a cycle.
+    """
+    graph = model.graph
+    known = {v.name for v in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in known for name in n.input)]
+        if not ready:
+            raise ExportError(f"node {pending[0].name!r} reads values that no node produces (or the graph has a cycle)")
+        for node in ready:
+            known.update(node.output)
+        ordered.extend(ready)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    if [id(n) for n in ordered] == [id(n) for n in graph.node]:
+        return False
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+    return True

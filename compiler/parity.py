@@ -26,8 +26,12 @@ def stack(feeds: list[Feed], name: str) -> np.ndarray:
 
 
 def looks_like_class_scores(arr: np.ndarray) -> bool:
-    """Outputs shaped ``(samples, batch, classes)`` of floats with 2..100000 classes."""
-    return arr.ndim == 3 and arr.dtype.kind == "f" and 2 <= arr.shape[-1] <= 100_000
+    """Outputs shaped ``(samples, batch, classes)`` of floats with 2..100000 classes, unless every row has
+    unit L2 norm (normalised embeddings, where a top-1 agreement means nothing)."""
+    if not (arr.ndim == 3 and arr.dtype.kind == "f" and 2 <= arr.shape[-1] <= 100_000):
+        return False
+    norms = np.linalg.norm(arr.astype(np.float64), axis=-1)
+    return not bool(np.all(np.abs(norms - 1.0) < 1e-3))
 
 
 def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:

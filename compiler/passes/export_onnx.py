@@ -8,6 +8,9 @@ TorchScript exporter (``dynamo=False``) is deprecated and would need the live ``
 Rules:
 1. Input names are the program's argument names; output names come from the import (``output_names``).
 2. The exporter's own progress printing is captured and only shown when the export fails.
+3. Outputs are renamed here, not by the exporter: ``output_names`` there renames the output value even
+   when an inner value already has that name (an output called ``embedding`` next to ``aten.embedding``'s
+   values), which breaks SSA. An inner value holding a wanted name is renamed ``<name>_<n>`` first.
 """
 
 from __future__ import annotations
@@ -15,12 +18,30 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from typing import Any
 
 from edgec.compiler import onnx_utils
 from edgec.compiler.errors import ExportError, require
 from edgec.compiler.importers.torch import safe_load_pt2
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
+
+
+def rename_outputs(graph: Any, names: list[str]) -> None:
+    """Give the graph outputs ``names``, first moving any other value that holds one of them aside."""
+    taken = {v.name: v for v in (*graph.inputs, *graph.initializers.values()) if v.name}
+    taken.update({v.name: v for node in graph for v in node.outputs if v.name})
+    for value, name in zip(graph.outputs, names):
+        clash = taken.get(name)
+        if clash is not None and clash is not value:
+            suffix = 1
+            while f"{name}_{suffix}" in taken:
+                suffix += 1
+            clash.name = f"{name}_{suffix}"
+            taken[clash.name] = clash
+        taken.pop(value.name, None)
+        value.name = name
+        taken[name] = value
 
 
 class ExportOnnxOptions(PassOptions):
@@ -47,7 +68,8 @@ class ExportOnnx(Pass):
         logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         try:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-                program = torch.onnx.export(ep, (), dynamo=True, opset_version=opts.opset, output_names=names, verbose=False)
+                program = torch.onnx.export(ep, (), dynamo=True, opset_version=opts.opset, verbose=False)
+                rename_outputs(program.model.graph, names)
                 program.save(str(out_path))
         except Exception as exc:
             tail = " ".join(log.getvalue().split())[-300:]

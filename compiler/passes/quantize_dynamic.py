@@ -1,7 +1,10 @@
 """Dynamic INT8: int8 weights, activations quantized at run time from their observed range.
 
 No calibration data needed. Per-channel weights by default: on MiniLM this lifts the mean cosine to
-FP32 from 0.968 (onnxruntime's per-tensor default) to 0.993, at the same latency.
+FP32 from 0.968 (onnxruntime's per-tensor default) to 0.993, at the same latency. ``Gather`` is
+quantized too when its table is a constant (embedding tables; onnxruntime skips computed data): without
+it MiniLM's 47 MB word-embedding table stays float and the INT8 file is 0.65x FP32 instead of 0.25x,
+with the same cosine (0.9944 vs 0.9941, measured).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from edgec.compiler.types import ModelArtifact
 
 class DynamicOptions(PassOptions):
     per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv")
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv", "Gather")
     reduce_range: bool = False
     """Use 7-bit weights; only needed on CPUs without VNNI, where 8-bit products can saturate."""
     nodes_to_exclude: tuple[str, ...] = ()

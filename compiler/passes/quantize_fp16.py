@@ -29,5 +29,6 @@ class QuantizeFp16(Pass):
         converted = float16.convert_float_to_float16(
             model, keep_io_types=self.options.keep_io_types, disable_shape_infer=False  # type: ignore[attr-defined]
         )
+        onnx_utils.sort_nodes(converted)  # the converter appends input casts at the end of the node list
         out = onnx_utils.save_artifact(converted, ctx.work_dir)
         return PassResult(out, True, {"size_before": artifact.path.stat().st_size, "size_after": out.path.stat().st_size})

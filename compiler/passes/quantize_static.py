@@ -27,7 +27,7 @@ class StaticOptions(PassOptions):
     nodes_to_exclude: tuple[str, ...] = ()
     symmetric_activations: bool = False
     """Zero-point-0 activations, as TensorRT's explicit quantization requires (use with int8 activations)."""
-    extra_options: dict[str, bool | int | float | str] = {}
+    extra_options: dict[str, bool | int | float | str | list[str]] = {}
     """More onnxruntime ``extra_options`` (e.g. ``{"QDQKeepRemovableActivations": True}``)."""
 
 
