@@ -55,6 +55,8 @@ class BundleManifest(BaseModel):
     model_file: str
     golden: str = GOLDEN
     target_details: dict[str, Any] = {}
+    model_cost: dict[str, Any] | None = None
+    """Params, MACs per sample and weight sparsity of the model (ONNX models)."""
 
     def input_specs(self) -> tuple[TensorSpec, ...]:
         """Inputs as :class:`TensorSpec`."""

@@ -78,6 +78,10 @@ def _add_build(sub: Any) -> None:
     build.add_argument("--require-speedup", type=float, nargs="?", const=1.0, metavar="FACTOR",
                        help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
                             "beats its fp32 sibling's by more than FACTOR (default 1.0)")
+    build.add_argument("--prune", type=float, metavar="RATIO",
+                       help="remove this fraction of channels (structured) or weights (unstructured); PyTorch sources only")
+    build.add_argument("--prune-mode", default="structured", help="structured (default) or unstructured")
+    build.add_argument("--finetune", metavar="MODULE:FUNCTION", help="finetune(module) -> module, run after pruning")
     build.add_argument("--report-layers", action="store_true", help="write a per-layer divergence report (layers.json) into the bundle")
     build.add_argument("--max-drop", type=float, help="accuracy budget, e.g. 0.01: keep the most sensitive layers in float until met")
     build.add_argument("--metric", default="top1", help="what --max-drop measures: top1 (agreement with FP32), cosine, or accuracy (needs --eval)")
@@ -101,14 +105,17 @@ def _config(args: argparse.Namespace) -> Any:
         "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples,
         "calib_method": args.calib_method, "calib_preprocess": args.calib_preprocess, "input_shapes": shapes,
         "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples,
-        "min_cosine": args.min_cosine, "report_layers": args.report_layers, "max_drop": args.max_drop,
+        "min_cosine": args.min_cosine, "prune": args.prune, "prune_mode": args.prune_mode, "finetune": args.finetune,
+        "report_layers": args.report_layers, "max_drop": args.max_drop,
         "metric": args.metric, "max_float_layers": args.max_float_layers, "eval": args.eval, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
     }
     try:
         return BuildConfig(**fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
+        if not first["loc"]:
+            raise ConfigError(str(first["msg"]).removeprefix("Value error, ")) from None
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
         raise ConfigError(f"bad {flag} {fields.get(str(first['loc'][0]))!r}: {first['msg']}") from None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from edgec.compiler.errors import ConfigError
 
@@ -30,6 +30,9 @@ class BuildConfig(BaseModel):
         simplify: run the graph clean-up pass.
         golden_samples: how many golden inputs the bundle carries.
         min_cosine: fail the build when any output's cosine to the reference is lower.
+        prune: fraction of channels (structured) or weights (unstructured) to remove; PyTorch sources only.
+        prune_mode: structured or unstructured.
+        finetune: ``module:function`` taking and returning the pruned ``nn.Module``.
         report_layers: write a per-layer divergence report (``layers.json``) into the bundle.
         max_drop: accuracy budget: keep the most sensitive layers in float until the drop is within it.
         metric: what ``max_drop`` measures: top1 agreement or cosine with FP32, or accuracy on ``eval``.
@@ -56,6 +59,9 @@ class BuildConfig(BaseModel):
     simplify: bool = True
     golden_samples: int = 8
     min_cosine: float | None = None
+    prune: float | None = None
+    prune_mode: Literal["structured", "unstructured"] = "structured"
+    finetune: str | None = None
     report_layers: bool = False
     max_drop: float | None = None
     metric: Literal["top1", "cosine", "accuracy"] = "top1"
@@ -64,6 +70,19 @@ class BuildConfig(BaseModel):
     force: bool = False
     cache: bool = True
     cache_dir: Path | None = None
+
+    @field_validator("prune")
+    @classmethod
+    def _ratio(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value < 1:
+            raise ValueError("must be a fraction between 0 and 1, e.g. 0.3")
+        return value
+
+    @model_validator(mode="after")
+    def _finetune_needs_prune(self) -> BuildConfig:
+        if self.finetune is not None and self.prune is None:
+            raise ValueError("--finetune runs after pruning; give --prune RATIO too")
+        return self
 
     @field_validator("max_drop")
     @classmethod

@@ -37,6 +37,7 @@ def _inspect_onnx(path: Path) -> dict[str, Any]:
         "size": path.stat().st_size,
         "precision": onnx_utils.weight_precision(model),
         "parameters": onnx_utils.parameter_count(model),
+        **_cost(model),
         "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "inputs": [s.to_json() for s in inputs],
         "outputs": [s.to_json() for s in outputs],
@@ -74,14 +75,25 @@ def _inspect_bundle(path: Path) -> dict[str, Any]:
     }
     model = path / manifest.model_file
     if model.suffix == ".onnx" and model.is_file():
-        info["ops"] = onnx_utils.op_counts(onnx_utils.load_model(model))
+        loaded = onnx_utils.load_model(model)
+        info["ops"] = onnx_utils.op_counts(loaded)
+        info.update(_cost(loaded))
+    info["pruning"] = [{"pass": p["name"], "before": p["stats"]["before"], "after": p["stats"]["after"]}
+                       for p in manifest.passes if p["name"].startswith("prune_")]
     return info
+
+
+def _cost(model: Any) -> dict[str, Any]:
+    from edgec.compiler import flops
+
+    cost = flops.model_cost(model)
+    return {"macs": cost.macs, "sparsity": cost.sparsity}
 
 
 def format_text(info: dict[str, Any]) -> str:
     """Human-readable rendering of :func:`inspect_path`'s result."""
     lines = [f"{info['kind']}: {info['path']}"]
-    for key in ("name", "target", "precision", "parameters"):
+    for key in ("name", "target", "precision", "parameters", "macs", "sparsity"):
         if key in info:
             lines.append(f"  {key}: {info[key]}")
     lines.append(f"  size: {info['size']:,} bytes")
@@ -95,6 +107,10 @@ def format_text(info: dict[str, Any]) -> str:
         for name, m in info["parity"].items():
             extra = f", top1 {m['top1_agreement']:.4f}" if "top1_agreement" in m else ""
             lines.append(f"    {name}: max_abs {m['max_abs']:.3g}, cosine {m['cosine']:.6f}{extra}")
+    for entry in info.get("pruning", []):
+        b, a = entry["before"], entry["after"]
+        lines.append(f"  pruning ({entry['pass']}): params {b['params']:,} -> {a['params']:,}, MACs {b['macs']:,} -> {a['macs']:,}, "
+                     f"sparsity {b['sparsity']:.3f} -> {a['sparsity']:.3f}")
     if info.get("ops"):
         lines.append("  ops: " + ", ".join(f"{k} x{v}" for k, v in info["ops"].items()))
     return "\n".join(lines)

@@ -33,7 +33,7 @@ from edgec.compiler.errors import (
 )
 from edgec.compiler.importers.base import Feed, ImportResult, find_importer
 from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
-from edgec.compiler.planner import PassStep, conversion_steps, float_steps
+from edgec.compiler.planner import PassStep, conversion_steps, float_steps, prune_steps
 from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
 from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
 
@@ -108,15 +108,16 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     final = config.out / f"{name}-{target.name}-{config.precision}"
     if final.exists() and not config.force:
         raise ConfigError(f"output bundle {final} already exists", hint="remove it, pick another --out, or pass --force")
-    route, conversions = conversion_steps(imported.artifact.format, target.routes, target.name)
     toolchain = _toolchain(target, importer)
     records: list[dict[str, Any]] = []
-    float_art = _run_steps(conversions + float_steps(config, route), imported.artifact, None, cache, toolchain, records, log)
+    source_art = _run_steps(prune_steps(config, imported.artifact.format), imported.artifact, None, cache, toolchain, records, log)
+    route, conversions = conversion_steps(source_art.format, target.routes, target.name)
+    float_art = _run_steps(conversions + float_steps(config, route), source_art, None, cache, toolchain, records, log)
     calibration = _calibration(config, float_art, log)
     request = PrecisionRequest(config.precision, config.int8_mode, calibration)
     golden_in = _golden_inputs(calibration, float_art.inputs, config.golden_samples)
     log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
-    golden_out = importer.reference(imported.artifact, golden_in)
+    golden_out = importer.reference(source_art, golden_in)  # after pruning: the model the user asked for
     extras: dict[str, Any] = {"files": {}, "manifest": {"input_stats": calibration.summary()} if calibration else {}}
 
     def quantize(exclude: tuple[str, ...]) -> ModelArtifact:
@@ -308,6 +309,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
             toolchain=toolchain,
             model_file=exported.model_file,
             target_details=exported.details,
+            model_cost=_model_cost(staging / exported.model_file),
             **extras["manifest"],
         )
         (staging / MANIFEST).write_text(manifest.dumps())
@@ -320,6 +322,15 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
+
+
+def _model_cost(model: Path) -> dict[str, Any] | None:
+    """Params, MACs per sample and weight sparsity of an ONNX model file (None for other formats)."""
+    if model.suffix != ".onnx":
+        return None
+    from edgec.compiler import flops
+
+    return flops.file_cost(model).to_json()
 
 
 def ship_shims(bundle: Path) -> list[str]:
@@ -355,7 +366,7 @@ def _export(target: Target, artifact: ModelArtifact, staging: Path, request: Pre
 
 def _parity(config: BuildConfig, target: Target, staging: Path, model_file: str, golden_in: list[Feed],
             golden_out: list[Feed], imported: ImportResult, log: Log) -> dict[str, Any]:
-    reference = f"{imported.source_format} fp32"
+    reference = f"{imported.source_format} fp32" + (f" after {config.prune_mode} pruning" if config.prune else "")
     if not target.measures_parity():
         return {"measured": False, "reference": reference, "samples": len(golden_in),
                 "reason": f"the {target.name} runtime cannot execute models on this host; run 'edgec verify' on a device"}

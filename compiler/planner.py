@@ -31,6 +31,21 @@ def conversion_steps(source_format: str, routes: tuple[str, ...], target: str) -
     )
 
 
+def prune_steps(config: BuildConfig, source_format: str) -> list[PassStep]:
+    """Pruning passes, run on the PyTorch program before any conversion.
+
+    Raises:
+        UnsupportedError: pruning was asked for a source that is not PyTorch.
+    """
+    if config.prune is None:
+        return []
+    if source_format != FORMAT_PT2:
+        raise UnsupportedError(f"--prune needs a PyTorch source (.pt2 or module:factory), not {source_format}")
+    from edgec.compiler.passes._torch_edit import finetune_options
+
+    return [(f"prune_{config.prune_mode}", {"ratio": config.prune, **finetune_options(config.finetune)})]
+
+
 def float_steps(config: BuildConfig, route: str) -> list[PassStep]:
     """Clean-up passes run on the float model before any precision change."""
     if route != FORMAT_ONNX:
