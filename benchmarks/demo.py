@@ -88,7 +88,7 @@ def measure(bundle: Path, data: digits.DigitsData, runs: int) -> dict[str, Any]:
     target = TARGETS.get(manifest.target)()
     row: dict[str, Any] = {
         "target": manifest.target, "precision": manifest.precision, "bundle": bundle.name,
-        "size": sum(f.size for f in manifest.files if f.path.startswith(manifest.model_file)),
+        "size": manifest.model_bytes(),
         "cosine": min((m["cosine"] for m in manifest.parity.get("outputs", {}).values()), default=None),
         "accuracy": None, "latency_ms": None,
     }

@@ -58,6 +58,10 @@ class BundleManifest(BaseModel):
     model_cost: dict[str, Any] | None = None
     """Params, MACs per sample and weight sparsity of the model (ONNX models)."""
 
+    def model_bytes(self) -> int:
+        """Size of the files the target wrote (the model), leaving out golden data, reports and shims."""
+        return sum(f.size for f in self.files if f.path not in (self.golden, "layers.json") and not f.path.startswith("edgec_shim/"))
+
     def input_specs(self) -> tuple[TensorSpec, ...]:
         """Inputs as :class:`TensorSpec`."""
         return tuple(TensorSpec.from_json(i) for i in self.inputs)

@@ -78,6 +78,12 @@ def _add_build(sub: Any) -> None:
     build.add_argument("--require-speedup", type=float, nargs="?", const=1.0, metavar="FACTOR",
                        help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
                             "beats its fp32 sibling's by more than FACTOR (default 1.0)")
+    build.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an option of the target (repeatable; 'edgec targets' lists them)")
+    build.add_argument("--palettize", choices=["4", "6", "8"], help="coreml: palettized weights with 2^N colours (= --target-option palettize=N)")
+    build.add_argument("--io-dtype", choices=["float", "int8"], help="tflite full-integer INT8: model input/output type (= --target-option io_dtype=...)")
+    build.add_argument("--trt-profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
+                       help="tensorrt optimization profile of a dynamic input, shapes as 1x3x224x224 (repeatable)")
     build.add_argument("--prune", type=float, metavar="RATIO",
                        help="remove this fraction of channels (structured) or weights (unstructured); PyTorch sources only")
     build.add_argument("--prune-mode", default="structured", help="structured (default) or unstructured")
@@ -97,15 +103,19 @@ def _add_build(sub: Any) -> None:
 def _config(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from edgec.compiler.config import BuildConfig, parse_input_shape
+    from edgec.compiler.config import BuildConfig, parse_input_shape, parse_target_option
 
     shapes = dict(parse_input_shape(text) for text in args.input)
+    options = [parse_target_option(text) for text in args.target_option]
+    options += [("palettize", args.palettize)] if args.palettize else []
+    options += [("io_dtype", args.io_dtype)] if args.io_dtype else []
+    options += [("trt_profile", text) for text in args.trt_profile]
     fields = {
         "source": args.source, "target": args.target, "precision": args.precision, "out": args.out,
         "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples,
         "calib_method": args.calib_method, "calib_preprocess": args.calib_preprocess, "input_shapes": shapes,
         "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples,
-        "min_cosine": args.min_cosine, "prune": args.prune, "prune_mode": args.prune_mode, "finetune": args.finetune,
+        "min_cosine": args.min_cosine, "target_options": tuple(options), "prune": args.prune, "prune_mode": args.prune_mode, "finetune": args.finetune,
         "report_layers": args.report_layers, "max_drop": args.max_drop,
         "metric": args.metric, "max_float_layers": args.max_float_layers, "eval": args.eval, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
     }
@@ -135,8 +145,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     finally:
         reporter.close()
     m = outcome.manifest
-    size = sum(f.size for f in m.files if f.path.startswith(m.model_file))
-    print(f"built {outcome.bundle_dir} ({m.target}, {m.precision}, model {size:,} bytes)")
+    print(f"built {outcome.bundle_dir} ({m.target}, {m.precision}, model {m.model_bytes():,} bytes)")
     if not m.parity.get("measured", True):
         print(f"  parity not measured: {m.parity.get('reason')}")
     for name, metrics in m.parity.get("outputs", {}).items():
@@ -203,7 +212,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
             state = "ready"
         except MissingDependencyError as exc:
             state = f"not installed (pip install 'edgec[{exc.extra}]')"
-        print(f"{cls.name:10s} precisions {','.join(cls.precisions):16s} routes {','.join(cls.routes):10s} {state}")
+        print(f"{cls.name:10s} precisions {','.join(cls.precisions):16s} routes {','.join(cls.routes):22s} {state}")
+        for key, text in sorted(cls.option_help.items()):
+            print(f"{'':10s}   --target-option {key}=...  {text}")
     return 0
 
 

@@ -33,6 +33,7 @@ class BuildConfig(BaseModel):
         prune: fraction of channels (structured) or weights (unstructured) to remove; PyTorch sources only.
         prune_mode: structured or unstructured.
         finetune: ``module:function`` taking and returning the pruned ``nn.Module``.
+        target_options: ``(key, value)`` pairs read by the target (see ``edgec targets``).
         report_layers: write a per-layer divergence report (``layers.json``) into the bundle.
         max_drop: accuracy budget: keep the most sensitive layers in float until the drop is within it.
         metric: what ``max_drop`` measures: top1 agreement or cosine with FP32, or accuracy on ``eval``.
@@ -62,6 +63,7 @@ class BuildConfig(BaseModel):
     prune: float | None = None
     prune_mode: Literal["structured", "unstructured"] = "structured"
     finetune: str | None = None
+    target_options: tuple[tuple[str, str], ...] = ()
     report_layers: bool = False
     max_drop: float | None = None
     metric: Literal["top1", "cosine", "accuracy"] = "top1"
@@ -104,6 +106,18 @@ class BuildConfig(BaseModel):
         if value is not None and (not value or "/" in value or value.startswith(".")):
             raise ValueError("must be a plain file name")
         return value
+
+
+def parse_target_option(text: str) -> tuple[str, str]:
+    """Parse ``KEY=VALUE``.
+
+    Raises:
+        ConfigError: no ``=`` or an empty key.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"bad --target-option {text!r}; expected KEY=VALUE")
+    return key.strip().replace("-", "_"), value.strip()
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:

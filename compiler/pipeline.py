@@ -83,6 +83,7 @@ def build(config: BuildConfig, log: Log = lambda m: None,
     target = get_target(config.target)
     if config.precision not in target.precisions:
         raise UnsupportedError(f"the {target.name} target offers {', '.join(target.precisions)}, not {config.precision}")
+    target.check_options(config.target_options)
     target.check_available()
     importer = find_importer(config.source)
     out_created = not config.out.exists()
@@ -111,10 +112,10 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     toolchain = _toolchain(target, importer)
     records: list[dict[str, Any]] = []
     source_art = _run_steps(prune_steps(config, imported.artifact.format), imported.artifact, None, cache, toolchain, records, log)
-    route, conversions = conversion_steps(source_art.format, target.routes, target.name)
+    route, conversions = conversion_steps(source_art.format, target.routes, target.name, bool(config.input_shapes))
     float_art = _run_steps(conversions + float_steps(config, route), source_art, None, cache, toolchain, records, log)
     calibration = _calibration(config, float_art, log)
-    request = PrecisionRequest(config.precision, config.int8_mode, calibration)
+    request = PrecisionRequest(config.precision, config.int8_mode, calibration, options=config.target_options)
     golden_in = _golden_inputs(calibration, float_art.inputs, config.golden_samples)
     log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
     golden_out = importer.reference(source_art, golden_in)  # after pruning: the model the user asked for

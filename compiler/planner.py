@@ -14,12 +14,21 @@ CONVERSIONS: dict[tuple[str, str], str] = {(FORMAT_PT2, FORMAT_ONNX): "export_on
 """(from format, to format) -> converting pass."""
 
 
-def conversion_steps(source_format: str, routes: tuple[str, ...], target: str) -> tuple[str, list[PassStep]]:
+def conversion_steps(source_format: str, routes: tuple[str, ...], target: str,
+                     needs_onnx: bool = False) -> tuple[str, list[PassStep]]:
     """The route format chosen for the target and the conversion passes to reach it.
+
+    Args:
+        needs_onnx: an ONNX-only step was asked for (``--input``): take the ONNX route where the target has one.
 
     Raises:
         UnsupportedError: no route from the source format to the target.
     """
+    if needs_onnx:
+        if FORMAT_ONNX not in routes:
+            raise UnsupportedError(f"--input fixes dims on the ONNX route, which the {target} target does not take; "
+                                   "fix the shapes in the source model (e.g. the factory's example inputs)")
+        routes = (FORMAT_ONNX,)
     for route in routes:
         if route == source_format:
             return route, []

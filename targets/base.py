@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.errors import require
+from edgec.compiler.errors import ConfigError, require
 from edgec.compiler.registry import Registry
 from edgec.compiler.types import ModelArtifact, TensorSpec
 from edgec.runtime_shims.base import Runner
@@ -37,6 +37,17 @@ class PrecisionRequest:
     calibration: CalibrationSet | None = None
     exclude: tuple[str, ...] = ()
     """Node names (of the float ONNX graph) to keep in float: mixed precision under an accuracy budget."""
+    options: tuple[tuple[str, str], ...] = ()
+    """Target-specific options (``--target-option KEY=VALUE`` and named flags such as ``--palettize``)."""
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        """The value of one target option (the last one given wins)."""
+        found = [v for k, v in self.options if k == key]
+        return found[-1] if found else default
+
+    def option_values(self, key: str) -> list[str]:
+        """Every value given for a repeatable option, in order."""
+        return [v for k, v in self.options if k == key]
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,24 @@ class Target:
     """Python modules the target needs to build and run bundles."""
     packages: ClassVar[tuple[str, ...]] = ()
     """Distribution names whose versions go into the manifest's toolchain."""
+    option_help: ClassVar[dict[str, str]] = {}
+    """Target options this target reads (``--target-option KEY=VALUE``), with a one-line description."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             TARGETS.add(cls.name, cls)
+
+    def check_options(self, options: tuple[tuple[str, str], ...]) -> None:
+        """Reject options this target does not read.
+
+        Raises:
+            ConfigError: naming the unknown key and the keys the target accepts.
+        """
+        for key, _ in options:
+            if key not in self.option_help:
+                accepted = ", ".join(sorted(self.option_help)) or "none"
+                raise ConfigError(f"the {self.name} target has no option {key!r}; it accepts: {accepted}")
 
     def check_available(self) -> None:
         """Raise :class:`MissingDependencyError` naming the extra when a needed module is missing."""

@@ -82,6 +82,9 @@ class TensorRTTarget(Target):
     """Enough to build the bundle; ``tensorrt`` is only needed to build or run the engine."""
     packages = ("onnx", "onnxruntime", "tensorrt")
     profile_overrides: ClassVar[dict[str, tuple[Shape, Shape, Shape]]] = {}
+    option_help: ClassVar[dict[str, str]] = {
+        "trt_profile": "NAME:MIN,OPT,MAX optimization profile of a dynamic input, shapes as 1x3x224x224 (repeatable; --trt-profile)",
+    }
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         if request.precision == "fp32":
@@ -111,7 +114,8 @@ class TensorRTTarget(Target):
             "precision": request.precision,
             "fp16": request.precision == "fp16",
             "int8": request.precision == "int8",
-            "profiles": optimization_profiles(artifact.inputs, golden_shapes(artifact.inputs, request), self.profile_overrides),
+            "profiles": optimization_profiles(artifact.inputs, golden_shapes(artifact.inputs, request),
+                                              {**self.profile_overrides, **parse_profiles(request.option_values("trt_profile"), artifact.inputs)}),
         }
         files = [MODEL_FILE, shim.SETTINGS_FILE]
         details: dict[str, Any] = {"runtime": "tensorrt", "settings": shim.SETTINGS_FILE, "qdq": qdq,
@@ -195,6 +199,32 @@ def golden_shapes(inputs: tuple[TensorSpec, ...], request: PrecisionRequest) -> 
         return {spec.name: tuple(int(d) for d in feed[spec.name].shape) for spec in inputs}
     return {spec.name: tuple(d if isinstance(d, int) else (1 if i == 0 else SYNTHETIC_DIM) for i, d in enumerate(spec.shape))
             for spec in inputs}
+
+
+def parse_profiles(texts: list[str], inputs: tuple[TensorSpec, ...]) -> dict[str, tuple[Shape, Shape, Shape]]:
+    """``["input_ids:1x1,1x128,32x512"]`` -> ``{"input_ids": ((1, 1), (1, 128), (32, 512))}``, checked against the inputs.
+
+    Raises:
+        ConfigError: malformed text, an unknown input, a rank mismatch, min > opt > max, or a fixed dim changed.
+    """
+    specs = {s.name: s for s in inputs}
+    result = {}
+    for text in texts:
+        name, _, shapes = text.rpartition(":")
+        try:
+            parts = [tuple(int(d) for d in part.lower().split("x")) for part in shapes.split(",")]
+        except ValueError:
+            parts = []
+        if name not in specs or len(parts) != 3:
+            raise ConfigError(f"bad --trt-profile {text!r}; expected NAME:MIN,OPT,MAX with NAME one of {sorted(specs)}, "
+                              "e.g. input_ids:1x1,1x128,32x512")
+        spec, (low, opt, high) = specs[name], parts
+        if not all(len(p) == len(spec.shape) for p in parts) or not all(a <= b <= c for a, b, c in zip(low, opt, high)):
+            raise ConfigError(f"--trt-profile {text!r}: need three shapes of rank {len(spec.shape)} with min <= opt <= max")
+        if any(isinstance(d, int) and not (low[i] == opt[i] == high[i] == d) for i, d in enumerate(spec.shape)):
+            raise ConfigError(f"--trt-profile {text!r} changes a fixed dim of {name} {list(spec.shape)}")
+        result[name] = (low, opt, high)
+    return result
 
 
 def optimization_profiles(inputs: tuple[TensorSpec, ...], golden: dict[str, Shape],
