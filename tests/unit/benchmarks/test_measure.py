@@ -66,7 +66,7 @@ def test_peak_rss_grows_when_memory_is_touched() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     before, after = (int(v) for v in proc.stdout.split())
-    assert after >= before + 32 * 1024 * 1024
+    assert after >= before + 128 * 1024 * 1024  # the import may already have set a peak above the resident size
 
 
 def test_compare_output_matches_identical_and_flags_different_outputs() -> None:
