@@ -60,7 +60,7 @@ def test_peak_rss_grows_when_memory_is_touched() -> None:
         "import numpy as np\n"
         "from edgec.runtime_shims import measure\n"
         "before = measure.peak_rss_bytes()\n"
-        "block = np.ones(64 * 1024 * 1024 // 8)\n"
+        "block = np.ones(256 * 1024 * 1024 // 8)\n"
         "print(before, measure.peak_rss_bytes())\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
