@@ -91,8 +91,10 @@ def measure(bundle: Path, data: digits.DigitsData, runs: int) -> dict[str, Any]:
         "size": manifest.model_bytes(),
         "cosine": min((m["cosine"] for m in manifest.parity.get("outputs", {}).values()), default=None),
         "accuracy": None, "latency_ms": None,
+        "runtime": manifest.target_details.get("parity_runtime") or manifest.target_details.get("runtime", manifest.target),
     }
     if not target.measures_parity():
+        row["runtime"] = "not runnable on this host"
         return row
     spec = manifest.input_specs()[0]
     with target.runner(bundle, manifest.model_file, threads=1) as runner:
@@ -119,13 +121,13 @@ def adapt(x: np.ndarray, spec: Any) -> np.ndarray:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width table; '-' where a number was not measured on this host."""
-    head = f"{'target':10} {'precision':9} {'size (bytes)':>12} {'parity cos':>11} {'accuracy':>9} {'latency ms':>11}  bundle"
+    head = f"{'target':10} {'precision':9} {'size (bytes)':>12} {'parity cos':>11} {'accuracy':>9} {'latency ms':>11}  {'bundle':24} runtime"
     lines = [head, "-" * len(head)]
     for r in rows:
         cos = f"{r['cosine']:.6f}" if r["cosine"] is not None else "-"
         acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
         lat = f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-"
-        lines.append(f"{r['target']:10} {r['precision']:9} {r['size']:>12,} {cos:>11} {acc:>9} {lat:>11}  {r['bundle']}")
+        lines.append(f"{r['target']:10} {r['precision']:9} {r['size']:>12,} {cos:>11} {acc:>9} {lat:>11}  {r['bundle']:24} {r['runtime']}")
     return "\n".join(lines)
 
 

@@ -86,3 +86,18 @@ def check(measured: dict[str, dict[str, Any]], tol: dict[str, dict[str, float]])
 def _round(value: float) -> float:
     """Round to 6 significant digits so manifests do not record float noise."""
     return float(f"{value:.6g}")
+
+
+UNMEASURED_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.99}
+"""Gate for bundles whose parity could not be measured at build time (Core ML built on Linux)."""
+
+
+def default_tolerance(reference: list[Feed], precision: str) -> dict[str, dict[str, float]]:
+    """Tolerances when the manifest has none: a fixed cosine floor per precision and a max-abs bound
+    scaled to the reference's magnitude."""
+    result = {}
+    for name in reference[0]:
+        scale = max(1.0, float(np.abs(stack(reference, name)).max()))
+        result[name] = {"min_cosine": UNMEASURED_MIN_COSINE.get(precision, 0.99),
+                        "max_abs": _round(4 * ABS_FLOOR.get(precision, 5e-2) * scale)}
+    return result

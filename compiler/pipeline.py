@@ -106,7 +106,8 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     log(f"importing {config.source}")
     imported = importer.load(config.source, cache, log)
     name = config.name or imported.name
-    final = config.out / f"{name}-{target.name}-{config.precision}"
+    suffix = target.bundle_suffix(PrecisionRequest(config.precision, config.int8_mode, options=config.target_options))
+    final = config.out / f"{name}-{target.name}-{config.precision}{suffix}"
     if final.exists() and not config.force:
         raise ConfigError(f"output bundle {final} already exists", hint="remove it, pick another --out, or pass --force")
     toolchain = _toolchain(target, importer)

@@ -10,6 +10,14 @@ from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2
 
 PassStep = tuple[str, dict[str, Any]]
 
+FORMAT_SOURCES = {
+    "onnx": "an .onnx file",
+    "pt2": "a PyTorch factory (file.py:function) or a torch.export .pt2 file",
+    "savedmodel": "a TensorFlow SavedModel directory",
+    "keras": "a Keras .keras file",
+}
+"""What a user gives edgec to get a model in each format (for error messages)."""
+
 CONVERSIONS: dict[tuple[str, str], str] = {(FORMAT_PT2, FORMAT_ONNX): "export_onnx"}
 """(from format, to format) -> converting pass."""
 
@@ -36,7 +44,8 @@ def conversion_steps(source_format: str, routes: tuple[str, ...], target: str,
         if step:
             return route, [(step, {})]
     raise UnsupportedError(
-        f"the {target} target cannot take a {source_format} model; it takes {', '.join(routes)}",
+        f"the {target} target cannot take a {source_format} model (no conversion to {', '.join(routes)}); "
+        f"give it {'; or '.join(FORMAT_SOURCES.get(r, r) for r in routes)}"
     )
 
 

@@ -44,7 +44,8 @@ def verify_bundle(bundle: Path, threads: int | None = None) -> VerifyReport:
     with target.runner(bundle, manifest.model_file, threads=threads) as runner:
         actual = [runner.infer(feed) for feed in golden_in]
     measured = parity.compare(golden_out, actual, list(golden_out[0]))
-    failures = parity.check(measured, manifest.parity["tolerance"])
+    tolerance = manifest.parity.get("tolerance") or parity.default_tolerance(golden_out, manifest.precision)
+    failures = parity.check(measured, tolerance)
     if failures:
         raise AccuracyGateError(f"{bundle.name}: parity check failed: {'; '.join(failures)}")
     return VerifyReport(manifest, measured, len(manifest.files))

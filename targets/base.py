@@ -101,6 +101,10 @@ class Target:
         """Installed versions of the target's packages."""
         return package_versions(self.packages)
 
+    def bundle_suffix(self, request: PrecisionRequest) -> str:
+        """Extra text for the bundle name when options change the model beyond its precision (``-p4``)."""
+        return ""
+
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         """Passes that bring a float model to the requested precision."""
         raise NotImplementedError
