@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler.errors import IntegrityError
+from edgec.runtime_shims.measure import check_tolerance, compare_output
 
 SHIM_RUNNERS = {"onnx": ("edgec.runtime_shims.ort", "OrtRunner")}
 """Targets whose runner a device can build from the runtime shims alone."""
@@ -108,16 +109,6 @@ def read_golden(path: Path) -> tuple[list[dict[str, np.ndarray]], list[dict[str,
     return result["inputs"], result["outputs"]
 
 
-def compare(reference: np.ndarray, actual: np.ndarray) -> dict[str, float]:
-    """Max absolute error and cosine of two stacked outputs (as in ``edgec verify``)."""
-    ref = reference.astype(np.float64).ravel()
-    got = actual.astype(np.float64).ravel()
-    denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
-    cosine = float(ref @ got / denom) if denom > 0 else float(np.array_equal(ref, got))
-    max_abs = float(np.abs(ref - got).max()) if ref.size else 0.0
-    return {"max_abs": float(f"{max_abs:.6g}"), "cosine": float(f"{cosine:.6g}")}
-
-
 def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: int | None = None) -> Health:
     """Run the golden inputs through the bundle's runner; check parity and median latency.
 
@@ -140,25 +131,12 @@ def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: 
         raise
     except Exception as exc:  # the runtime's own errors: any of them means the bundle does not run here
         raise HealthError(f"the runtime failed: {' '.join(str(exc).split())[:200]}") from None
-    measured = {name: compare(np.stack([o[name] for o in golden_out]), np.stack([np.asarray(a[name]) for a in actual]))
+    measured = {name: compare_output(np.stack([o[name] for o in golden_out]), np.stack([np.asarray(a[name]) for a in actual]))
                 for name in golden_out[0]}
     latency = float(np.median(times))
-    failures = _failures(measured, tolerance)
+    failures = check_tolerance(measured, tolerance)
     if failures:
         raise HealthError("golden parity failed: " + "; ".join(failures))
     if latency_budget_ms is not None and latency > latency_budget_ms:
         raise HealthError(f"median latency {latency:.3f} ms is over the budget of {latency_budget_ms:g} ms")
     return Health(latency, measured)
-
-
-def _failures(measured: dict[str, dict[str, float]], tolerance: dict[str, dict[str, float]]) -> list[str]:
-    failures = []
-    for name, limits in tolerance.items():
-        m = measured.get(name)
-        if m is None:
-            failures.append(f"output {name!r} is missing")
-        elif m["cosine"] < limits["min_cosine"]:
-            failures.append(f"output {name!r}: cosine {m['cosine']:.6f} < {limits['min_cosine']:.6f}")
-        elif m["max_abs"] > limits["max_abs"]:
-            failures.append(f"output {name!r}: max_abs {m['max_abs']:.3g} > {limits['max_abs']:.3g}")
-    return failures

@@ -1,6 +1,7 @@
 """Parity between reference and candidate outputs: max abs error, cosine, top-1 agreement, tolerances.
 
-Tolerances are derived from what was measured at build time, with a margin for another machine's
+The metrics themselves live in :mod:`edgec.runtime_shims.measure` (numpy only), so the build, ``edgec
+verify``, the device agent and the shim inside a bundle compute them with the same code. Tolerances are derived from what was measured at build time, with a margin for another machine's
 arithmetic, and a floor per precision so that a perfect fp32 build does not demand bit-exactness.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from edgec.runtime_shims import measure
 
 Feed = dict[str, np.ndarray]
 
@@ -25,31 +28,9 @@ def stack(feeds: list[Feed], name: str) -> np.ndarray:
     return np.stack([np.asarray(f[name]) for f in feeds])
 
 
-def looks_like_class_scores(arr: np.ndarray) -> bool:
-    """Outputs shaped ``(samples, batch, classes)`` of floats with 2..100000 classes, unless every row has
-    unit L2 norm (normalised embeddings, where a top-1 agreement means nothing)."""
-    if not (arr.ndim == 3 and arr.dtype.kind == "f" and 2 <= arr.shape[-1] <= 100_000):
-        return False
-    norms = np.linalg.norm(arr.astype(np.float64), axis=-1)
-    return not bool(np.all(np.abs(norms - 1.0) < 1e-3))
-
-
 def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
-    """Metrics for one output, both arrays stacked over samples."""
-    ref64 = ref.astype(np.float64).ravel()
-    got64 = got.astype(np.float64).ravel()
-    diff = np.abs(ref64 - got64)
-    denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
-    cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
-    result: dict[str, Any] = {
-        "max_abs": _round(float(diff.max()) if diff.size else 0.0),
-        "mean_abs": _round(float(diff.mean()) if diff.size else 0.0),
-        "cosine": _round(cosine),
-        "ref_max_abs": _round(float(np.abs(ref64).max()) if ref64.size else 0.0),
-    }
-    if looks_like_class_scores(ref):
-        result["top1_agreement"] = _round(float(np.mean(ref.argmax(-1) == got.argmax(-1))))
-    return result
+    """Metrics for one output, both arrays stacked over samples (see :func:`measure.compare_output`)."""
+    return measure.compare_output(ref, got)
 
 
 def compare(reference: list[Feed], actual: list[Feed], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -70,17 +51,7 @@ def tolerance(measured: dict[str, dict[str, Any]], precision: str) -> dict[str, 
 
 def check(measured: dict[str, dict[str, Any]], tol: dict[str, dict[str, float]]) -> list[str]:
     """Failure descriptions; empty when every output is within tolerance."""
-    failures = []
-    for name, limits in tol.items():
-        m = measured.get(name)
-        if m is None:
-            failures.append(f"output {name!r} is missing")
-            continue
-        if m["cosine"] < limits["min_cosine"]:
-            failures.append(f"output {name!r}: cosine {m['cosine']:.6f} < {limits['min_cosine']:.6f}")
-        if m["max_abs"] > limits["max_abs"]:
-            failures.append(f"output {name!r}: max_abs {m['max_abs']:.3g} > {limits['max_abs']:.3g}")
-    return failures
+    return measure.check_tolerance(measured, tol)
 
 
 def _round(value: float) -> float:

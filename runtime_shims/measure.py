@@ -96,23 +96,35 @@ def peak_rss_bytes() -> int | None:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """max_abs, mean_abs, cosine (and top1_agreement for class scores) of two arrays stacked over samples.
+def looks_like_class_scores(arr: np.ndarray) -> bool:
+    """Outputs shaped ``(samples, batch, classes)`` of floats with 2..100000 classes, unless every row has
+    unit L2 norm (normalised embeddings, where a top-1 agreement means nothing)."""
+    if not (arr.ndim == 3 and arr.dtype.kind == "f" and 2 <= arr.shape[-1] <= 100_000):
+        return False
+    norms = np.linalg.norm(arr.astype(np.float64), axis=-1)
+    return not bool(np.all(np.abs(norms - 1.0) < 1e-3))
 
-    The same metrics as the compiler's parity module, re-implemented so the shim needs numpy only.
+
+def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """max_abs, mean_abs, cosine, the reference's largest magnitude (and top1_agreement for class scores)
+    of two arrays stacked over samples.
+
+    The one implementation of these metrics: the compiler's parity module, ``edgec verify``, the device
+    agent's health check and the shim all use it (it needs numpy only, so it ships inside bundles).
     """
     if ref.shape != got.shape:
         got = got.reshape(ref.shape) if got.size == ref.size else got
     ref64 = ref.astype(np.float64).ravel()
     got64 = got.astype(np.float64).ravel()
     if ref64.shape != got64.shape:
-        return {"max_abs": float("inf"), "mean_abs": float("inf"), "cosine": 0.0}
+        return {"max_abs": float("inf"), "mean_abs": float("inf"), "cosine": 0.0, "ref_max_abs": 0.0}
     diff = np.abs(ref64 - got64)
     denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
     cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
     result = {"max_abs": sig6(float(diff.max()) if diff.size else 0.0),
-              "mean_abs": sig6(float(diff.mean()) if diff.size else 0.0), "cosine": sig6(cosine)}
-    if ref.ndim == 3 and ref.dtype.kind == "f" and 2 <= ref.shape[-1] <= 100_000:
+              "mean_abs": sig6(float(diff.mean()) if diff.size else 0.0), "cosine": sig6(cosine),
+              "ref_max_abs": sig6(float(np.abs(ref64).max()) if ref64.size else 0.0)}
+    if looks_like_class_scores(ref):
         result["top1_agreement"] = sig6(float(np.mean(ref.argmax(-1) == got.argmax(-1))))
     return result
 
