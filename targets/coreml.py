@@ -38,7 +38,9 @@ import contextlib
 import io
 import json
 import math
+import os
 import sys
+import tempfile
 import traceback
 import uuid
 from collections.abc import Iterator
@@ -47,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.compiler.errors import ConfigError, EdgecError, ExportError, UnsupportedError, require
+from edgec.compiler.importers.tensorflow import native_output_to
 from edgec.compiler.types import FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.runtime_shims.coreml import CoreMLRunner
 from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
@@ -167,8 +170,7 @@ class CoreMLTarget(Target):
         self.deployment_target = deployment_target
 
     def check_available(self) -> None:
-        with _captured():  # coremltools logs a dozen lines about optional native parts on import
-            super().check_available()
+        _coremltools()
 
     def bundle_suffix(self, request: PrecisionRequest) -> str:
         bits = _int_option(request, "palettize") or self.palettize
@@ -258,7 +260,14 @@ def _short(exc: BaseException) -> str:
 
 
 def _coremltools() -> Any:
-    return require("coremltools", "coreml", "the coreml target")
+    """coremltools, imported once with Python's and the native libraries' output captured: it logs about
+    its optional native parts and, where TensorFlow is installed, imports it (absl and oneDNN banners go
+    straight to file descriptor 2, past Python's sys.stderr)."""
+    if "coremltools" in sys.modules:
+        return sys.modules["coremltools"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory(prefix="edgec-ct-") as tmp, native_output_to(Path(tmp) / "import.log"), _captured():
+        return require("coremltools", "coreml", "the coreml target")
 
 
 def _check_target(ct: Any, plan: CoreMLPlan) -> None:
