@@ -173,14 +173,10 @@ def latencies(models: dict[str, Path], feed: Feed, runs: int) -> dict[str, float
 
 
 def _timed(runner: Any, feed: Feed, count: int) -> list[float]:
-    for _ in range(WARMUP):
-        runner.infer(feed)
-    result = []
-    for _ in range(count):
-        t0 = time.perf_counter()
-        runner.infer(feed)
-        result.append(time.perf_counter() - t0)
-    return result
+    """Seconds per call after the warm-up (the shim's timing loop, one round)."""
+    from edgec.runtime_shims.measure import time_calls
+
+    return time_calls(lambda: runner.infer(feed), count, WARMUP, repeats=1)[0]
 
 
 def bench_digits(work: Path, runs: int) -> Row:
