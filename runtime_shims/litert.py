@@ -13,6 +13,10 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,6 +58,21 @@ def dequantize(array: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     return ((array.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the block (native INFO lines bypass sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class LiteRtRunner(Runner):
     """Runs a ``.tflite`` file with the LiteRT interpreter on CPU.
 
@@ -75,8 +94,10 @@ class LiteRtRunner(Runner):
 
     def activate_impl(self) -> None:
         interpreter_class, self.runtime = load_interpreter_class()
+        self._warmed = False
         try:
-            self._interpreter = interpreter_class(model_path=self.model_path, num_threads=self.threads)
+            with _quiet_native_stderr():  # LiteRT logs "Created TensorFlow Lite XNNPACK delegate" on fd 2
+                self._interpreter = interpreter_class(model_path=self.model_path, num_threads=self.threads)
         except (ValueError, RuntimeError) as exc:
             raise RunnerError(f"LiteRT cannot load {self.model_path}: {exc}") from exc
         signatures = self._interpreter.get_signature_list()
@@ -107,7 +128,10 @@ class LiteRtRunner(Runner):
             if array.dtype != want:
                 raise RunnerError(f"input {name!r} has dtype {array.dtype}; the model expects {want}")
         try:
-            outputs = self._signature(**arrays) if self._signature is not None else self._run_tensors(arrays)
+            # the first run applies the XNNPACK delegate, which LiteRT announces on file descriptor 2
+            with _quiet_native_stderr() if not self._warmed else contextlib.nullcontext():
+                outputs = self._signature(**arrays) if self._signature is not None else self._run_tensors(arrays)
+            self._warmed = True
         except (ValueError, RuntimeError) as exc:
             raise RunnerError(f"LiteRT inference failed: {exc}") from exc
         if not self.dequantize_outputs:
