@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.compiler.errors import AccuracyGateError, ConfigError
+from edgec.runtime_shims.measure import non_negative_int, positive_int
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -25,12 +26,12 @@ def add_commands(sub: Any) -> dict[str, Handler]:
     bench = sub.add_parser("bench", help="latency, throughput, memory, size, parity and accuracy of bundles; reports",
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bench.add_argument("bundle", type=Path, nargs="*", help="bundle directories to benchmark on this host")
-    bench.add_argument("--runs", type=_positive, default=100, help="timed inferences per bundle; default 100")
-    bench.add_argument("--warmup", type=_non_negative, default=10, help="untimed inferences first; default 10")
-    bench.add_argument("--repeats", type=_positive, default=3,
+    bench.add_argument("--runs", type=positive_int, default=100, help="timed inferences per bundle; default 100")
+    bench.add_argument("--warmup", type=non_negative_int, default=10, help="untimed inferences first; default 10")
+    bench.add_argument("--repeats", type=positive_int, default=3,
                        help="rounds the timed runs are split into, to report their spread; default 3")
-    bench.add_argument("--threads", type=_positive, help="runtime threads; default: the runtime decides")
-    bench.add_argument("--batch", type=_positive, help="batch size; default: the golden inputs' batch (1)")
+    bench.add_argument("--threads", type=positive_int, help="runtime threads; default: the runtime decides")
+    bench.add_argument("--batch", type=positive_int, help="batch size; default: the golden inputs' batch (1)")
     bench.add_argument("--eval", type=Path, metavar="DATA",
                        help=".npz of model inputs plus an integer 'labels' array: adds top-1 accuracy")
     bench.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
@@ -114,23 +115,5 @@ def write_reports(document: dict[str, Any], out: Path) -> list[Path]:
     return written
 
 
-def _positive(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
-
-def _non_negative(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import measure
 from .base import Runner, RunnerError
+from .measure import non_negative_int, positive_int
 from .runners import make_runner
 
 SCHEMA_VERSION = 1
@@ -306,11 +307,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     b = sub.add_parser("bench", help="load time, latency percentiles, throughput, peak memory, parity; prints JSON")
     b.add_argument("bundle")
-    b.add_argument("--runs", type=_positive, default=100, help="timed inferences; default 100")
-    b.add_argument("--warmup", type=_non_negative, default=10, help="untimed inferences first; default 10")
-    b.add_argument("--repeats", type=_positive, default=3, help="rounds the timed runs are split into (noise); default 3")
-    b.add_argument("--threads", type=_positive, default=None, help="runtime threads; default: the runtime decides")
-    b.add_argument("--batch", type=_positive, default=None, help="batch size of the timed feed; default: as in golden.npz")
+    b.add_argument("--runs", type=positive_int, default=100, help="timed inferences; default 100")
+    b.add_argument("--warmup", type=non_negative_int, default=10, help="untimed inferences first; default 10")
+    b.add_argument("--repeats", type=positive_int, default=3, help="rounds the timed runs are split into (noise); default 3")
+    b.add_argument("--threads", type=positive_int, default=None, help="runtime threads; default: the runtime decides")
+    b.add_argument("--batch", type=positive_int, default=None, help="batch size of the timed feed; default: as in golden.npz")
     b.add_argument("--eval", help=".npz of model inputs plus an integer 'labels' array: reports top-1 accuracy")
     b.add_argument("--eval-output", help="output holding the class scores; default the first output")
     b.add_argument("--device", help="label for this device in reports; default the host name")
@@ -318,23 +319,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="also write the JSON to this file")
     v = sub.add_parser("verify", help="check file hashes and golden parity against the manifest's tolerance")
     v.add_argument("bundle")
-    v.add_argument("--threads", type=_positive, default=None)
+    v.add_argument("--threads", type=positive_int, default=None)
     v.add_argument("--json", action="store_true", help="print the measured parity as JSON")
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
 
 
 def dumps(data: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ noise.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -147,3 +148,26 @@ def check_tolerance(measured: dict[str, dict[str, float]], tolerance: dict[str, 
 def sig6(value: float) -> float:
     """Six significant digits: enough for timings, no float noise in the JSON."""
     return float(f"{value:.6g}")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (used by the shim's and the host's bench commands)."""
+    value = _parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _parse_int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
