@@ -43,11 +43,8 @@ def run(out: Path, runs: int) -> list[dict[str, Any]]:
     from edgec.compiler.verify import verify_bundle
 
     start = time.perf_counter()
-    data = digits.load_data()
-    model = digits.train(data)
-    out.mkdir(parents=True, exist_ok=True)
-    pt2 = digits.export_pt2(model, out / "digits.pt2")
-    calib, _ = digits.save_splits(data, out)
+    assets = digits.prepare(out)
+    data, pt2, calib = assets.data, assets.pt2, assets.calib
     print(f"trained the digits CNN on {len(data.y_train)} images in {time.perf_counter() - start:.1f}s; "
           f"held-out set: {len(data.y_test)} images")
     rows = []

@@ -108,11 +108,9 @@ def environment(threads: int) -> str:
 
 def bench_digits(work: Path, runs: int, threads: int) -> Row:
     """The digits CNN, trained here; fidelity is held-out accuracy."""
-    work.mkdir(parents=True, exist_ok=True)
     print("training the digits CNN")
-    data = digits.load_data()
-    pt2 = digits.export_pt2(digits.train(data), work / "model.pt2")
-    calib, evaluation = digits.save_splits(data, work)
+    assets = digits.prepare(work, "model.pt2")
+    pt2, calib, evaluation = assets.pt2, assets.calib, assets.eval
     row = Row("digits CNN", "top-1 accuracy")
     models = prepare(pt2, calib, work, row)
     held_out = np.load(evaluation)

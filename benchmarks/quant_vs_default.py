@@ -184,11 +184,8 @@ def bench_digits(work: Path, runs: int) -> Row:
     from edgec.runtime_shims.ort import OrtRunner
 
     t0 = time.perf_counter()
-    data = digits.load_data()
-    model = digits.train(data)
-    work.mkdir(parents=True, exist_ok=True)
-    pt2 = digits.export_pt2(model, work / "digits.pt2")
-    calib, _ = digits.save_splits(data, work)
+    assets = digits.prepare(work)
+    data, pt2, calib = assets.data, assets.pt2, assets.calib
     print(f"trained the digits CNN in {time.perf_counter() - t0:.1f}s")
     models = build_pair(str(pt2), calib, work / "bundles")
     models["default"] = default_int8(models["fp32"], calib, work / "digits-default-int8.onnx")

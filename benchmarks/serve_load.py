@@ -126,10 +126,9 @@ def build_bundle(model: str, work: Path) -> Path:
     if model == "digits":
         from edgec.benchmarks.zoo import digits
 
-        data = digits.load_data()
-        source = digits.export_pt2(digits.train(data), work / "digits.pt2")
-        calib, _ = digits.save_splits(data, work)
-        return build(BuildConfig(source=str(source), precision="int8", calib=calib, out=work / "bundles", force=True)).bundle_dir
+        assets = digits.prepare(work)
+        return build(BuildConfig(source=str(assets.pt2), precision="int8", calib=assets.calib, out=work / "bundles",
+                                 force=True)).bundle_dir
     from edgec.benchmarks.zoo import minilm
 
     calib = minilm.save_calib(work / "calib.npz")

@@ -89,10 +89,8 @@ def digits_case(work: Path) -> Case:
     """Train the digits CNN, export it, and score runners by held-out top-1 (NHWC for LiteRT)."""
     from edgec.benchmarks.zoo import digits
 
-    data = digits.load_data()
-    work.mkdir(parents=True, exist_ok=True)
-    pt2 = digits.export_pt2(digits.train(data), work / "digits.pt2")
-    calib, _ = digits.save_splits(data, work)
+    assets = digits.prepare(work)
+    data, pt2, calib = assets.data, assets.pt2, assets.calib
 
     def top1(runner: Any, channels_last: bool) -> float:
         x = np.ascontiguousarray(data.x_test.transpose(0, 2, 3, 1)) if channels_last else data.x_test

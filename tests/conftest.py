@@ -77,8 +77,5 @@ def digits_assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from edgec.benchmarks.zoo import digits
 
     folder = tmp_path_factory.mktemp("digits")
-    data = digits.load_data()
-    model = digits.train(data)
-    pt2 = digits.export_pt2(model, folder / "digits.pt2")
-    calib, evaluation = digits.save_splits(data, folder)
-    return {"pt2": pt2, "calib": calib, "eval": evaluation, "dir": folder}
+    assets = digits.prepare(folder)
+    return {"pt2": assets.pt2, "calib": assets.calib, "eval": assets.eval, "dir": folder}

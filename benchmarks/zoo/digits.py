@@ -110,6 +110,25 @@ def save_splits(data: DigitsData, folder: Path, calib_samples: int = 256) -> tup
     return calib, evaluation
 
 
+@dataclass(frozen=True)
+class DigitsAssets:
+    """What :func:`prepare` wrote: the trained CNN as ``.pt2``, ``calib.npz`` and ``eval.npz``, and the data."""
+
+    data: DigitsData
+    pt2: Path
+    calib: Path
+    eval: Path
+
+
+def prepare(folder: Path, model_name: str = "digits.pt2") -> DigitsAssets:
+    """Load the data, train the CNN, save it as a ``.pt2`` and write the calibration and held-out splits."""
+    data = load_data()
+    folder.mkdir(parents=True, exist_ok=True)
+    pt2 = export_pt2(train(data), folder / model_name)
+    calib, evaluation = save_splits(data, folder)
+    return DigitsAssets(data, pt2, calib, evaluation)
+
+
 def factory() -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
     """edgec torch source: a freshly trained CNN, example input and a dynamic batch dim."""
     import torch

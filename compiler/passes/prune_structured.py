@@ -50,8 +50,16 @@ from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResul
 from edgec.compiler.types import FORMAT_PT2, ModelArtifact
 
 
-class StructuredOptions(PassOptions):
+class PruneOptions(PassOptions):
+    """Options both pruning passes take: how much to remove and the optional fine-tune callable."""
+
     ratio: float = Field(gt=0.0, lt=1.0)
+    finetune: str | None = None
+    finetune_sha256: str | None = None
+    """Digest of the file defining ``finetune``; only there so that editing it invalidates cached results."""
+
+
+class StructuredOptions(PruneOptions):
     importance: Literal["magnitude", "lamp", "fpgm"] = "magnitude"
     global_pruning: bool = False
     round_to: int = Field(default=16, ge=1)
@@ -61,9 +69,6 @@ class StructuredOptions(PassOptions):
     and 22/44 slower still, while 16/48 ran 2.3x and 16/32 2.7x faster."""
     ignore: tuple[str, ...] = ()
     """Module names (as in the state dict, e.g. ``features.0``) whose output channels are kept."""
-    finetune: str | None = None
-    finetune_sha256: str | None = None
-    """Digest of the file defining ``finetune``; only there so that editing it invalidates cached results."""
 
 
 class PruneStructured(Pass):

@@ -19,8 +19,6 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from pydantic import Field
-
 from edgec.compiler.errors import require
 from edgec.compiler.passes._torch_edit import (
     check_outputs,
@@ -30,7 +28,8 @@ from edgec.compiler.passes._torch_edit import (
     reexport,
     run_finetune,
 )
-from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
+from edgec.compiler.passes.base import Pass, PassContext, PassResult
+from edgec.compiler.passes.prune_structured import PruneOptions
 from edgec.compiler.types import FORMAT_PT2, ModelArtifact
 
 EXPLOITED_BY = {"onnx": "size after compression", "openvino": "size after compression",
@@ -38,11 +37,8 @@ EXPLOITED_BY = {"onnx": "size after compression", "openvino": "size after compre
 """What each target gains from unstructured zeros (recorded in the stats)."""
 
 
-class UnstructuredOptions(PassOptions):
-    ratio: float = Field(gt=0.0, lt=1.0)
-    finetune: str | None = None
-    finetune_sha256: str | None = None
-    """Digest of the file defining ``finetune``; only there so that editing it invalidates cached results."""
+class UnstructuredOptions(PruneOptions):
+    """Same options as structured pruning's base: ratio and fine-tune."""
 
 
 class PruneUnstructured(Pass):
