@@ -1,10 +1,12 @@
-"""Fidelity tools for ONNX models: per-layer divergence between an FP32 reference and a quantized model.
+"""Per-layer divergence between an FP32 reference and a reduced-precision model.
 
-How divergence is measured: every float tensor that exists under the same name in both graphs (node
-outputs keep their names through onnxruntime's QDQ and dynamic quantization) is made a graph output;
-both models run on the same feeds; for each tensor the relative error ``||ref - got|| / ||ref||`` over
-all feeds is computed. A node's *growth* is its output's error minus the largest error among its
-inputs: the error that this node added. Ranking nodes by growth names the layers where accuracy is lost.
+How divergence is measured: every float tensor that exists under the same name in both models is
+read out (for ONNX: node outputs keep their names through onnxruntime's QDQ and dynamic quantization
+and are made graph outputs; other targets read intermediate tensors their own way, see
+:meth:`edgec.targets.base.Target.compare_layers`); both models run on the same feeds; for each tensor
+the relative error ``||ref - got|| / ||ref||`` over all feeds is computed. A node's *growth* is its
+output's error minus the largest error among its inputs: the error that this node added. Ranking nodes
+by growth (:func:`rank`) names the layers where accuracy is lost.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ class LayerDivergence:
     """Error added by one node of the reference graph.
 
     Args:
-        node: node name in the reference ONNX graph (what ``nodes_to_exclude`` takes).
+        node: node name in the reference model, as the target's float-keeping mechanism takes it
+            (:attr:`edgec.targets.base.PrecisionRequest.exclude`: ONNX node names for onnxruntime's
+            ``nodes_to_exclude``, op names for nncf's ignored scope, output tensor names for TFLite's
+            denylisted nodes).
         op: op type.
         layer: source-model layer name where known (from the weight's name, e.g. ``features.3``), else the node name.
         tensor: the output tensor compared.
@@ -49,6 +54,49 @@ class LayerDivergence:
         for key in ("error", "cosine", "growth"):
             data[key] = float(f"{data[key]:.6g}")
         return data
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node of a reference model, as :func:`rank` needs it.
+
+    Args:
+        name: node name (what the target's exclusion mechanism takes).
+        op: op type.
+        layer: source-model layer the node belongs to.
+        output: the output tensor compared.
+        inputs: tensors the node reads (weights may be left out).
+    """
+
+    name: str
+    op: str
+    layer: str
+    output: str
+    inputs: tuple[str, ...]
+
+
+def rank(nodes: list[NodeInfo], reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> list[LayerDivergence]:
+    """Divergence per node, largest growth first.
+
+    Args:
+        nodes: the reference model's nodes in topological order.
+        reference: tensor name -> values of the FP32 model (all feeds, flattened or not).
+        candidate: tensor name -> values of the reduced-precision model, same names; tensors missing
+            here take the largest error upstream of them (quantization may fuse them away).
+    """
+    errors = {name: _errors(np.asarray(reference[name], np.float64).ravel(), np.asarray(candidate[name], np.float64).ravel())
+              for name in reference if name in candidate}
+    upstream: dict[str, float] = {}
+    result = []
+    for node in nodes:
+        before = max((upstream.get(i, 0.0) for i in node.inputs), default=0.0)
+        if node.output not in errors:
+            upstream[node.output] = before
+            continue
+        err, cos = errors[node.output]
+        upstream[node.output] = err
+        result.append(LayerDivergence(node.name, node.op, node.layer, node.output, err, cos, err - before))
+    return sorted(result, key=lambda d: d.growth, reverse=True)
 
 
 def layer_names(model: Any) -> dict[str, str]:
@@ -87,10 +135,19 @@ def _effective_names(model: Any) -> dict[str, str]:
     return effective
 
 
-def consumers_of(model: Any, node_name: str) -> list[str]:
-    """Names of the nodes that read any output of ``node_name``."""
-    outputs = {o for n in model.graph.node if n.name == node_name for o in n.output}
-    return [n.name for n in model.graph.node if any(i in outputs for i in n.input)]
+def input_layers(model: Any, layers: dict[str, str], layer: str) -> list[str]:
+    """Layers whose outputs feed ``layer`` (activations, not weights), in graph order."""
+    initializers = {i.name for i in model.graph.initializer}
+    producer = {out: node.name for node in model.graph.node for out in node.output}
+    found: list[str] = []
+    for node in model.graph.node:
+        if layers.get(node.name) != layer:
+            continue
+        for name in node.input:
+            source = producer.get(name)
+            if name not in initializers and source is not None and layers[source] != layer and layers[source] not in found:
+                found.append(layers[source])
+    return found
 
 
 def _float_tensors(model: Any) -> dict[str, Any]:
@@ -117,7 +174,7 @@ def _run_with(model: Any, names: list[str], elem_types: dict[str, int], feeds: l
 
 
 def layer_divergence(reference: Path, candidate: Path, feeds: list[Feed]) -> list[LayerDivergence]:
-    """Per-node divergence of ``candidate`` from ``reference``, largest growth first."""
+    """Per-node divergence of the ONNX model ``candidate`` from the ONNX model ``reference``, largest growth first."""
     ref_model = onnx_utils.load_model(reference)
     cand_model = onnx_utils.load_model(candidate)
     ref_types = _float_tensors(ref_model)
@@ -131,32 +188,11 @@ def layer_divergence(reference: Path, candidate: Path, feeds: list[Feed]) -> lis
     cand_types = cand_types | out_types | {effective[n]: cand_types.get(n, out_types.get(n, 1)) for n in common if n in effective}
     ref_vals = _run_with(ref_model, common, ref_types | {o.name: o.type.tensor_type.elem_type for o in ref_model.graph.output}, feeds)
     cand_vals = _run_with(cand_model, cand_names, cand_types, feeds)
-    errors = {name: _errors(ref_vals[name], cand_vals[cname]) for name, cname in zip(common, cand_names)}
+    candidate_vals = {name: cand_vals[cname] for name, cname in zip(common, cand_names)}
     layers = layer_names(ref_model)
-    upstream = _upstream_errors(ref_model, {name: e[0] for name, e in errors.items()})
-    result = []
-    for node in ref_model.graph.node:
-        outs = [o for o in node.output if o in errors]
-        if not outs:
-            continue
-        err, cos = errors[outs[0]]
-        before = max((upstream.get(i, 0.0) for i in node.input), default=0.0)
-        result.append(LayerDivergence(node.name, node.op_type, layers[node.name], outs[0], err, cos, err - before))
-    return sorted(result, key=lambda d: d.growth, reverse=True)
-
-
-def _upstream_errors(model: Any, measured: dict[str, float]) -> dict[str, float]:
-    """Error of every tensor: measured where compared, else the largest upstream error that reaches it
-    (a tensor that quantization fused away, like a Conv output feeding a removed Relu)."""
-    producer = {out: node for node in model.graph.node for out in node.output}
-    result: dict[str, float] = {}
-    for node in model.graph.node:  # graph order is topological
-        for out in node.output:
-            if out in measured:
-                result[out] = measured[out]
-            else:
-                result[out] = max((result.get(i, 0.0) for i in node.input if i in producer), default=0.0)
-    return result
+    nodes = [NodeInfo(n.name, n.op_type, layers[n.name], next((o for o in n.output if o in ref_vals), n.output[0]), tuple(n.input))
+             for n in ref_model.graph.node if n.output]
+    return rank(nodes, ref_vals, candidate_vals)
 
 
 def _errors(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:

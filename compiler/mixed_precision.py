@@ -1,35 +1,60 @@
 """Mixed precision under an accuracy budget: keep the most sensitive layers in float, step by step.
 
-Each step ranks the layers of the current quantized model by the error they add (see
-:mod:`edgec.compiler.fidelity`), moves the worst layer not yet in float (all nodes of that layer, e.g. a
-Conv and its fused Relu) and the layers producing its input activations to float (so the activation it
-reads is no longer quantized), re-quantizes and measures again, until the metric's drop from FP32 is
-within the budget. The target's own mechanism keeps the layers in float (``nodes_to_exclude`` for
-onnxruntime's quantizers).
+Each step ranks the layers of the current reduced-precision model by the error they add (the target's
+:meth:`~edgec.targets.base.Target.compare_layers`, see :mod:`edgec.compiler.fidelity`), moves the worst
+layer not yet in float (with the layers the target says must go with it, :meth:`~edgec.targets.base.Target.float_group`)
+to float, rebuilds and measures again, until the metric's drop from the target's own FP32 model is
+within the budget. The target's own mechanism keeps the layers in float (:attr:`PrecisionRequest.exclude`:
+``nodes_to_exclude`` for onnxruntime's quantizers, an ignored scope for nncf, denylisted nodes for
+TFLite's quantizer).
+
+Candidates are built with the target's real :meth:`~edgec.targets.base.Target.export` into scratch
+folders and run with its runtime shim (:class:`TargetProbe`), so what is measured is what ships.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgec.compiler import fidelity, onnx_utils
-from edgec.compiler.errors import AccuracyGateError, require
+from edgec.compiler.errors import AccuracyGateError, EdgecError, ExportError
+from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.types import ModelArtifact
+from edgec.targets.base import ExportResult, PrecisionRequest, Target
 
 Feed = dict[str, np.ndarray]
 MAX_STEPS = 16
+RANK_SAMPLES = 32
+"""Feeds used to rank layers at each step (the metric uses all budget feeds)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One reduced-precision model built in a scratch folder, and its outputs on the budget feeds."""
+
+    exclude: tuple[str, ...]
+    model: Path
+    result: ExportResult
+    feeds: list[Feed]
+    outputs: list[Feed]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the model's files."""
+        return sum((self.model.parent / f).stat().st_size for f in self.result.files)
 
 
 @dataclass
 class SearchResult:
     """The chosen model and how the search got there."""
 
-    artifact: ModelArtifact
-    exclude: tuple[str, ...]
+    candidate: Candidate
     float_layers: list[str]
     baseline: float
     value: float
@@ -39,15 +64,86 @@ class SearchResult:
     def drop(self) -> float:
         return self.baseline - self.value
 
+    @property
+    def exclude(self) -> tuple[str, ...]:
+        return self.candidate.exclude
 
-def run_onnx(artifact: ModelArtifact, feeds: list[Feed]) -> list[Feed]:
-    """Outputs of an ONNX artifact for each feed (onnxruntime, CPU)."""
-    ort = require("onnxruntime", "onnx", "measuring accuracy")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(artifact.path), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return [dict(zip(names, session.run(names, feed))) for feed in feeds]
+
+class TargetProbe:
+    """Builds a target's model files in scratch folders and runs them: the FP32 reference and candidates.
+
+    Args:
+        target: the build's target.
+        request: the build's precision request (its ``exclude`` is replaced per candidate).
+        float_art: the float model the target exports.
+        quantize: runs the target's precision passes with some nodes kept in float (identity for
+            targets that quantize in :meth:`Target.export`).
+        feeds: the budget feeds, in the source model's layout.
+        scratch: a folder for the candidates (removed by the caller).
+    """
+
+    def __init__(self, target: Target, request: PrecisionRequest, float_art: ModelArtifact,
+                 quantize: Callable[[tuple[str, ...]], ModelArtifact], feeds: list[Feed], scratch: Path) -> None:
+        self.target, self.request, self.float_art, self.quantize = target, request, float_art, quantize
+        self.feeds, self.scratch = feeds, scratch
+        self._built: dict[tuple[str, ...], Candidate] = {}
+        self._reference: Candidate | None = None
+
+    @property
+    def reference(self) -> Candidate:
+        """The target's FP32 model (built once)."""
+        if self._reference is None:
+            request = PrecisionRequest("fp32", options=self.request.options)
+            self._reference = self._make(self.float_art, request, "fp32")
+        return self._reference
+
+    def build(self, exclude: tuple[str, ...]) -> Candidate:
+        """The reduced-precision model with ``exclude`` kept in float (built once per exclusion set)."""
+        key = tuple(sorted(exclude))
+        if key not in self._built:
+            self._built[key] = self._make(self.quantize(exclude), replace(self.request, exclude=exclude), f"candidate-{len(self._built)}")
+        return self._built[key]
+
+    def rank(self, candidate: Candidate, samples: int = RANK_SAMPLES) -> list[LayerDivergence]:
+        """The candidate's layers by the error they add, against the FP32 reference."""
+        return self.target.compare_layers(self.reference.model, candidate.model, candidate.feeds[:samples])
+
+    def group(self, layer: str, ranked: list[LayerDivergence]) -> list[str]:
+        return self.target.float_group(self.reference.model, layer, ranked)
+
+    def nodes(self, layers: list[str], ranked: list[LayerDivergence]) -> tuple[str, ...]:
+        return self.target.float_nodes(self.reference.model, layers, ranked)
+
+    def latency_ms(self, candidate: Candidate, runs: int = 50) -> float:
+        """Median single-feed latency of the candidate with the target's runtime shim."""
+        with self.target.runner(candidate.model.parent, candidate.model.name) as runner:
+            feed = candidate.feeds[0]
+            for _ in range(5):
+                runner.infer(feed)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                runner.infer(feed)
+                times.append(time.perf_counter() - start)
+        return round(float(np.median(times)) * 1000, 4)
+
+    def _make(self, artifact: ModelArtifact, request: PrecisionRequest, name: str) -> Candidate:
+        folder, work = self.scratch / name, self.scratch / f"{name}-work"
+        folder.mkdir(parents=True)
+        work.mkdir()
+        try:
+            result = self.target.export(artifact, folder, request, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        feeds = self.target.bundle_feeds(self.feeds, result)
+        try:
+            with self.target.runner(folder, result.model_file) as runner:
+                outputs = [runner.infer(feed) for feed in feeds]
+        except EdgecError:
+            raise
+        except Exception as exc:
+            raise ExportError(f"the {name} {self.target.name} model does not run: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+        return Candidate(request.exclude, folder / result.model_file, result, feeds, outputs)
 
 
 def score(metric: str, reference: list[Feed], outputs: list[Feed], labels: np.ndarray | None) -> float:
@@ -55,11 +151,11 @@ def score(metric: str, reference: list[Feed], outputs: list[Feed], labels: np.nd
     first = next(iter(reference[0]))
     if metric == "accuracy":
         assert labels is not None
-        predicted = np.concatenate([np.asarray(o[first]).reshape(-1, np.asarray(o[first]).shape[-1]).argmax(-1) for o in outputs])
+        predicted = np.concatenate([_rows(o[first]).argmax(-1) for o in outputs])
         return float(np.mean(predicted == labels.reshape(-1)))
     if metric == "top1":
-        ref = np.concatenate([np.asarray(r[first]).reshape(-1, np.asarray(r[first]).shape[-1]) for r in reference])
-        got = np.concatenate([np.asarray(o[first]).reshape(-1, np.asarray(o[first]).shape[-1]) for o in outputs])
+        ref = np.concatenate([_rows(r[first]) for r in reference])
+        got = np.concatenate([_rows(o[first]) for o in outputs])
         return float(np.mean(ref.argmax(-1) == got.argmax(-1)))
     cosines = []
     for name in reference[0]:
@@ -69,57 +165,42 @@ def score(metric: str, reference: list[Feed], outputs: list[Feed], labels: np.nd
     return min(cosines)
 
 
-def input_layers(model: Any, layers: dict[str, str], layer: str) -> list[str]:
-    """Layers whose outputs feed ``layer``: keeping an activation in float means keeping its producer
-    in float too, since onnxruntime quantizes a tensor when its producer or any consumer is quantized."""
-    initializers = {i.name for i in model.graph.initializer}
-    producer = {out: node.name for node in model.graph.node for out in node.output}
-    found: list[str] = []
-    for node in model.graph.node:
-        if layers.get(node.name) != layer:
-            continue
-        for name in node.input:
-            source = producer.get(name)
-            if name not in initializers and source is not None and layers[source] != layer and layers[source] not in found:
-                found.append(layers[source])
-    return found
+def _rows(array: Any) -> np.ndarray:
+    values = np.asarray(array, np.float64)
+    return values.reshape(-1, values.shape[-1])
 
 
-def search(float_art: ModelArtifact, quantize: Callable[[tuple[str, ...]], ModelArtifact], feeds: list[Feed],
-           labels: np.ndarray | None, metric: str, max_drop: float, log: Callable[[str], None],
+def search(probe: TargetProbe, labels: np.ndarray | None, metric: str, max_drop: float, log: Callable[[str], None],
            max_float_layers: int | None = None) -> SearchResult:
     """Find a model within ``max_drop`` of FP32 on ``metric``, keeping as few layers in float as the ranking allows.
 
     Raises:
         AccuracyGateError: the budget cannot be met; the message names the best result reached.
     """
-    reference = run_onnx(float_art, feeds)
+    reference = probe.reference.outputs
     baseline = score(metric, reference, reference, labels)
-    model = onnx_utils.load_model(float_art.path)
-    layers = fidelity.layer_names(model)
-    exclude: tuple[str, ...] = ()
-    artifact = quantize(exclude)
-    value = score(metric, reference, run_onnx(artifact, feeds), labels)
-    best = SearchResult(artifact, exclude, [], baseline, value)
+    candidate = probe.build(())
+    value = score(metric, reference, candidate.outputs, labels)
+    best = SearchResult(candidate, [], baseline, value)
     steps = [{"float_layers": [], metric: round(value, 6), "drop": round(baseline - value, 6)}]
     log(f"{metric}: fp32 {baseline:.4f}, all layers quantized {value:.4f} (budget: drop <= {max_drop})")
     float_layers: list[str] = []
+    exclude: tuple[str, ...] = ()
     limit = MAX_STEPS if max_float_layers is None else max_float_layers
     while baseline - value > max_drop and len(float_layers) < limit:
-        ranked = fidelity.layer_divergence(float_art.path, artifact.path, feeds[:32])
-        pick = next((d for d in ranked if d.node not in exclude and d.growth > 0), None)
+        ranked = probe.rank(candidate)
+        pick = next((d for d in ranked if d.node not in exclude and d.layer not in float_layers and d.growth > 0), None)
         if pick is None:
             break
-        group = [pick.layer, *(x for x in input_layers(model, layers, pick.layer) if x not in float_layers)]
-        group = group[: limit - len(float_layers)]
-        float_layers.extend(x for x in group if x not in float_layers)
-        exclude = exclude + tuple(n for n, layer in layers.items() if layer in group and n not in exclude)
-        artifact = quantize(exclude)
-        value = score(metric, reference, run_onnx(artifact, feeds), labels)
+        group = [x for x in dict.fromkeys(probe.group(pick.layer, ranked)) if x not in float_layers]
+        float_layers.extend(group[: limit - len(float_layers)])
+        exclude = exclude + tuple(n for n in probe.nodes(float_layers, ranked) if n not in exclude)
+        candidate = probe.build(exclude)
+        value = score(metric, reference, candidate.outputs, labels)
         steps.append({"float_layers": list(float_layers), metric: round(value, 6), "drop": round(baseline - value, 6)})
         log(f"keeping {pick.layer} in float: {metric} {value:.4f}")
         if value > best.value:
-            best = SearchResult(artifact, exclude, list(float_layers), baseline, value)
+            best = SearchResult(candidate, list(float_layers), baseline, value)
     best.steps = steps
     if best.drop > max_drop:
         raise AccuracyGateError(

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
 from edgec.calibration.readers import ImagePreprocess, read_path
-from edgec.compiler import __version__, fidelity, mixed_precision, parity
+from edgec.compiler import __version__, mixed_precision, parity
 from edgec.compiler.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
 from edgec.compiler.cache import StageCache, cache_key, default_cache_dir
 from edgec.compiler.config import BuildConfig
@@ -29,12 +29,11 @@ from edgec.compiler.errors import (
     EdgecError,
     ExportError,
     UnsupportedError,
-    require,
 )
 from edgec.compiler.importers.base import Feed, ImportResult, find_importer
 from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
 from edgec.compiler.planner import PassStep, conversion_steps, float_steps, prune_steps
-from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
+from edgec.compiler.types import ModelArtifact, TensorSpec
 from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
 
 Log = Callable[[str], None]
@@ -129,43 +128,57 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
         extras["records"] = attempt
         return art
 
-    if config.max_drop is not None:
-        final_art = _mixed_precision(config, target, float_art, quantize, calibration, golden_in, extras, log)
+    if config.max_drop is not None or config.report_layers:
+        final_art, request = _fidelity(config, target, request, float_art, quantize, calibration, golden_in, extras, cache, log)
     else:
         final_art = quantize(())
-    if config.report_layers:
-        _layer_report(config, float_art, final_art, golden_in, extras)
     manifest = _assemble(config, target, imported, final_art, final, golden_in, golden_out, route, request,
                          extras["records"], toolchain, log, extras, before_publish)
     log(f"bundle written to {final}")
     return BuildOutcome(final, manifest, cache.hits, cache.misses, extras.get("cost"))
 
 
-def _check_onnx_precision(config: BuildConfig, target: Target, float_art: ModelArtifact, flag: str) -> None:
+def _fidelity(config: BuildConfig, target: Target, request: PrecisionRequest, float_art: ModelArtifact,
+              quantize: Callable[[tuple[str, ...]], ModelArtifact], calibration: CalibrationSet | None, golden_in: list[Feed],
+              extras: dict[str, Any], cache: StageCache, log: Log) -> tuple[ModelArtifact, PrecisionRequest]:
+    """``--max-drop`` and ``--report-layers``: candidates are built and measured with the target's own export
+    and runtime in scratch folders; the chosen exclusion set then goes into the real build."""
+    flag = "--max-drop" if config.max_drop is not None else "--report-layers"
     if config.precision == "fp32":
         raise ConfigError(f"{flag} compares a reduced-precision model with FP32; use it with --precision int8 or fp16")
-    if float_art.format != FORMAT_ONNX or not target.precision_passes(PrecisionRequest(config.precision, config.int8_mode), float_art):
-        raise UnsupportedError(f"{flag} works for targets whose precision is set by ONNX passes (onnx, tensorrt), not {target.name}")
+    if type(target).compare_layers is Target.compare_layers or not target.measures_parity():
+        able = [n for n in TARGETS.names() if TARGETS.get(n).compare_layers is not Target.compare_layers]
+        raise UnsupportedError(f"{flag} needs per-layer comparison on this host, which the {target.name} target does not offer; "
+                               f"targets that do: {', '.join(able)}")
+    assert cache.scratch is not None
+    feeds, labels = _budget_feeds(config, float_art, calibration, golden_in) if config.max_drop is not None else (golden_in, None)
+    probe = mixed_precision.TargetProbe(target, request, float_art, quantize, feeds, cache.scratch / "fidelity")
+    exclude: tuple[str, ...] = ()
+    if config.max_drop is not None:
+        result = mixed_precision.search(probe, labels, config.metric, config.max_drop, log, config.max_float_layers)
+        exclude = result.exclude
+        _record_mixed_precision(config, probe, result, len(feeds), extras)
+    if config.report_layers:
+        log("comparing layers with the FP32 reference")
+        chosen = probe.build(exclude)
+        golden = target.bundle_feeds(golden_in, chosen.result)
+        layers = target.compare_layers(probe.reference.model, chosen.model, golden)
+        extras["files"][LAYERS] = json.dumps({"samples": len(golden), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True) + "\n"
+        extras["manifest"]["layer_report"] = {"file": LAYERS, "worst": [d.layer for d in layers[:5]]}
+    return quantize(exclude), replace(request, exclude=exclude)
 
 
-def _mixed_precision(config: BuildConfig, target: Target, float_art: ModelArtifact, quantize: Callable[[tuple[str, ...]], ModelArtifact],
-                     calibration: CalibrationSet | None, golden_in: list[Feed], extras: dict[str, Any], log: Log) -> ModelArtifact:
-    _check_onnx_precision(config, target, float_art, "--max-drop")
-    feeds, labels = _budget_feeds(config, float_art, calibration, golden_in)
-    assert config.max_drop is not None
-    result = mixed_precision.search(float_art, quantize, feeds, labels, config.metric, config.max_drop, log, config.max_float_layers)
-    all_int8 = quantize(())
-    quantize(result.exclude)  # cached; leaves the chosen attempt's pass records in extras["records"]
+def _record_mixed_precision(config: BuildConfig, probe: mixed_precision.TargetProbe, result: mixed_precision.SearchResult,
+                            samples: int, extras: dict[str, Any]) -> None:
+    all_quantized = probe.build(())
     extras["manifest"]["mixed_precision"] = {
-        "metric": config.metric, "max_drop": config.max_drop, "samples": len(feeds),
+        "metric": config.metric, "max_drop": config.max_drop, "samples": samples,
         "fp32": round(result.baseline, 6), "value": round(result.value, 6), "drop": round(result.drop, 6),
         "float_layers": result.float_layers, "float_nodes": list(result.exclude), "steps": result.steps,
-        "size_all_quantized": all_int8.path.stat().st_size, "size": result.artifact.path.stat().st_size,
+        "size_all_quantized": all_quantized.size, "size": result.candidate.size,
     }
-    extras["cost"] = {"latency_ms_all_quantized": _latency_ms(all_int8, feeds[0]), "latency_ms": _latency_ms(result.artifact, feeds[0]),
-                      "size_all_quantized": all_int8.path.stat().st_size, "size": result.artifact.path.stat().st_size,
-                      "float_layers": result.float_layers}
-    return result.artifact
+    extras["cost"] = {"latency_ms_all_quantized": probe.latency_ms(all_quantized), "latency_ms": probe.latency_ms(result.candidate),
+                      "size_all_quantized": all_quantized.size, "size": result.candidate.size, "float_layers": result.float_layers}
 
 
 def _budget_feeds(config: BuildConfig, float_art: ModelArtifact, calibration: CalibrationSet | None,
@@ -181,30 +194,6 @@ def _budget_feeds(config: BuildConfig, float_art: ModelArtifact, calibration: Ca
     if calibration is not None:
         return list(calibration.feeds(BUDGET_SAMPLES)), None
     return golden_in, None
-
-
-def _latency_ms(artifact: ModelArtifact, feed: Feed, runs: int = 50) -> float:
-    import time
-
-    ort = require("onnxruntime", "onnx", "measuring latency")
-    session = ort.InferenceSession(str(artifact.path), providers=["CPUExecutionProvider"])
-    for _ in range(5):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return round(float(np.median(times)) * 1000, 4)
-
-
-def _layer_report(config: BuildConfig, float_art: ModelArtifact, final_art: ModelArtifact, golden_in: list[Feed],
-                  extras: dict[str, Any]) -> None:
-    if config.precision == "fp32" or final_art.format != FORMAT_ONNX:
-        raise ConfigError("--report-layers compares a quantized ONNX model with FP32; use it with --precision int8 or fp16 on an ONNX-based target")
-    layers = fidelity.layer_divergence(float_art.path, final_art.path, golden_in)
-    extras["files"][LAYERS] = json.dumps({"samples": len(golden_in), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True) + "\n"
-    extras["manifest"]["layer_report"] = {"file": LAYERS, "worst": [d.layer for d in layers[:5]]}
 
 
 def _toolchain(target: Target, importer: Any) -> dict[str, str]:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import importlib.metadata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.errors import ConfigError, require
+from edgec.compiler.errors import ConfigError, UnsupportedError, require
 from edgec.compiler.registry import Registry
 from edgec.compiler.types import ModelArtifact, TensorSpec
 from edgec.runtime_shims.base import Runner
+
+if TYPE_CHECKING:
+    from edgec.compiler.fidelity import LayerDivergence
 
 TARGETS: Registry[Target] = Registry("target", "edgec.targets")
 
@@ -36,7 +39,8 @@ class PrecisionRequest:
     int8_mode: str = "auto"
     calibration: CalibrationSet | None = None
     exclude: tuple[str, ...] = ()
-    """Node names (of the float ONNX graph) to keep in float: mixed precision under an accuracy budget."""
+    """Nodes to keep in float (mixed precision under an accuracy budget), named as the target's
+    :meth:`Target.compare_layers` names them (``LayerDivergence.node``)."""
     options: tuple[tuple[str, str], ...] = ()
     """Target-specific options (``--target-option KEY=VALUE`` and named flags such as ``--palettize``)."""
 
@@ -136,6 +140,31 @@ class Target:
     def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> Runner:
         """A runtime shim runner for the bundle's model."""
         raise NotImplementedError
+
+    # ---- fidelity: per-layer comparison and mixed precision (``edgec debug``, ``--report-layers``, ``--max-drop``)
+
+    def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[LayerDivergence]:
+        """Per-layer divergence of a reduced-precision model file of this target from its FP32 model file.
+
+        Both files are what :meth:`export` writes (``model_file`` of an fp32 and of a reduced-precision
+        bundle); ``feeds`` are in the bundle's layout (:meth:`bundle_feeds`). Each node's ``node`` name is
+        what :attr:`PrecisionRequest.exclude` takes to keep it in float in the next :meth:`export`.
+
+        Returns:
+            Divergences, largest growth first (see :func:`edgec.compiler.fidelity.rank`).
+
+        Raises:
+            UnsupportedError: the target has no way to read intermediate tensors.
+        """
+        raise UnsupportedError(f"per-layer comparison is not available for the {self.name} target")
+
+    def float_group(self, reference: Path, layer: str, ranked: list[LayerDivergence]) -> list[str]:
+        """Layers to keep in float together with ``layer`` so that it really runs in float (default: itself)."""
+        return [layer]
+
+    def float_nodes(self, reference: Path, layers: list[str], ranked: list[LayerDivergence]) -> tuple[str, ...]:
+        """The :attr:`PrecisionRequest.exclude` names that keep ``layers`` in float (default: their ranked nodes)."""
+        return tuple(d.node for d in ranked if d.layer in layers)
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edgec.compiler import onnx_utils
+from edgec.compiler import fidelity, onnx_utils
 from edgec.compiler.errors import UnsupportedError
 from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
 from edgec.runtime_shims.ort import OrtRunner
-from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
+from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
 
 MODEL_FILE = "model.onnx"
 
@@ -35,7 +35,26 @@ def choose_int8_mode(request: PrecisionRequest, artifact: ModelArtifact) -> str:
     return "static" if convs >= matmuls else "dynamic"
 
 
-class OnnxTarget(Target):
+class OnnxLayers:
+    """Per-layer tools of targets whose precision comes from ONNX passes: intermediate tensors made graph
+    outputs, onnxruntime's ``nodes_to_exclude`` keeps nodes in float."""
+
+    def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[fidelity.LayerDivergence]:
+        return fidelity.layer_divergence(reference, candidate, feeds)
+
+    def float_group(self, reference: Path, layer: str, ranked: list[fidelity.LayerDivergence]) -> list[str]:
+        """The layer and the layers producing its input activations: onnxruntime quantizes a tensor when its
+        producer or any consumer is quantized, so the activation a float layer reads needs a float producer."""
+        model = onnx_utils.load_model(reference)
+        return [layer, *fidelity.input_layers(model, fidelity.layer_names(model), layer)]
+
+    def float_nodes(self, reference: Path, layers: list[str], ranked: list[fidelity.LayerDivergence]) -> tuple[str, ...]:
+        """Every node of the layers (a Conv and its fused Relu), whether or not its output could be compared."""
+        names = fidelity.layer_names(onnx_utils.load_model(reference))
+        return tuple(node for node, layer in names.items() if layer in layers)
+
+
+class OnnxTarget(OnnxLayers, Target):
     """onnxruntime bundles."""
 
     name = "onnx"

@@ -32,7 +32,17 @@ OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it;
 ``runtime_options`` rt_info and the runner applies it, so parity is measured as it will run.
 
 Rebuilds are byte-identical: OpenVINO numbers auto-named nodes (``Constant_25769``) from a process-wide
-counter, so the target renumbers them in graph order before saving (:func:`canonical_names`).
+counter, so the target renumbers them in graph order (``Constant_c3``, :func:`canonical_names`): once
+right after conversion, so an FP32 and an INT8 bundle of one model share their op names, and once
+before saving for the nodes quantization added.
+
+Fidelity (``edgec debug``, ``--report-layers``, ``--max-drop``): :meth:`OpenVinoTarget.compare_layers`
+makes the output of every float op of the FP32 IR and of its namesake in the reduced-precision IR an
+extra model output and runs both on CPU in f32; ops are named by their friendly names (what nncf's
+``IgnoredScope(names=...)`` takes) and grouped into source layers by their weights' names
+(``conv3.weight`` -> ``conv3``) or the first part of their names (``linear/aten.linear.default/MatMul``
+-> ``linear``). ``PrecisionRequest.exclude`` becomes the ignored scope of ``nncf.quantize`` (and of
+``nncf.compress_weights``): those ops keep float inputs and weights.
 """
 
 from __future__ import annotations
@@ -45,18 +55,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgec.calibration.dataset import CalibrationSet
+from edgec.compiler import fidelity
 from edgec.compiler.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
 from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.runtime_shims.openvino import RUNTIME_OPTIONS, OpenVinoRunner
-from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
+from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
 MODEL_NAME = "model"
 _AUTO_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*)_(\d+)\b")
+_CANONICAL = re.compile(r"\b[A-Z][A-Za-z0-9]*_c(\d+)\b")
+_PROBE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+_SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
 _CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
 _RANGES = {"minmax": None, "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
 
@@ -137,7 +152,9 @@ class OpenVinoTarget(Target):
         ov = require("openvino", self.extra, "the openvino target")
         self.options = self.effective_options(request)
         model, details = convert(ov, artifact)
+        canonical_names(model)  # before quantization: the names compare_layers reports and exclude gives
         if request.precision == "int8":
+            _check_names(model, request.exclude)
             model, details["quantization"] = self._int8(model, request)
         details["weights"] = {"fp32": "f32", "fp16": "f16 (compress_to_fp16)", "int8": "int8"}[request.precision]
         options = {"INFERENCE_PRECISION_HINT": self.options.inference_precision}
@@ -152,6 +169,26 @@ class OpenVinoTarget(Target):
     def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> OpenVinoRunner:
         return OpenVinoRunner(str(bundle_dir / model_file), threads=threads)
 
+    def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[fidelity.LayerDivergence]:
+        """Per-op divergence of an IR from the FP32 IR of the same model (see the module docstring)."""
+        ov = require("openvino", self.extra, "layer comparison for the openvino target")
+        core = ov.Core()
+        ref_model, cand_model = core.read_model(str(reference)), core.read_model(str(candidate))
+        cand_ops = {op.get_friendly_name(): op for op in cand_model.get_ordered_ops()}
+        nodes, ref_ports, cand_ports = [], [], []
+        layers = op_layers(ref_model)
+        for op in ref_model.get_ordered_ops():
+            name = op.get_friendly_name()
+            twin = cand_ops.get(name)
+            if op.get_type_name() in _SKIP_TYPES or not op.outputs() or not op.output(0).get_element_type().is_real():
+                continue
+            inputs = tuple(i.get_source_output().get_node().get_friendly_name() for i in op.inputs())
+            nodes.append(fidelity.NodeInfo(name, op.get_type_name(), layers[name], name, inputs))
+            if twin is not None and twin.get_type_name() == op.get_type_name():
+                ref_ports.append((name, op.output(0)))
+                cand_ports.append((name, twin.output(0)))
+        return fidelity.rank(nodes, _run_ports(core, ref_model, ref_ports, feeds), _run_ports(core, cand_model, cand_ports, feeds))
+
     def _int8(self, model: Any, request: PrecisionRequest) -> tuple[Any, dict[str, Any]]:
         mode = request.int8_mode
         if mode == "static" and request.calibration is None:
@@ -159,8 +196,12 @@ class OpenVinoTarget(Target):
                                    hint="give --calib PATH, or --int8-mode dynamic for weight-only INT8")
         if mode == "dynamic" or request.calibration is None:
             reason = "--int8-mode dynamic" if mode == "dynamic" else "no calibration data given"
-            return compress_weights_int8(model, reason)
-        return quantize_static(model, request.calibration, self.options)
+            model, details = compress_weights_int8(model, reason, request.exclude)
+        else:
+            model, details = quantize_static(model, request.calibration, self.options, request.exclude)
+        if request.exclude:
+            details["kept_float"] = list(request.exclude)
+        return model, details
 
 
 def convert(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
@@ -227,8 +268,10 @@ def is_transformer(model: Any) -> bool:
     return types.count("MatMul") > sum(types.count(c) for c in _CONVS)
 
 
-def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOptions) -> tuple[Any, dict[str, Any]]:
-    """``nncf.quantize`` on every calibration sample; returns the model and what was chosen.
+def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOptions,
+                    exclude: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+    """``nncf.quantize`` on every calibration sample, ops named in ``exclude`` left in float; returns the
+    model and what was chosen.
 
     Raises:
         CalibrationError: nncf rejected the calibration data.
@@ -245,8 +288,8 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     if options.preset != "auto":
         kwargs["preset"] = nncf.QuantizationPreset(options.preset)
-    if options.ignored_types:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(options.ignored_types), validate=False)
+    if options.ignored_types or exclude:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(options.ignored_types), names=list(exclude), validate=False)
     estimator = _RANGES[calibration.method]
     if estimator is not None:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -263,11 +306,13 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
     }
 
 
-def compress_weights_int8(model: Any, reason: str) -> tuple[Any, dict[str, Any]]:
-    """Weight-only INT8 (``nncf.compress_weights`` INT8_ASYM, per output channel); activations stay float."""
+def compress_weights_int8(model: Any, reason: str, exclude: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+    """Weight-only INT8 (``nncf.compress_weights`` INT8_ASYM, per output channel; ops in ``exclude`` keep
+    float weights); activations stay float."""
     nncf = require("nncf", "openvino", "INT8 weight compression for the openvino target")
+    scope = {"ignored_scope": nncf.IgnoredScope(names=list(exclude), validate=False)} if exclude else {}
     compressed = _run_nncf(nncf, "nncf.compress_weights",
-                           lambda: nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM))
+                           lambda: nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, **scope))
     return compressed, {"mode": "weights", "tool": "nncf.compress_weights", "weights": "int8_asym per channel",
                         "reason": reason}
 
@@ -301,22 +346,25 @@ def _quiet(log: io.StringIO | None = None, nncf: Any = None) -> Iterator[None]:
 
 
 def canonical_names(model: Any) -> int:
-    """Renumber auto-generated node names (``Type_<counter>``) in graph order; returns how many changed.
+    """Renumber auto-generated node names (``Type_<counter>``) in graph order as ``Type_c<n>``; returns how
+    many changed.
 
-    The numbering is a bijection on name tokens, so distinct names stay distinct; Parameters keep
-    their names. The model itself is named ``model``.
+    Names renumbered before keep their numbers, so a second call (after quantization added nodes) names
+    only the new ones, counting on from the largest number in use. The numbering is a bijection on name
+    tokens, so distinct names stay distinct; Parameters keep their names. The model is named ``model``.
     """
+    ops = [op for op in model.get_ordered_ops() if op.get_type_name() != "Parameter"]
+    used = [int(m) for op in ops for m in _CANONICAL.findall(op.get_friendly_name())]
     numbers: dict[str, int] = {}
+    start = max(used, default=-1) + 1
 
     def renumber(match: re.Match[str]) -> str:
         key = match.group(0)
-        numbers.setdefault(key, len(numbers))
-        return f"{match.group(1)}_{numbers[key]}"
+        numbers.setdefault(key, start + len(numbers))
+        return f"{match.group(1)}_c{numbers[key]}"
 
     changed = 0
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "Parameter":
-            continue
+    for op in ops:
         name = op.get_friendly_name()
         new = _AUTO_NAME.sub(renumber, name)
         if new != name:
@@ -324,6 +372,56 @@ def canonical_names(model: Any) -> int:
             changed += 1
     model.set_friendly_name(MODEL_NAME)
     return changed
+
+
+def _check_names(model: Any, exclude: tuple[str, ...]) -> None:
+    """Every op to keep in float must exist (names come from :meth:`OpenVinoTarget.compare_layers`)."""
+    names = {op.get_friendly_name() for op in model.get_ordered_ops()}
+    missing = [n for n in exclude if n not in names]
+    if missing:
+        raise ConfigError(f"ops to keep in float not found in the OpenVINO model: {', '.join(missing[:5])}")
+
+
+def op_layers(model: Any) -> dict[str, str]:
+    """Op friendly name -> source layer: the name of its first named weight without ``.weight``/``.bias``
+    (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``)."""
+    layers = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        weights = [n for i in op.inputs()[1:] if i.get_source_output().get_node().get_type_name() == "Constant"
+                   for n in sorted(i.get_source_output().get_names())]
+        if weights:
+            layers[name] = weights[0].rsplit(".", 1)[0] if "." in weights[0] else weights[0]
+        else:
+            layers[name] = name.split("/", 1)[0] or name
+    return layers
+
+
+def _run_ports(core: Any, model: Any, ports: list[tuple[str, Any]], feeds: list[Feed]) -> dict[str, np.ndarray]:
+    """Values of the given op outputs over all feeds.
+
+    Inference is f32 (so FP32 stays FP32 on bf16 CPUs) with the CPU plugin's low-precision
+    transformations off: FakeQuantize ops then run as simulated quantization, exactly nncf's semantics.
+    With them on, the plugin fuses Convolution+Relu+FakeQuantize into int8 kernels and returns wrong
+    values for an intermediate output inside such a fusion (measured: a Convolution and its Relu both
+    made outputs gave zeros from the Relu on, OpenVINO 2025/2026 CPU plugin).
+    """
+    if not ports:
+        return {}
+    added = model.add_outputs([port for _, port in ports])  # Result ops; an op already an output keeps its Result
+    results = [r.get_friendly_name() for r in model.get_results()]
+    try:
+        compiled = core.compile_model(model, "CPU", {**_PROBE_CONFIG, "LP_TRANSFORMS_MODE": "NO"})
+    except RuntimeError:  # the CPU plugin's internal switch is gone: compile as usual
+        compiled = core.compile_model(model, "CPU", _PROBE_CONFIG)
+    request = compiled.create_infer_request()
+    outputs = [compiled.outputs[results.index(a.get_node().get_friendly_name())] for a in added]
+    values: dict[str, list[np.ndarray]] = {name: [] for name, _ in ports}
+    for feed in feeds:
+        result = request.infer(feed)
+        for (name, _), port in zip(ports, outputs):
+            values[name].append(np.asarray(result[port], np.float64).ravel())
+    return {name: np.concatenate(v) for name, v in values.items()}
 
 
 def _save(ov: Any, model: Any, path: Path, compress_to_fp16: bool) -> None:

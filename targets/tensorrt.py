@@ -39,6 +39,7 @@ from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.base import Runner, RunnerError
 from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
+from edgec.targets.onnx import OnnxLayers
 
 MODEL_FILE = "model.onnx"
 Shape = tuple[int, ...]
@@ -67,7 +68,7 @@ def int8_pass_options(method: str) -> dict[str, Any]:
     }
 
 
-class TensorRTTarget(Target):
+class TensorRTTarget(OnnxLayers, Target):
     """TensorRT-ready ONNX bundles; the engine is built where a GPU is.
 
     ``profile_overrides`` replaces the default optimization profile of named inputs:

@@ -20,6 +20,11 @@ Precisions are applied by the converter (``precision_passes`` is empty):
   rule as the onnx target). Measured on MiniLM-L6 (1x32 tokens, 12 sentences, mean cosine to PyTorch):
   full-integer 0.341, dynamic-range 0.9986.
 
+Mixed precision (``--max-drop``) keeps some ops of a full-integer model in float with TensorFlow's
+selective quantization (denylisted nodes); ``--report-layers`` and ``edgec debug`` read intermediate
+tensors with LiteRT. Both work on op output tensor names, and the onnx2tf worker names the Keras layers
+after the ONNX model's layers so that those names carry the source layer (see :mod:`._tflite_layers`).
+
 Layout: onnx2tf makes 3-D/4-D/5-D tensors channels-last (NCHW -> NHWC). The bundle declares the
 channels-last shape with ``"layout": "NHWC", "source_layout": "NCHW"``; golden inputs and outputs
 are transposed to it (:meth:`TfliteTarget.bundle_feeds`). Tensors that keep the source layout say
@@ -49,10 +54,12 @@ from edgec.compiler.bundle import write_npz
 from edgec.compiler.errors import (
     CalibrationError,
     ConfigError,
+    EdgecError,
     ExportError,
     MissingDependencyError,
     UnsupportedError,
 )
+from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.importers.tensorflow import (
     FORMAT_KERAS,
     FORMAT_SAVEDMODEL,
@@ -63,6 +70,7 @@ from edgec.compiler.importers.tensorflow import (
 )
 from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
 from edgec.runtime_shims.litert import LiteRtRunner, quantize
+from edgec.targets import _tflite_layers
 from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
 from edgec.targets.onnx import choose_int8_mode
 
@@ -107,6 +115,10 @@ def quant_plan(request: PrecisionRequest, io_dtype: str, artifact: ModelArtifact
     if io_dtype == "int8" and kind != "full":
         raise UnsupportedError("int8 model inputs/outputs need full-integer INT8",
                                hint="use --precision int8 with --calib (and not --int8-mode dynamic), or float io")
+    if request.exclude and kind != "full":
+        raise UnsupportedError(f"keeping layers in float needs full-integer INT8 on the tflite target; "
+                               f"{QuantPlan(kind).description} has no per-op exclusion in the TFLite converter",
+                               hint="use --precision int8 with --calib (and not --int8-mode dynamic)")
     return QuantPlan(kind, io_dtype)
 
 
@@ -151,7 +163,10 @@ class TfliteTarget(Target):
         return []
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
-        plan = quant_plan(request, self._io_dtype(request), artifact)
+        # precision_passes checked the user's request; an fp32 export with int8 IO asked is the FP32 reference
+        # of a mixed-precision search (--max-drop), whose IO is float
+        io_dtype = "float" if request.precision == "fp32" else self._io_dtype(request)
+        plan = quant_plan(request, io_dtype, artifact)
         if artifact.format == FORMAT_ONNX:
             saved, perms, rewrites = onnx_to_saved_model(artifact, request.calibration)
             route = "onnx -> onnx2tf (SavedModel, channels-last) -> TFLiteConverter"
@@ -159,11 +174,13 @@ class TfliteTarget(Target):
             saved, perms, rewrites = serving_saved_model(artifact, work_dir / "serving"), {}, {}
             route = f"{artifact.format} -> TFLiteConverter"
         samples = _representative(request.calibration, perms) if plan.kind == "full" else []
-        flatbuffer = convert_saved_model(saved, plan, samples, route, work_dir)
+        flatbuffer = convert_saved_model(saved, plan, samples, route, work_dir, request.exclude)
         (bundle_dir / MODEL_FILE).write_bytes(flatbuffer)
         inputs, outputs, ops = describe_bundle(bundle_dir / MODEL_FILE, artifact, perms)
         details = {"runtime": "ai_edge_litert", "route": route, "signature": SERVING, "quantization": plan.description,
                    "io_dtype": plan.io_dtype, "representative_samples": len(samples), "ops": ops}
+        if request.exclude:
+            details["quantization_excluded"] = list(request.exclude)
         if rewrites:
             details["onnx_rewrites"] = rewrites
         return ExportResult(MODEL_FILE, (MODEL_FILE,), inputs, outputs, details)
@@ -179,6 +196,17 @@ class TfliteTarget(Target):
     def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> LiteRtRunner:
         return LiteRtRunner(str(bundle_dir / model_file), threads=threads)
 
+    def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[LayerDivergence]:
+        return _tflite_layers.compare_layers(reference, candidate, feeds)
+
+    def float_group(self, reference: Path, layer: str, ranked: list[LayerDivergence]) -> list[str]:
+        """The layer and the producers of the activations it reads (an activation is int8 unless its producer is float)."""
+        return _tflite_layers.float_group(reference, layer)
+
+    def float_nodes(self, reference: Path, layers: list[str], ranked: list[LayerDivergence]) -> tuple[str, ...]:
+        """Every op of the layers, compared or not (a reshape, a fused activation)."""
+        return _tflite_layers.float_nodes(reference, layers)
+
     def _io_dtype(self, request: PrecisionRequest) -> str:
         return request.option("io_dtype") or self.io_dtype
 
@@ -186,17 +214,23 @@ class TfliteTarget(Target):
 # ---- conversion ---------------------------------------------------------------------------------------
 
 
-def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route: str, work_dir: Path) -> bytes:
-    """Run ``TFLiteConverter`` on the serving signature with the plan's settings.
+def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route: str, work_dir: Path,
+                        exclude: tuple[str, ...] = ()) -> bytes:
+    """Run ``TFLiteConverter`` on the serving signature with the plan's settings; with ``exclude`` (op output
+    tensor names), full-integer INT8 keeps those ops in float (:func:`._tflite_layers.quantize_excluding`).
 
     Raises:
         ExportError: naming the ops the converter could not handle and the route, with its log.
+        ConfigError: a name in ``exclude`` is not an op of the model.
     """
     tf = tf_module()
     log_path = work_dir / "converter.log"
     try:
         with native_output_to(log_path):
-            return bytes(_converter(tf, saved, plan, samples).convert())
+            converter = _converter(tf, saved, plan, samples, bool(exclude))
+            return _tflite_layers.quantize_excluding(converter, exclude) if exclude else bytes(converter.convert())
+    except EdgecError:
+        raise
     except Exception as exc:
         log = log_path.read_text(errors="replace") + f"\n{type(exc).__name__}: {exc}\n"
         ops = sorted(set(re.findall(r"'((?:tf|tfl|stablehlo|mhlo)\.[A-Za-z0-9_]+)' op", log)))
@@ -205,7 +239,7 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
                           hint="replace the op in the model, or use another precision or target", log=log) from exc
 
 
-def _converter(tf: Any, saved: Path, plan: QuantPlan, samples: list[Feed]) -> Any:
+def _converter(tf: Any, saved: Path, plan: QuantPlan, samples: list[Feed], float_ops: bool = False) -> Any:
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved), signature_keys=[SERVING])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if plan.kind != "none":
@@ -215,6 +249,8 @@ def _converter(tf: Any, saved: Path, plan: QuantPlan, samples: list[Feed]) -> An
     if plan.kind == "full":
         converter.representative_dataset = lambda: iter(samples)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if float_ops:  # kernels for the ops kept in float
+            converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
         if plan.io_dtype == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
@@ -450,18 +486,28 @@ def onnx2tf_worker(args_json: str) -> int:
     input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     output_names = [o.name for o in model.graph.output]
     try:
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, _tflite_layers.onnx2tf_tensors() as tensors:
             keras_model = onnx2tf.convert(onnx_graph=model, output_folder_path=scratch, not_use_onnxsim=True,
                                           disable_model_save=True, output_signaturedefs=True, verbosity="info")
     except BaseException as exc:  # onnx2tf calls sys.exit(1) on some errors
         traceback.print_exc()
         print(f"onnx_op_name: {getattr(exc, 'onnx_op_name', None)}" if getattr(exc, "onnx_op_name", None) else "")
         return 2
+    _name_layers(model, tensors)
     serve = _save_serving(tf, keras_model, input_names, output_names, Path(args["saved"]))
     shapes = [tuple(t.shape) for t in keras_model.inputs]
     report = _layout_report(serve, shapes, args, input_names, output_names)
     Path(args["io"]).write_text(json.dumps({**report, "rewrites": rewrites}))
     return 0
+
+
+def _name_layers(model: Any, tensors: dict[str, Any]) -> None:
+    """Keras layers named after the ONNX layers (best effort: onnx2tf's names stay where this fails)."""
+    try:
+        print(f"edgec: {_tflite_layers.name_keras_layers(model, tensors)} Keras layers named after ONNX layers")
+    except Exception:
+        traceback.print_exc()
+        print("edgec: Keras layers keep onnx2tf's names")
 
 
 def rewrite_for_onnx2tf(model: Any) -> dict[str, int]:
