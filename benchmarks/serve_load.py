@@ -1,13 +1,14 @@
 """Serving throughput with dynamic batching on and off: a bounded load generator on 127.0.0.1.
 
 For the digits CNN and MiniLM (INT8 onnx bundles), ``edgec serve`` runs in its own process on a
-loopback port; a fixed number of requests is sent at a fixed concurrency with httpx, once with
+loopback port; a fixed number of requests is sent at a fixed concurrency over keep-alive connections
+(a minimal HTTP/1.1 client, so the load generator takes little of the cores it shares), once with
 batching off (``--max-batch 1``) and once on (``--max-batch 16``). Single-request latency (concurrency
 1, batching off) is the reference for p99. Printed: throughput, p50 and p99 per case, and the ratios
 the issue sets targets for (MiniLM at concurrency 16: throughput x2 or more with batching, p99 within
 3x the single-request latency).
 
-``python -m edgec.benchmarks.serve_load [--requests N] [--concurrency C]``; exposes ``ratios()`` for
+``python -m edgec.benchmarks.serve_load [--requests N] [--concurrency C] [--bundle NAME=PATH ...]``; exposes ``ratios()`` for
 ``python -m edgec.benchmarks.compare``.
 """
 
@@ -17,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -74,24 +76,63 @@ def serving(bundle: Path, max_batch: int, threads: int | None = THREADS) -> Iter
             proc.kill()
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that posts prepared requests: a few microseconds of client
+    Python per request (httpx's client spent about 1 ms of the shared cores on each)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, url: str) -> _Connection:
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        return cls(*await asyncio.open_connection(host, int(port)))
+
+    async def post(self, request: bytes) -> None:
+        """Send one prepared request and read its whole answer.
+
+        Raises:
+            RuntimeError: the answer's status is not 200.
+        """
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+        body = await self.reader.readexactly(length)
+        if not head.startswith(b"HTTP/1.1 200"):
+            status = head.split(b"\r\n", 1)[0].decode()
+            raise RuntimeError(f"request failed: {status}: {body[:200]!r}")
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def prepare(body: bytes, content_type: str = "application/json") -> bytes:
+    """A complete ``POST /v1/predict`` request."""
+    head = f"POST /v1/predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
 async def _load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, list[float]]:
-    import httpx
-
-    limit = asyncio.Semaphore(concurrency)
+    requests = [prepare(b) for b in bodies]
+    connections = [await _Connection.open(url) for _ in range(concurrency)]
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=concurrency)) as client:
-        async def one(body: bytes) -> None:
-            async with limit:
-                start = time.perf_counter()
-                response = await client.post(f"{url}/v1/predict", content=body, headers={"content-type": "application/json"})
-                latencies.append(time.perf_counter() - start)
-                response.raise_for_status()
+    pending = iter(requests)
 
-        await one(bodies[0])  # warm-up
-        latencies.clear()
+    async def client(connection: _Connection) -> None:
+        for request in pending:
+            start = time.perf_counter()
+            await connection.post(request)
+            latencies.append(time.perf_counter() - start)
+
+    try:
+        for connection in connections:  # warm-up: one request per connection
+            await connection.post(requests[0])
         start = time.perf_counter()
-        await asyncio.gather(*(one(b) for b in bodies))
+        await asyncio.gather(*(client(c) for c in connections))
         return time.perf_counter() - start, latencies
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 def measure(url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]:
@@ -100,6 +141,15 @@ def measure(url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]
     ms = np.asarray(latencies) * 1000
     return {"requests": len(bodies), "throughput_rps": len(bodies) / elapsed,
             "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+def bundle_bodies(bundle: Path, count: int) -> list[bytes]:
+    """JSON bodies of one sample each, cycling through the bundle's golden inputs."""
+    from edgec.compiler.bundle import load_manifest, read_golden
+
+    inputs, _ = read_golden(bundle / load_manifest(bundle).golden)
+    samples = [{k: v[i:i + 1] for k, v in feed.items()} for feed in inputs for i in range(len(next(iter(feed.values()))))]
+    return [json.dumps({"inputs": {k: v.tolist() for k, v in samples[i % len(samples)].items()}}).encode() for i in range(count)]
 
 
 def bodies_for(model: str, count: int) -> list[bytes]:
@@ -136,10 +186,13 @@ def build_bundle(model: str, work: Path) -> Path:
                              out=work / "bundles", force=True)).bundle_dir
 
 
-def run_model(model: str, work: Path, requests: int, concurrency: int) -> dict[str, Any]:
-    """Single-request latency, then batching off and on at ``concurrency``."""
-    bundle = build_bundle(model, work / model)
-    bodies = bodies_for(model, requests)
+def run_model(model: str, work: Path, requests: int, concurrency: int, bundle: Path | None = None) -> dict[str, Any]:
+    """Single-request latency, then batching off and on at ``concurrency`` (on ``bundle``, else a fresh build)."""
+    if bundle is None:
+        bundle = build_bundle(model, work / model)
+        bodies = bodies_for(model, requests)
+    else:
+        bodies = bundle_bodies(bundle, requests)
     with serving(bundle, 1) as url:
         single = measure(url, bodies[: max(20, requests // 8)], 1)
         off = measure(url, bodies, concurrency)
@@ -181,11 +234,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--models", nargs="+", choices=["digits", "minilm"], default=["digits", "minilm"])
     parser.add_argument("--out", type=Path, help="keep the bundles here (default: a temporary folder)")
+    parser.add_argument("--bundle", action="append", default=[], metavar="NAME=PATH",
+                        help="serve this existing bundle instead of building the models (bodies from its golden inputs); repeatable")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
+    given = [(name, Path(path)) for name, _, path in (b.partition("=") for b in args.bundle)]
+    cases: list[tuple[str, Path | None]] = given or [(m, None) for m in args.models]
     with tempfile.TemporaryDirectory(prefix="edgec-serve-load-") as tmp:
         work = args.out or Path(tmp)
-        results = [run_model(m, work, args.requests or (400 if m == "digits" else 192), args.concurrency) for m in args.models]
+        results = [run_model(m, work, args.requests or (400 if m == "digits" else 192), args.concurrency, bundle) for m, bundle in cases]
     print(format_table(results))
+    if args.json:
+        args.json.write_text(json.dumps({"cpus": os.cpu_count(), "results": results}, indent=1))
     return 0
 
 

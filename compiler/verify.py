@@ -39,7 +39,7 @@ def verify_bundle(bundle: Path, threads: int | None = None) -> VerifyReport:
         raise IntegrityError(f"{bundle} is for target {manifest.target!r}, which this edgec does not know") from None
     if not manifest.parity.get("measured", True) and not target.measures_parity():
         return VerifyReport(manifest, {}, len(manifest.files))
-    target.check_available()
+    target.check_runtime()
     golden_in, golden_out = read_golden(bundle / manifest.golden)
     with target.runner(bundle, manifest.model_file, threads=threads) as runner:
         actual = [runner.infer(feed) for feed in golden_in]

@@ -74,7 +74,9 @@ class Target:
     """Artifact formats accepted, in order of preference."""
     precisions: ClassVar[tuple[str, ...]]
     modules: ClassVar[tuple[str, ...]] = ()
-    """Python modules the target needs to build and run bundles."""
+    """Python modules the target needs to build bundles."""
+    runtime_modules: ClassVar[tuple[str, ...] | None] = None
+    """Python modules needed to run its bundles (``edgec verify``, ``edgec serve``); None: :attr:`modules`."""
     packages: ClassVar[tuple[str, ...]] = ()
     """Distribution names whose versions go into the manifest's toolchain."""
     option_help: ClassVar[dict[str, str]] = {}
@@ -100,6 +102,12 @@ class Target:
         """Raise :class:`MissingDependencyError` naming the extra when a needed module is missing."""
         for module in self.modules:
             require(module, self.extra, f"the {self.name} target")
+
+    def check_runtime(self) -> None:
+        """Raise :class:`MissingDependencyError` naming the extra when the runtime for its bundles is missing
+        (a server or a device needs the runtime, not the converters)."""
+        for module in self.modules if self.runtime_modules is None else self.runtime_modules:
+            require(module, self.extra, f"running {self.name} bundles")
 
     def toolchain(self) -> dict[str, str]:
         """Installed versions of the target's packages."""

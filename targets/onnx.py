@@ -62,6 +62,7 @@ class OnnxTarget(OnnxLayers, Target):
     routes = (FORMAT_ONNX,)
     precisions = ("fp32", "fp16", "int8")
     modules = ("onnx", "onnxruntime", "onnxslim")
+    runtime_modules = ("onnxruntime",)
     packages = ("onnx", "onnxruntime", "onnxslim")
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:

@@ -105,6 +105,7 @@ class OpenVinoTarget(Target):
     routes = (FORMAT_PT2, FORMAT_ONNX)
     precisions = ("fp32", "fp16", "int8")
     modules = ("openvino", "nncf")
+    runtime_modules = ("openvino",)
     packages = ("openvino", "nncf")
 
     def __init__(self, **options: Any) -> None:

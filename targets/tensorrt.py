@@ -80,6 +80,7 @@ class TensorRTTarget(OnnxLayers, Target):
     routes = (FORMAT_ONNX,)
     precisions = ("fp32", "fp16", "int8")
     modules = ("onnx", "onnxruntime")
+    runtime_modules = ("onnxruntime",)
     """Enough to build the bundle; ``tensorrt`` is only needed to build or run the engine."""
     packages = ("onnx", "onnxruntime", "tensorrt")
     profile_overrides: ClassVar[dict[str, tuple[Shape, Shape, Shape]]] = {}

@@ -147,16 +147,15 @@ class TfliteTarget(Target):
     """Default of the ``io_dtype`` option."""
 
     def check_available(self) -> None:
-        """Like the base check, by module lookup only: importing TensorFlow costs seconds and verify needs LiteRT only."""
-        import importlib.util
-
+        """Like the base check, by module lookup only: importing TensorFlow costs seconds."""
         for module in self.modules:
-            try:
-                found = importlib.util.find_spec(module) is not None
-            except (ImportError, ValueError):  # a finder may raise instead of answering None
-                found = False
-            if not found:
+            if not _has_module(module):
                 raise MissingDependencyError(module, self.extra, f"the {self.name} target")
+
+    def check_runtime(self) -> None:
+        """LiteRT, or ``tflite_runtime`` where that is what a device has: running a bundle needs no TensorFlow."""
+        if not any(_has_module(m) for m in ("ai_edge_litert", "tflite_runtime")):
+            raise MissingDependencyError("ai_edge_litert", self.extra, "running tflite bundles")
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         quant_plan(request, self._io_dtype(request), artifact)
@@ -209,6 +208,15 @@ class TfliteTarget(Target):
 
     def _io_dtype(self, request: PrecisionRequest) -> str:
         return request.option("io_dtype") or self.io_dtype
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a finder may raise instead of answering None
+        return False
 
 
 # ---- conversion ---------------------------------------------------------------------------------------

@@ -61,3 +61,19 @@ def test_build_without_onnxruntime_names_the_extra(tmp_path) -> None:
     """)
     assert proc.returncode == 3, proc.stderr
     assert "pip install 'edgec[onnx]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_verify_needs_only_the_runtime_not_the_build_tools(conv_onnx, tmp_path) -> None:
+    """A server or device has onnxruntime but not onnx or onnxslim: verify (and so serve) must not ask for them."""
+    from edgec.compiler.config import BuildConfig
+    from edgec.compiler.pipeline import build
+
+    bundle = build(BuildConfig(source=str(conv_onnx), out=tmp_path / "out")).bundle_dir
+    code = PRELUDE.replace(f"HIDDEN = {HIDDEN!r}", "HIDDEN = ['onnx', 'onnxslim', 'torch', 'tensorflow', 'openvino']") + textwrap.dedent(f"""
+        import sys
+        from edgec.compiler.cli import main
+        sys.exit(main(["verify", {str(bundle)!r}]))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ok ")
