@@ -70,6 +70,7 @@ WEIGHTS_FILE = "model.bin"
 MODEL_NAME = "model"
 _AUTO_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*)_(\d+)\b")
 _CANONICAL = re.compile(r"\b[A-Z][A-Za-z0-9]*_c(\d+)\b")
+"""A name :func:`canonical_names` gave (``Constant_c12``)."""
 _PROBE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 _SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
 _CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
@@ -385,9 +386,12 @@ def _check_names(model: Any, exclude: tuple[str, ...]) -> None:
 
 def op_layers(model: Any) -> dict[str, str]:
     """Op friendly name -> source layer: the name of its first named weight without ``.weight``/``.bias``
-    (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``)."""
+    (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``
+    -> ``linear``, the torch op); an op OpenVINO named itself (``Multiply_c1``: a convolution with its
+    batch norm folded in) takes the layer of its first consumer."""
+    ops = list(model.get_ordered_ops())
     layers = {}
-    for op in model.get_ordered_ops():
+    for op in ops:
         name = op.get_friendly_name()
         weights = [n for i in op.inputs()[1:] if i.get_source_output().get_node().get_type_name() == "Constant"
                    for n in sorted(i.get_source_output().get_names())]
@@ -395,6 +399,11 @@ def op_layers(model: Any) -> dict[str, str]:
             layers[name] = weights[0].rsplit(".", 1)[0] if "." in weights[0] else weights[0]
         else:
             layers[name] = name.split("/", 1)[0] or name
+    for op in reversed(ops):  # consumers come later in graph order
+        name = op.get_friendly_name()
+        if _CANONICAL.fullmatch(layers[name]):
+            users = [t.get_node().get_friendly_name() for out in op.outputs() for t in out.get_target_inputs()]
+            layers[name] = next((layers[u] for u in users if u in layers and not _CANONICAL.fullmatch(layers[u])), layers[name])
     return layers
 
 
