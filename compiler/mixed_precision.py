@@ -93,7 +93,8 @@ class TargetProbe:
     def reference(self) -> Candidate:
         """The target's FP32 model (built once)."""
         if self._reference is None:
-            request = PrecisionRequest("fp32", options=self.request.options)
+            # calibration goes along: a converter may use it for shapes (onnx2tf's check feed), not for precision
+            request = PrecisionRequest("fp32", calibration=self.request.calibration, options=self.request.options)
             self._reference = self._make(self.float_art, request, "fp32")
         return self._reference
 

@@ -394,7 +394,7 @@ def op_layers(model: Any) -> dict[str, str]:
     for op in ops:
         name = op.get_friendly_name()
         weights = [n for i in op.inputs()[1:] if i.get_source_output().get_node().get_type_name() == "Constant"
-                   for n in sorted(i.get_source_output().get_names())]
+                   for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
         if weights:
             layers[name] = weights[0].rsplit(".", 1)[0] if "." in weights[0] else weights[0]
         else:

@@ -452,8 +452,14 @@ def _onnx2tf_error(artifact: ModelArtifact, log: str, returncode: int) -> Export
     if not names:
         return ExportError(f"onnx2tf failed (route: onnx -> onnx2tf): {reason}", log=log)
     op_type = _onnx_op_type(artifact.path, names[-1])
+    dynamic = [s for s in artifact.inputs if any(not isinstance(d, int) for d in s.shape[1:])]
+    hint = "replace the op in the model, or build for the onnx target"
+    if dynamic:  # onnx2tf often fails on dims it cannot infer; fixed shapes are its own advice
+        fixed = " ".join(f"--input {s.name}:{'x'.join(str(d) if isinstance(d, int) else '1' if i == 0 else 'N' for i, d in enumerate(s.shape))}"
+                         for s in dynamic)
+        hint = f"the model has dynamic dims, which onnx2tf may not follow: fix them ({fixed}, N your size), or {hint}"
     return ExportError(f"onnx2tf cannot convert ONNX op {names[-1]!r} ({op_type}) (route: onnx -> onnx2tf): {reason}",
-                       hint="replace the op in the model, or build for the onnx target", log=log)
+                       hint=hint, log=log)
 
 
 def _onnx_op_type(path: Path, node_name: str) -> str:
