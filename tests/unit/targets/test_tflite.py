@@ -19,8 +19,9 @@ from edgec.compiler.bundle import load_manifest, read_golden  # noqa: E402
 from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import build  # noqa: E402
 from edgec.runtime_shims.litert import LiteRtRunner, dequantize, quantize  # noqa: E402
+from edgec.targets._tflite_onnx import rewrite_for_onnx2tf  # noqa: E402
 from edgec.targets.base import PrecisionRequest  # noqa: E402
-from edgec.targets.tflite import quant_plan, rewrite_for_onnx2tf  # noqa: E402
+from edgec.targets.tflite import quant_plan  # noqa: E402
 from tests.conftest import make_calib, run_cli  # noqa: E402
 
 

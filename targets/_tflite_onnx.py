@@ -1,0 +1,374 @@
+"""The ``tflite`` target's ONNX route: onnx2tf turns the ONNX graph into a Keras graph in a subprocess (it is
+slow to import, prints a lot and may exit the interpreter on errors); the worker saves it as a SavedModel
+whose signature keeps the ONNX input/output names and reports which tensors it made channels-last, and
+two exact ONNX rewrites (ReduceL2, written-out GELU) make transformers convert (see :mod:`edgec.targets.tflite`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.calibration.dataset import CalibrationSet
+from edgec.compiler.bundle import write_npz
+from edgec.compiler.errors import (
+    ExportError,
+    MissingDependencyError,
+)
+from edgec.compiler.importers.tensorflow import SERVING
+from edgec.compiler.types import ModelArtifact
+from edgec.targets import _tflite_layers
+
+Feed = dict[str, np.ndarray]
+
+CHANNELS_LAST = {3: ("NCW", "NWC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
+ONNX2TF_MODULES = ("onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psutil", "onnx", "onnxruntime")
+ONNX2TF_TIMEOUT_S = 1800
+SAMPLE_IMAGES = "calibration_image_sample_data_20x128x128x3_float32.npy"
+"""onnx2tf loads this from the working directory for image-like inputs, or downloads it (fails offline)."""
+MISMATCH_LIMIT = 1e-2
+"""Largest relative error between onnx2tf's float graph and the ONNX model before the route is refused."""
+
+
+_CONVERTED: dict[tuple[str, str | None], Path] = {}
+"""(ONNX digest, calibration digest) -> onnx2tf output folder. Builds of the same model at other precisions
+in this process reuse it (onnx2tf takes seconds for a CNN and minutes for a transformer); removed at exit."""
+
+
+def onnx_to_saved_model(artifact: ModelArtifact, calibration: CalibrationSet | None) -> tuple[
+        Path, dict[str, tuple[int, ...]], dict[str, int]]:
+    """Convert an ONNX artifact with onnx2tf into a SavedModel named like the ONNX model.
+
+    Returns the SavedModel directory, per transposed tensor the permutation source -> bundle, and the
+    graph rewrites applied for onnx2tf (see :func:`rewrite_for_onnx2tf`).
+
+    Raises:
+        MissingDependencyError: onnx2tf or one of its run-time modules is missing.
+        ExportError: onnx2tf failed (naming the ONNX op and the route) or its graph disagrees with ONNX.
+    """
+    key = (artifact.digest, calibration.digest if calibration is not None else None)
+    folder = _CONVERTED.get(key)
+    if folder is None or not (folder / "io.json").is_file():
+        _check_onnx2tf()
+        folder = Path(tempfile.mkdtemp(prefix="edgec-onnx2tf-"))
+        atexit.register(shutil.rmtree, folder, True)
+        try:
+            _run_onnx2tf(artifact, folder, calibration)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        _CONVERTED[key] = folder
+    io = json.loads((folder / "io.json").read_text())
+    return folder / "saved_model", _read_perms(io, (folder / "onnx2tf.log").read_text(errors="replace")), io["rewrites"]
+
+
+def _run_onnx2tf(artifact: ModelArtifact, folder: Path, calibration: CalibrationSet | None) -> None:
+    sample = folder / "sample.npz"
+    write_npz(sample, _check_feed(artifact, calibration))
+    _write_sample_images(folder, calibration)
+    io_json, log_path = folder / "io.json", folder / "onnx2tf.log"
+    args = json.dumps({"onnx": str(artifact.path), "saved": str(folder / "saved_model"), "io": str(io_json),
+                       "sample": str(sample)})
+    code = "import sys; from edgec.targets._tflite_onnx import onnx2tf_worker; sys.exit(onnx2tf_worker(sys.argv[1]))"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as log:
+        try:
+            proc = subprocess.run([sys.executable, "-c", code, args], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                                  env=env, timeout=ONNX2TF_TIMEOUT_S, check=False)
+            returncode = proc.returncode
+        except subprocess.TimeoutExpired:
+            returncode = -1
+    text = _strip_ansi(log_path.read_text(errors="replace"))
+    log_path.write_text(text)
+    if returncode != 0 or not io_json.is_file():
+        io_json.unlink(missing_ok=True)
+        raise _onnx2tf_error(artifact, text, returncode)
+
+
+def _check_onnx2tf() -> None:
+    import importlib.util
+
+    for module in ONNX2TF_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(module, "tflite", "the tflite target's ONNX route (onnx2tf)")
+
+
+def _check_feed(artifact: ModelArtifact, calibration: CalibrationSet | None) -> Feed:
+    if calibration is not None:
+        return calibration.feed(0)
+    rng = np.random.default_rng(0)
+    feed = {}
+    for spec in artifact.inputs:
+        shape = tuple(d if isinstance(d, int) else (1 if i == 0 else 16) for i, d in enumerate(spec.shape))
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feed[spec.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feed[spec.name] = np.ones(shape, dtype)
+    return feed
+
+
+def _write_sample_images(work_dir: Path, calibration: CalibrationSet | None) -> None:
+    """The file onnx2tf would download: 20 images 128x128x3 in [0, 1], from calibration data when it is RGB."""
+    images = np.random.default_rng(0).random((20, 128, 128, 3), dtype=np.float32)
+    arrays = [a for a in (calibration.arrays.values() if calibration else []) if a.ndim == 5 and a.shape[2] == 3]
+    if arrays:
+        nchw = arrays[0][:, 0].astype(np.float32)
+        rows = np.linspace(0, nchw.shape[2] - 1, 128).astype(int)
+        cols = np.linspace(0, nchw.shape[3] - 1, 128).astype(int)
+        picked = nchw[np.arange(20) % len(nchw)][:, :, rows][:, :, :, cols]
+        images = np.ascontiguousarray(np.transpose(picked, (0, 2, 3, 1)))
+    np.save(work_dir / SAMPLE_IMAGES, images)
+
+
+def _read_perms(io: dict[str, Any], log: str) -> dict[str, tuple[int, ...]]:
+    perms = {name: tuple(p) for name, p in io["perms"].items() if list(p) != sorted(p)}
+    for name, err in io["mismatch"].items():
+        if err > MISMATCH_LIMIT:
+            raise ExportError(f"onnx2tf converted output {name!r} wrongly: relative error {err:.3g} against the ONNX "
+                              "model (route: onnx -> onnx2tf)", hint="try the onnx target, or simplify the model",
+                              log=log)
+    return perms
+
+
+def _onnx2tf_error(artifact: ModelArtifact, log: str, returncode: int) -> ExportError:
+    if returncode == -1:
+        return ExportError(f"onnx2tf did not finish within {ONNX2TF_TIMEOUT_S} s (route: onnx -> onnx2tf)", log=log)
+    names = re.findall(r"onnx_op_name: (\S+)", log)
+    reason = _last_error_line(log)
+    if not names:
+        return ExportError(f"onnx2tf failed (route: onnx -> onnx2tf): {reason}", log=log)
+    op_type = _onnx_op_type(artifact.path, names[-1])
+    dynamic = [s for s in artifact.inputs if any(not isinstance(d, int) for d in s.shape[1:])]
+    hint = "replace the op in the model, or build for the onnx target"
+    if dynamic:  # onnx2tf often fails on dims it cannot infer; fixed shapes are its own advice
+        fixed = " ".join(f"--input {s.name}:{'x'.join(str(d) if isinstance(d, int) else '1' if i == 0 else 'N' for i, d in enumerate(s.shape))}"
+                         for s in dynamic)
+        hint = f"the model has dynamic dims, which onnx2tf may not follow: fix them ({fixed}, N your size), or {hint}"
+    return ExportError(f"onnx2tf cannot convert ONNX op {names[-1]!r} ({op_type}) (route: onnx -> onnx2tf): {reason}",
+                       hint=hint, log=log)
+
+
+def _onnx_op_type(path: Path, node_name: str) -> str:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return next((f"op type {n.op_type}" for n in graph.node if n.name == node_name), "op type unknown")
+
+
+def _last_error_line(log: str) -> str:
+    unsupported = re.findall(r"ERROR: (\S+ OP is not yet implemented)", log)
+    if unsupported:
+        return unsupported[-1]
+    lines = [ln.strip() for ln in log.splitlines() if re.match(r"^\w*(Error|Exception)\b", ln.strip())]
+    lines += [ln.strip() for ln in log.splitlines() if ln.strip().startswith("'") and "must be" in ln]
+    return (lines[-1] if lines else "see the converter log")[:300]
+
+
+def _strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def onnx2tf_worker(args_json: str) -> int:
+    """Subprocess entry: ONNX -> onnx2tf Keras graph -> SavedModel with ONNX names -> layout/mismatch report.
+
+    Exit codes: 0 converted, 2 onnx2tf failed (its log names the op), 3 a module is missing.
+    """
+    args = json.loads(args_json)
+    try:
+        import onnx
+        import onnx2tf
+        import tensorflow as tf
+    except ImportError as exc:
+        print(f"missing module: {exc}")
+        return 3
+    model = onnx.load(args["onnx"])
+    rewrites = rewrite_for_onnx2tf(model)
+    input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    output_names = [o.name for o in model.graph.output]
+    try:
+        with tempfile.TemporaryDirectory() as scratch, _tflite_layers.onnx2tf_tensors() as tensors:
+            keras_model = onnx2tf.convert(onnx_graph=model, output_folder_path=scratch, not_use_onnxsim=True,
+                                          disable_model_save=True, output_signaturedefs=True, verbosity="info")
+    except BaseException as exc:  # onnx2tf calls sys.exit(1) on some errors
+        traceback.print_exc()
+        print(f"onnx_op_name: {getattr(exc, 'onnx_op_name', None)}" if getattr(exc, "onnx_op_name", None) else "")
+        return 2
+    _name_layers(model, tensors)
+    serve = _save_serving(tf, keras_model, input_names, output_names, Path(args["saved"]))
+    shapes = [tuple(t.shape) for t in keras_model.inputs]
+    report = _layout_report(serve, shapes, args, input_names, output_names)
+    Path(args["io"]).write_text(json.dumps({**report, "rewrites": rewrites}))
+    return 0
+
+
+def _name_layers(model: Any, tensors: dict[str, Any]) -> None:
+    """Keras layers named after the ONNX layers (best effort: onnx2tf's names stay where this fails)."""
+    try:
+        print(f"edgec: {_tflite_layers.name_keras_layers(model, tensors)} Keras layers named after ONNX layers")
+    except Exception:
+        traceback.print_exc()
+        print("edgec: Keras layers keep onnx2tf's names")
+
+
+def rewrite_for_onnx2tf(model: Any) -> dict[str, int]:
+    """Rewrite what onnx2tf 1.28 cannot turn into TFLite builtins, in place; returns what was rewritten, how often.
+
+    1. ``ReduceL2(x) -> Sqrt(ReduceSumSquare(x))`` (same axes and keepdims; exact): onnx2tf passes a
+       single axis to ``tf.norm`` as a numpy integer, which TF rejects with numpy 2 ("'axis' must be
+       None, an integer, or a tuple of 2 unique integers"). MiniLM's final L2 normalisation hits it.
+    2. Exact GELU written out, ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (either order of the two ``Mul``),
+       becomes one ``Gelu`` node (opset 20; the default-domain opset is raised to 20 when needed):
+       onnx2tf maps it to ``tf.nn.gelu`` (TFLite builtin ``GELU``), while a bare ``Erf`` becomes
+       ``tf.Erf``, which TFLite has no builtin kernel for. onnx2tf fuses the pattern itself only in
+       the other order, which ``torch.onnx.export`` does not emit.
+    """
+    rewrites = {"ReduceL2 -> Sqrt(ReduceSumSquare)": _split_reduce_l2(model), "x*0.5*(1+Erf(x/sqrt2)) -> Gelu": _fuse_gelu(model)}
+    return {k: v for k, v in rewrites.items() if v}
+
+
+def _split_reduce_l2(model: Any) -> int:
+    from onnx import helper
+
+    nodes, count = [], 0
+    for node in model.graph.node:
+        if node.op_type != "ReduceL2" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        squared = f"{node.output[0]}__edgec_sum_square"
+        reduce = helper.make_node("ReduceSumSquare", list(node.input), [squared], name=f"{node.name}__sum_square")
+        reduce.attribute.extend(node.attribute)
+        nodes += [reduce, helper.make_node("Sqrt", [squared], list(node.output), name=node.name)]
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
+
+
+def _fuse_gelu(model: Any) -> int:
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                   if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers.setdefault(name, []).append(n)
+
+    def is_scalar(name: str, value: float) -> bool:
+        return name in consts and consts[name].size == 1 and abs(float(consts[name].reshape(-1)[0]) - value) <= 1e-4 * value
+
+    def only_consumer(node: Any, op: str) -> Any:
+        found = consumers.get(node.output[0], [])
+        return found[0] if len(found) == 1 and found[0].op_type == op and found[0].domain in ("", "ai.onnx") else None
+
+    def other_input(node: Any, name: str) -> str:
+        return node.input[1] if node.input[0] == name else node.input[0]
+
+    replaced: dict[int, Any] = {}
+    for erf in [n for n in graph.node if n.op_type == "Erf"]:
+        scale = producer.get(erf.input[0])
+        if scale is None or only_consumer(scale, "Erf") is not erf:
+            continue
+        if scale.op_type == "Div" and is_scalar(scale.input[1], 2 ** 0.5):
+            x = scale.input[0]
+        elif scale.op_type == "Mul" and any(is_scalar(i, 2 ** -0.5) for i in scale.input):
+            x = scale.input[0] if is_scalar(scale.input[1], 2 ** -0.5) else scale.input[1]
+        else:
+            continue
+        add = only_consumer(erf, "Add")
+        mul1 = only_consumer(add, "Mul") if add is not None and is_scalar(other_input(add, erf.output[0]), 1.0) else None
+        mul2 = only_consumer(mul1, "Mul") if mul1 is not None else None
+        if add is None or mul1 is None or mul2 is None:
+            continue
+        factors = [other_input(mul1, add.output[0]), other_input(mul2, mul1.output[0])]
+        half = factors[1] if factors[0] == x else factors[0]
+        if x not in factors or not is_scalar(half, 0.5):
+            continue
+        gelu = helper.make_node("Gelu", [x], list(mul2.output), name=f"{erf.name}__gelu")
+        replaced.update({id(n): None for n in (scale, erf, add, mul1)})
+        replaced[id(mul2)] = gelu
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in graph.node]
+        del graph.node[:]
+        graph.node.extend([n for n in nodes if n is not None])
+        for opset in model.opset_import:
+            if opset.domain in ("", "ai.onnx") and opset.version < 20:
+                opset.version = 20
+    return sum(1 for n in replaced.values() if n is not None)
+
+
+def _save_serving(tf: Any, keras_model: Any, input_names: list[str], output_names: list[str], out: Path) -> Any:
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(keras_model.inputs, input_names, strict=True)]
+
+    @tf.function(input_signature=specs)
+    def serve(*args: Any) -> dict[str, Any]:
+        outs = keras_model(list(args), training=False)
+        outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+        return dict(zip(output_names, outs, strict=True))
+
+    module = tf.Module()
+    module.model = keras_model
+    concrete = serve.get_concrete_function()
+    tf.saved_model.save(module, str(out), signatures={SERVING: concrete})
+    return concrete
+
+
+def _layout_report(serve: Any, shapes: list[tuple[int | None, ...]], args: dict[str, Any], input_names: list[str],
+                   output_names: list[str]) -> dict[str, Any]:
+    """Which tensors onnx2tf made channels-last, checked by running both graphs on one sample."""
+    import onnxruntime as ort
+
+    with np.load(args["sample"]) as data:
+        feed = {n: data[n] for n in input_names}
+    perms = {n: _input_perm(feed[n].shape, shape) for n, shape in zip(input_names, shapes, strict=True)}
+    tf_args = [np.ascontiguousarray(np.transpose(feed[n], perms[n])) for n in input_names]
+    got = {k: v.numpy() for k, v in serve(*tf_args).items()}
+    session = ort.InferenceSession(args["onnx"], providers=["CPUExecutionProvider"])
+    want = dict(zip(output_names, session.run(output_names, feed), strict=True))
+    mismatch = {}
+    for name in output_names:
+        perms[name], mismatch[name] = _output_perm(want[name], got[name])
+    return {"perms": {n: list(p) for n, p in perms.items()}, "mismatch": mismatch}
+
+
+def _input_perm(source: tuple[int, ...], converted: tuple[int | None, ...]) -> tuple[int, ...]:
+    identity = tuple(range(len(source)))
+    if len(source) not in CHANNELS_LAST:
+        return identity
+    cl = channels_last(len(source))
+    fits = all(c is None or c == source[p] for c, p in zip(converted, cl))
+    return cl if fits else identity
+
+
+def _output_perm(reference: np.ndarray, converted: np.ndarray) -> tuple[tuple[int, ...], float]:
+    candidates = [tuple(range(reference.ndim))]
+    if reference.ndim in CHANNELS_LAST:
+        candidates.append(channels_last(reference.ndim))
+    best: tuple[tuple[int, ...], float] = (candidates[0], float("inf"))
+    for perm in candidates:
+        moved = np.transpose(reference, perm)
+        if moved.shape == converted.shape:
+            scale = max(float(np.abs(moved).max()), 1e-6)
+            err = float(np.abs(moved.astype(np.float64) - converted).max()) / scale
+            best = min(best, (perm, err), key=lambda pe: pe[1])
+    return best
+
+
+def channels_last(rank: int) -> tuple[int, ...]:
+    """The permutation NC... -> N...C for a tensor of ``rank`` dims."""
+    return (0, *range(2, rank), 1)
