@@ -154,7 +154,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     if outcome.mixed_precision_cost:
         mp, cost = m.model_extra["mixed_precision"], outcome.mixed_precision_cost  # type: ignore[index]
         print(f"  mixed precision: {mp['metric']} {mp['value']:.4f} vs fp32 {mp['fp32']:.4f} (drop {mp['drop']:.4f} <= {mp['max_drop']}); "
-              f"{len(mp['float_layers'])} layers kept in float: {', '.join(mp['float_layers']) or 'none'}")
+              f"{len(mp['float_layers'])} layer{'' if len(mp['float_layers']) == 1 else 's'} kept in float: "
+              f"{', '.join(mp['float_layers']) or 'none'}")
         print(f"  cost: size {cost['size']:,} vs {cost['size_all_quantized']:,} bytes all-quantized; "
               f"latency {cost['latency_ms']:.3f} vs {cost['latency_ms_all_quantized']:.3f} ms (batch 1, this host)")
     report = (m.model_extra or {}).get("layer_report")
