@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgec.benchmarks.zoo import digits
+from edgec.runtime_shims.measure import time_calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,13 +98,7 @@ def measure(bundle: Path, data: digits.DigitsData, runs: int) -> dict[str, Any]:
     with target.runner(bundle, manifest.model_file, threads=1) as runner:
         logits = [next(iter(runner.infer({spec.name: adapt(x[None], spec)}).values())) for x in data.x_test]
         feed = {spec.name: adapt(data.x_test[:1], spec)}
-        for _ in range(10):
-            runner.infer(feed)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            runner.infer(feed)
-            times.append(time.perf_counter() - t0)
+        times = time_calls(lambda: runner.infer(feed), runs, warmup=10, repeats=1)[0]
     row["accuracy"] = digits.accuracy(np.concatenate([np.asarray(v).reshape(1, -1) for v in logits]), data.y_test)
     row["latency_ms"] = statistics.median(times) * 1000
     return row

@@ -15,7 +15,6 @@ folders and run with its runtime shim (:class:`TargetProbe`), so what is measure
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from edgec.compiler.errors import AccuracyGateError, EdgecError, ExportError
 from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.types import ModelArtifact
+from edgec.runtime_shims.measure import time_calls
 from edgec.targets.base import ExportResult, PrecisionRequest, Target
 
 Feed = dict[str, np.ndarray]
@@ -118,15 +118,8 @@ class TargetProbe:
     def latency_ms(self, candidate: Candidate, runs: int = 50) -> float:
         """Median single-feed latency of the candidate with the target's runtime shim."""
         with self.target.runner(candidate.model.parent, candidate.model.name) as runner:
-            feed = candidate.feeds[0]
-            for _ in range(5):
-                runner.infer(feed)
-            times = []
-            for _ in range(runs):
-                start = time.perf_counter()
-                runner.infer(feed)
-                times.append(time.perf_counter() - start)
-        return round(float(np.median(times)) * 1000, 4)
+            rounds = time_calls(lambda: runner.infer(candidate.feeds[0]), runs, warmup=5, repeats=1)
+        return round(float(np.median(rounds[0])) * 1000, 4)
 
     def _make(self, artifact: ModelArtifact, request: PrecisionRequest, name: str) -> Candidate:
         folder, work = self.scratch / name, self.scratch / f"{name}-work"

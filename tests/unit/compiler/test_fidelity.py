@@ -51,12 +51,16 @@ def make_fragile(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("fragile")
+def fragile_assets(folder: Path) -> dict[str, Path]:
+    """The fragile model, 64 calibration samples and the folder they are in (shared by the targets' fidelity tests)."""
     calib = folder / "calib.npz"
     np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32))
     return {"model": make_fragile(folder / "fragile.onnx"), "calib": calib, "dir": folder}
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return fragile_assets(tmp_path_factory.mktemp("fragile"))
 
 
 def _build(fragile: dict[str, Path], out: Path, **kw):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgec.compiler import errors
@@ -16,7 +15,7 @@ from edgec.compiler.bundle import load_manifest
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import BuildOutcome, build
 from tests.conftest import run_cli
-from tests.unit.compiler.test_fidelity import make_fragile
+from tests.unit.compiler.test_fidelity import fragile_assets
 
 ov = pytest.importorskip("openvino", reason="pip install 'edgec[openvino]'")
 pytest.importorskip("nncf", reason="pip install 'edgec[openvino]'")
@@ -24,10 +23,7 @@ pytest.importorskip("nncf", reason="pip install 'edgec[openvino]'")
 
 @pytest.fixture(scope="module")
 def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("fragile-openvino")
-    calib = folder / "calib.npz"
-    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32))
-    return {"model": make_fragile(folder / "fragile.onnx"), "calib": calib, "dir": folder}
+    return fragile_assets(tmp_path_factory.mktemp("fragile-openvino"))
 
 
 def _config(fragile: dict[str, Path], out: Path, **kw) -> BuildConfig:

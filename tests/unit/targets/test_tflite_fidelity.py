@@ -27,17 +27,14 @@ from edgec.targets._tflite_layers import source_layer  # noqa: E402
 from edgec.targets.base import PrecisionRequest  # noqa: E402
 from edgec.targets.tflite import quant_plan  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
-from tests.unit.compiler.test_fidelity import make_fragile  # noqa: E402
+from tests.unit.compiler.test_fidelity import fragile_assets  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("fragile-tflite")
-    calib = folder / "calib.npz"
-    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32))
-    return {"model": make_fragile(folder / "fragile.onnx"), "calib": calib, "dir": folder}
+    return fragile_assets(tmp_path_factory.mktemp("fragile-tflite"))
 
 
 def _config(fragile: dict[str, Path], out: Path, **kw) -> BuildConfig:
@@ -47,7 +44,7 @@ def _config(fragile: dict[str, Path], out: Path, **kw) -> BuildConfig:
 @pytest.fixture(scope="module")
 def bundles(fragile: dict[str, Path]) -> dict[str, Path]:
     """The FP32 bundle, the naive full-integer INT8 bundle beside it, and one built with its layer report
-    (elsewhere: ``edgec debug`` rewrites ``layers.json``, which would no longer match that bundle's manifest)."""
+    in a folder of its own (so the naive bundle's sibling is the FP32 one)."""
     out = fragile["dir"] / "out"
     fp32 = build(BuildConfig(source=str(fragile["model"]), target="tflite", out=out)).bundle_dir
     report = build(_config(fragile, fragile["dir"] / "report", report_layers=True)).bundle_dir
