@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler.errors import IntegrityError
-from edgec.runtime_shims.measure import check_tolerance, compare_output
+from edgec.runtime_shims.measure import check_tolerance, compare_output, read_golden
 
 SHIM_RUNNERS = {"onnx": ("edgec.runtime_shims.ort", "OrtRunner")}
 """Targets whose runner a device can build from the runtime shims alone."""
@@ -95,18 +95,6 @@ def make_runner(bundle: Path, manifest: dict[str, Any], threads: int | None = No
         return TARGETS.get(target)().runner(bundle, manifest["model_file"], threads=threads)
     except (ImportError, KeyError) as exc:
         raise HealthError(f"this device has no runner for {target!r} bundles ({exc})") from None
-
-
-def read_golden(path: Path) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """Golden feeds from ``golden.npz`` (arrays ``inputs/NAME`` and ``outputs/NAME``, samples first)."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
-    result: dict[str, list[dict[str, np.ndarray]]] = {}
-    for prefix in ("inputs", "outputs"):
-        names = [k.split("/", 1)[1] for k in arrays if k.startswith(prefix + "/")]
-        count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
-        result[prefix] = [{n: arrays[f"{prefix}/{n}"][i] for n in names} for i in range(count)]
-    return result["inputs"], result["outputs"]
 
 
 def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: int | None = None) -> Health:

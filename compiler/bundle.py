@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgec.compiler.errors import IntegrityError
 from edgec.compiler.types import TensorSpec, sha256_file
+from edgec.runtime_shims.measure import read_golden as read_golden  # one reader for host and device code
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -124,18 +125,6 @@ def write_golden(path: Path, inputs: list[Feed], outputs: list[Feed]) -> None:
         for name in feeds[0]:
             arrays[f"{prefix}/{name}"] = np.stack([np.asarray(f[name]) for f in feeds])
     write_npz(path, arrays)
-
-
-def read_golden(path: Path) -> tuple[list[Feed], list[Feed]]:
-    """Inverse of :func:`write_golden`."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
-    feeds: dict[str, list[Feed]] = {"inputs": [], "outputs": []}
-    for prefix in feeds:
-        names = [k.split("/", 1)[1] for k in arrays if k.startswith(prefix + "/")]
-        count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
-        feeds[prefix] = [{n: arrays[f"{prefix}/{n}"][i] for n in names} for i in range(count)]
-    return feeds["inputs"], feeds["outputs"]
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

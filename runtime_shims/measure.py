@@ -171,3 +171,16 @@ def _parse_int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def read_golden(path: Any) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Golden feeds from ``golden.npz`` (arrays ``inputs/NAME`` and ``outputs/NAME``, samples first):
+    one input dict and one output dict per sample."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    result: dict[str, list[dict[str, np.ndarray]]] = {}
+    for prefix in ("inputs", "outputs"):
+        names = [k.split("/", 1)[1] for k in arrays if k.startswith(prefix + "/")]
+        count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
+        result[prefix] = [{n: arrays[f"{prefix}/{n}"][i] for n in names} for i in range(count)]
+    return result["inputs"], result["outputs"]
