@@ -199,7 +199,8 @@ def search(probe: TargetProbe, labels: np.ndarray | None, metric: str, max_drop:
     if best.drop > max_drop:
         raise AccuracyGateError(
             f"could not meet --max-drop {max_drop} on {metric}: best drop {best.drop:.4f} "
-            f"({metric} {best.value:.4f} vs fp32 {baseline:.4f}) with {len(best.float_layers)} layers in float "
+            f"({metric} {best.value:.4f} vs fp32 {baseline:.4f}) with {len(best.float_layers)} "
+            f"layer{'' if len(best.float_layers) == 1 else 's'} in float "
             f"({', '.join(best.float_layers) or 'none'}); no bundle written"
         )
     return best

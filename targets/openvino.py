@@ -395,16 +395,19 @@ def op_layers(model: Any) -> dict[str, str]:
         name = op.get_friendly_name()
         weights = [n for i in op.inputs()[1:] if i.get_source_output().get_node().get_type_name() == "Constant"
                    for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
-        if weights:
-            layers[name] = weights[0].rsplit(".", 1)[0] if "." in weights[0] else weights[0]
-        else:
-            layers[name] = name.split("/", 1)[0] or name
+        layers[name] = _weight_layer(weights[0]) if weights else (name.split("/", 1)[0] or name)
     for op in reversed(ops):  # consumers come later in graph order
         name = op.get_friendly_name()
         if _CANONICAL.fullmatch(layers[name]):
             users = [t.get_node().get_friendly_name() for out in op.outputs() for t in out.get_target_inputs()]
             layers[name] = next((layers[u] for u in users if u in layers and not _CANONICAL.fullmatch(layers[u])), layers[name])
     return layers
+
+
+def _weight_layer(weight: str) -> str:
+    """``conv3.weight`` -> ``conv3``; ``encoder_layer_3_output_dense_weight:0`` (pt2 route) -> ``encoder_layer_3_output_dense``."""
+    base = re.sub(r":\d+$", "", weight)
+    return re.sub(r"[._](weight|bias)$", "", base) or base
 
 
 def _run_ports(core: Any, model: Any, ports: list[tuple[str, Any]], feeds: list[Feed]) -> dict[str, np.ndarray]:
