@@ -10,7 +10,7 @@ from pathlib import Path
 from edgec.compiler.bundle import load_manifest, read_golden
 from edgec.compiler.errors import ConfigError
 from edgec.compiler.fidelity import LayerDivergence
-from edgec.compiler.pipeline import get_target
+from edgec.compiler.pipeline import check_layer_support, get_target
 
 REPORT = "layers.json"
 REPORT_BESIDE = "layers.debug.json"
@@ -50,6 +50,7 @@ def debug_bundle(bundle: Path, reference: Path | None = None) -> tuple[list[Laye
         raise ConfigError(f"bundle not found: {bundle}")
     manifest = load_manifest(bundle)
     target = get_target(manifest.target)
+    check_layer_support(target, "edgec debug")
     target.check_available()
     model = bundle / manifest.model_file
     ref = reference_model(bundle, reference, manifest.name, manifest.target)

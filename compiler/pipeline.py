@@ -146,10 +146,7 @@ def _fidelity(config: BuildConfig, target: Target, request: PrecisionRequest, fl
     flag = "--max-drop" if config.max_drop is not None else "--report-layers"
     if config.precision == "fp32":
         raise ConfigError(f"{flag} compares a reduced-precision model with FP32; use it with --precision int8 or fp16")
-    if type(target).compare_layers is Target.compare_layers or not target.measures_parity():
-        able = [n for n in TARGETS.names() if TARGETS.get(n).compare_layers is not Target.compare_layers]
-        raise UnsupportedError(f"{flag} needs per-layer comparison on this host, which the {target.name} target does not offer; "
-                               f"targets that do: {', '.join(able)}")
+    check_layer_support(target, flag)
     assert cache.scratch is not None
     feeds, labels = _budget_feeds(config, float_art, calibration, golden_in) if config.max_drop is not None else (golden_in, None)
     probe = mixed_precision.TargetProbe(target, request, float_art, quantize, feeds, cache.scratch / "fidelity")
@@ -166,6 +163,18 @@ def _fidelity(config: BuildConfig, target: Target, request: PrecisionRequest, fl
         extras["files"][LAYERS] = json.dumps({"samples": len(golden), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True) + "\n"
         extras["manifest"]["layer_report"] = {"file": LAYERS, "worst": [d.layer for d in layers[:5]]}
     return quantize(exclude), replace(request, exclude=exclude)
+
+
+def check_layer_support(target: Target, what: str) -> None:
+    """Raise :class:`UnsupportedError` when the target cannot compare layers on this host.
+
+    Raises:
+        UnsupportedError: naming the targets that can.
+    """
+    if type(target).compare_layers is Target.compare_layers or not target.measures_parity():
+        able = [n for n in TARGETS.names() if TARGETS.get(n).compare_layers is not Target.compare_layers]
+        raise UnsupportedError(f"{what} needs per-layer comparison on this host, which the {target.name} target does not offer; "
+                               f"targets that do: {', '.join(able)}")
 
 
 def _record_mixed_precision(config: BuildConfig, probe: mixed_precision.TargetProbe, result: mixed_precision.SearchResult,

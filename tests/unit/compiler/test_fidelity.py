@@ -121,3 +121,11 @@ def test_unreachable_budget_fails_with_the_best_result_and_writes_nothing(fragil
     with pytest.raises(errors.AccuracyGateError, match=r"could not meet --max-drop 0.0001 on cosine: best drop"):
         _build(fragile, tmp_path / "out", max_drop=0.0001, metric="cosine", max_float_layers=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_targets_that_cannot_run_here_are_refused_with_the_ones_that_can() -> None:
+    from edgec.compiler.pipeline import check_layer_support, get_target
+
+    with pytest.raises(errors.UnsupportedError, match=r"coreml target does not offer; targets that do: onnx, openvino, tensorrt, tflite"):
+        check_layer_support(get_target("coreml"), "edgec debug")
+    check_layer_support(get_target("openvino"), "edgec debug")  # no error
