@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import ClassVar
 
 from edgec.compiler import fidelity, onnx_utils
 from edgec.compiler.errors import UnsupportedError
@@ -36,8 +37,27 @@ def choose_int8_mode(request: PrecisionRequest, artifact: ModelArtifact) -> str:
 
 
 class OnnxLayers:
-    """Per-layer tools of targets whose precision comes from ONNX passes: intermediate tensors made graph
-    outputs, onnxruntime's ``nodes_to_exclude`` keeps nodes in float."""
+    """What targets whose precision comes from ONNX passes share: the fp32/fp16 passes, and per-layer tools
+    (intermediate tensors made graph outputs; onnxruntime's ``nodes_to_exclude`` keeps nodes in float)."""
+
+    name: ClassVar[str]
+
+    def float_passes(self, request: PrecisionRequest) -> list[PassStep]:
+        """Passes for fp32 (none) and fp16.
+
+        Raises:
+            UnsupportedError: any other precision but int8, which each target handles itself.
+        """
+        if request.precision == "fp32":
+            return []
+        if request.precision == "fp16":
+            return [("quantize_fp16", {})]
+        raise UnsupportedError(f"the {self.name} target has no precision {request.precision!r}")
+
+    @staticmethod
+    def exclude_options(request: PrecisionRequest) -> dict[str, list[str]]:
+        """The INT8 pass options that keep ``request.exclude`` in float (mixed precision, ``--max-drop``)."""
+        return {"nodes_to_exclude": list(request.exclude)} if request.exclude else {}
 
     def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[fidelity.LayerDivergence]:
         return fidelity.layer_divergence(reference, candidate, feeds)
@@ -66,13 +86,9 @@ class OnnxTarget(OnnxLayers, Target):
     packages = ("onnx", "onnxruntime", "onnxslim")
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
-        if request.precision == "fp32":
-            return []
-        if request.precision == "fp16":
-            return [("quantize_fp16", {})]
         if request.precision != "int8":
-            raise UnsupportedError(f"the onnx target has no precision {request.precision!r}")
-        exclude = {"nodes_to_exclude": list(request.exclude)} if request.exclude else {}
+            return self.float_passes(request)
+        exclude = self.exclude_options(request)
         if choose_int8_mode(request, artifact) == "static":
             method = request.calibration.method if request.calibration else "minmax"
             return [("quantize_static", {"method": method, **exclude})]

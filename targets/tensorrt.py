@@ -89,12 +89,8 @@ class TensorRTTarget(OnnxLayers, Target):
     }
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
-        if request.precision == "fp32":
-            return []
-        if request.precision == "fp16":
-            return [("quantize_fp16", {})]
         if request.precision != "int8":
-            raise UnsupportedError(f"the tensorrt target has no precision {request.precision!r}")
+            return self.float_passes(request)
         if request.int8_mode == "dynamic":
             raise UnsupportedError("TensorRT has no dynamic (run-time) INT8 quantization",
                                    hint="use --int8-mode static (or auto) with --calib PATH")
@@ -102,7 +98,7 @@ class TensorRTTarget(OnnxLayers, Target):
             raise CalibrationError("INT8 for tensorrt needs calibration data: TensorRT's explicit quantization "
                                    "takes its ranges from Q/DQ scales calibrated on real inputs",
                                    hint="give --calib PATH with representative inputs (.npz or a folder)")
-        return [("quantize_static", int8_pass_options(request.calibration.method))]
+        return [("quantize_static", {**int8_pass_options(request.calibration.method), **self.exclude_options(request)})]
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
         model, resorted = load_sorted(artifact.path)

@@ -129,3 +129,14 @@ def test_targets_that_cannot_run_here_are_refused_with_the_ones_that_can() -> No
     with pytest.raises(errors.UnsupportedError, match=r"coreml target does not offer; targets that do: onnx, openvino, tensorrt, tflite"):
         check_layer_support(get_target("coreml"), "edgec debug")
     check_layer_support(get_target("openvino"), "edgec debug")  # no error
+
+
+def test_max_drop_keeps_layers_in_float_on_the_tensorrt_target_too(fragile, tmp_path: Path) -> None:
+    outcome = _build(fragile, tmp_path, target="tensorrt", max_drop=0.02, metric="top1")
+    mp = outcome.manifest.model_extra["mixed_precision"]
+    assert mp["steps"][0]["drop"] > 0.02 >= mp["drop"]
+    assert mp["float_layers"][:2] == ["conv3", "conv2"]
+    assert outcome.manifest.passes[-1]["options"]["nodes_to_exclude"] == mp["float_nodes"]
+    model = onnx.load(str(outcome.bundle_dir / "model.onnx"))
+    quantized = {n.input[0].split(".")[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and "weight" in n.input[0]}
+    assert "conv3" not in quantized and {"conv5", "conv6"} <= quantized  # QDQ kept for the rest, TensorRT's rules hold
