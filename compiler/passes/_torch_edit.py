@@ -299,7 +299,8 @@ def dynamic_shapes(ep: Any) -> tuple[dict[int, Any] | None, ...]:
     return tuple(spec)
 
 
-def _flat_outputs(out: Any) -> list[Any]:
+def flat_outputs(out: Any) -> list[Any]:
+    """A module's outputs as a list (a single tensor, or a tuple/list of them)."""
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
@@ -312,7 +313,7 @@ def check_outputs(module: Any, example: tuple[Any, ...], shapes: list[tuple[int,
     torch = require("torch", "torch", "pruning PyTorch models")
     try:
         with torch.no_grad():
-            got = [tuple(t.shape) for t in _flat_outputs(module.eval()(*example))]
+            got = [tuple(t.shape) for t in flat_outputs(module.eval()(*example))]
     except Exception as exc:
         text = " ".join(str(exc).split())[:200]
         raise UnsupportedError(

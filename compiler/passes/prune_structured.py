@@ -36,9 +36,9 @@ from pydantic import Field
 from edgec.compiler.errors import require
 from edgec.compiler.passes._torch_edit import (
     _channels,
-    _flat_outputs,
     _submodule,
     check_outputs,
+    flat_outputs,
     iter_weights,
     load_for_editing,
     model_cost,
@@ -85,7 +85,7 @@ class PruneStructured(Pass):
         ep, module, example = load_for_editing(artifact.path)
         before = model_cost(module, ep)
         ctx.log(f"pruning {opts.ratio:.0%} of the channels ({opts.importance} importance)")
-        original = [tuple(t.shape) for t in _flat_outputs(module(*example))]
+        original = [tuple(t.shape) for t in flat_outputs(module(*example))]
         ignored = output_layers(module) + [_submodule(module, name) for name in opts.ignore]
         per_layer = {} if opts.global_pruning else layer_ratios(module, ignored, opts.ratio, opts.round_to)
         pruner = tp.pruner.MetaPruner(

@@ -22,6 +22,7 @@ from typing import Any
 from edgec.compiler.errors import require
 from edgec.compiler.passes._torch_edit import (
     check_outputs,
+    flat_outputs,
     iter_weights,
     load_for_editing,
     model_cost,
@@ -54,7 +55,7 @@ class PruneUnstructured(Pass):
         opts: UnstructuredOptions = self.options  # type: ignore[assignment]
         ep, module, example = load_for_editing(artifact.path)
         before = {**model_cost(module, ep), "compressed_weight_bytes": compressed_bytes(module)}
-        shapes = [tuple(t.shape) for t in _outputs(module(*example))]
+        shapes = [tuple(t.shape) for t in flat_outputs(module(*example))]
         ctx.log(f"zeroing {opts.ratio:.0%} of the conv/linear weights by magnitude")
         layers = list(iter_weights(module))
         for _, layer in layers:
@@ -68,10 +69,6 @@ class PruneUnstructured(Pass):
         stats = {"ratio": opts.ratio, "before": before, "after": after, "layers": layer_sparsity(layers),
                  "exploited_by": EXPLOITED_BY, "finetune": opts.finetune}
         return PassResult(out, True, stats)
-
-
-def _outputs(out: Any) -> list[Any]:
-    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 def compressed_bytes(module: Any) -> int:
