@@ -142,7 +142,8 @@ def _fidelity(config: BuildConfig, target: Target, request: PrecisionRequest, fl
               quantize: Callable[[tuple[str, ...]], ModelArtifact], calibration: CalibrationSet | None, golden_in: list[Feed],
               extras: dict[str, Any], cache: StageCache, log: Log) -> tuple[ModelArtifact, PrecisionRequest]:
     """``--max-drop`` and ``--report-layers``: candidates are built and measured with the target's own export
-    and runtime in scratch folders; the chosen exclusion set then goes into the real build."""
+    and runtime in scratch folders; the chosen exclusion set then goes into the real build, whose export is
+    the chosen candidate's files (``extras["exported"]``), not a second conversion."""
     flag = "--max-drop" if config.max_drop is not None else "--report-layers"
     if config.precision == "fp32":
         raise ConfigError(f"{flag} compares a reduced-precision model with FP32; use it with --precision int8 or fp16")
@@ -155,9 +156,10 @@ def _fidelity(config: BuildConfig, target: Target, request: PrecisionRequest, fl
         result = mixed_precision.search(probe, labels, config.metric, config.max_drop, log, config.max_float_layers)
         exclude = result.exclude
         _record_mixed_precision(config, probe, result, len(feeds), extras)
+    chosen = probe.build(exclude)
+    extras["exported"] = chosen
     if config.report_layers:
         log("comparing layers with the FP32 reference")
-        chosen = probe.build(exclude)
         golden = target.bundle_feeds(golden_in, chosen.result)
         layers = target.compare_layers(probe.reference.model, chosen.model, golden)
         extras["files"][LAYERS] = json.dumps({"samples": len(golden), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True) + "\n"
@@ -287,7 +289,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=config.out))
     work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
     try:
-        exported = _export(target, artifact, staging, request, work, final, log)
+        exported = _export(target, artifact, staging, request, work, final, log, extras.get("exported"))
         shims = ship_shims(staging)
         golden_in = target.bundle_feeds(golden_in, exported)
         golden_out = target.bundle_outputs(golden_out, exported)
@@ -352,7 +354,17 @@ def ship_shims(bundle: Path) -> list[str]:
 
 
 def _export(target: Target, artifact: ModelArtifact, staging: Path, request: PrecisionRequest, work: Path,
-            final: Path, log: Log) -> ExportResult:
+            final: Path, log: Log, prebuilt: mixed_precision.Candidate | None = None) -> ExportResult:
+    if prebuilt is not None:  # --max-drop / --report-layers already exported exactly this model
+        log(f"using the {target.name} model built while measuring layers")
+        for name in prebuilt.result.files:
+            source = prebuilt.model.parent / name
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, staging / name)
+            else:
+                shutil.copyfile(source, staging / name)
+        return prebuilt.result
     log(f"exporting for {target.name}")
     try:
         return target.export(artifact, staging, request, work)
