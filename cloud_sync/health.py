@@ -1,4 +1,5 @@
-"""Bundle checks that run on a device: file hashes, golden parity through the bundle's runner, and
+"""Bundle checks that run on a device: file names and hashes (the one check that ``edgec verify`` and the
+shim use too, :mod:`edgec.runtime_shims.bundle_files`), golden parity through the bundle's runner, and
 latency against a budget. numpy, the runtime shims and the standard library only: it reads
 ``manifest.json`` and ``golden.npz`` directly and never imports the compiler.
 
@@ -8,9 +9,9 @@ per output ``max_abs`` and ``min_cosine``), computed here again so a device need
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler.errors import IntegrityError
+from edgec.runtime_shims import bundle_files
 from edgec.runtime_shims.measure import check_tolerance, compare_output, read_golden
 
 SHIM_RUNNERS = {"onnx": ("edgec.runtime_shims.ort", "OrtRunner")}
@@ -38,21 +40,20 @@ class Health:
 
 def sha256_path(path: Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return bundle_files.sha256_of(str(path))
 
 
 def load_manifest(bundle: Path) -> dict[str, Any]:
     """``manifest.json`` as a dict.
 
     Raises:
-        IntegrityError: missing or not JSON.
+        IntegrityError: missing, a symlink, or not JSON.
     """
+    path = bundle / "manifest.json"
+    if path.is_symlink():
+        raise IntegrityError(f"{bundle.name}: manifest.json is a symlink; bundles hold plain files")
     try:
-        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise IntegrityError(f"{bundle}: unreadable manifest.json ({exc})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
@@ -61,19 +62,17 @@ def load_manifest(bundle: Path) -> dict[str, Any]:
 
 
 def verify_files(bundle: Path) -> dict[str, Any]:
-    """Every file the manifest lists is inside the bundle with its recorded size and sha256.
+    """The names a runner opens are plain, listed files inside the bundle, and every listed file is there
+    with its recorded size and sha256 (see :mod:`edgec.runtime_shims.bundle_files`).
 
     Raises:
-        IntegrityError: naming the first file that does not match.
+        IntegrityError: naming the manifest field or the first file that does not match.
     """
     manifest = load_manifest(bundle)
-    root = bundle.resolve()
-    for entry in manifest["files"]:
-        path = bundle / str(entry.get("path", ""))
-        if not path.resolve().is_relative_to(root) or not path.is_file():
-            raise IntegrityError(f"{bundle.name}: {entry.get('path')!r} is missing or outside the bundle")
-        if path.stat().st_size != entry.get("size") or sha256_path(path) != entry.get("sha256"):
-            raise IntegrityError(f"{bundle.name}: {entry['path']} does not match the manifest's size and sha256")
+    try:
+        bundle_files.check_bundle(str(bundle), manifest)
+    except bundle_files.BundleFileError as exc:
+        raise IntegrityError(f"{bundle.name}: {exc}") from None
     return manifest
 
 
@@ -101,11 +100,12 @@ def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: 
     """Run the golden inputs through the bundle's runner; check parity and median latency.
 
     Raises:
-        IntegrityError: files do not match the manifest.
+        IntegrityError: files do not match the manifest, a name it gives is not a listed file inside the
+            bundle, or the golden data cannot be read.
         HealthError: parity outside tolerance, latency over budget, or the runtime failed.
     """
     manifest = verify_files(bundle)
-    golden_in, golden_out = read_golden(bundle / manifest.get("golden", "golden.npz"))
+    golden_in, golden_out = _golden(bundle, manifest)
     tolerance = manifest.get("parity", {}).get("tolerance", {})
     try:
         with make_runner(bundle, manifest, threads) as runner:
@@ -128,3 +128,19 @@ def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: 
     if latency_budget_ms is not None and latency > latency_budget_ms:
         raise HealthError(f"median latency {latency:.3f} ms is over the budget of {latency_budget_ms:g} ms")
     return Health(latency, measured)
+
+
+def _golden(bundle: Path, manifest: dict[str, Any]) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The checked golden file's samples (inputs, outputs).
+
+    Raises:
+        IntegrityError: the file is not readable golden data.
+    """
+    name = bundle_files.field_name(manifest, "golden")  # checked by verify_files
+    try:
+        golden_in, golden_out = read_golden(bundle / name)
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        raise IntegrityError(f"{bundle.name}: {name} cannot be read as golden data: {' '.join(str(exc).split())[:200]}") from None
+    if not golden_in or not golden_out:
+        raise IntegrityError(f"{bundle.name}: {name} cannot be read as golden data: it holds no samples")
+    return golden_in, golden_out

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgec.compiler.errors import IntegrityError
 from edgec.compiler.types import TensorSpec, sha256_file
+from edgec.runtime_shims import bundle_files
 from edgec.runtime_shims.measure import read_golden as read_golden  # one reader for host and device code
 
 SCHEMA_VERSION = 1
@@ -86,36 +87,65 @@ def load_manifest(bundle: Path) -> BundleManifest:
     """Read and validate ``bundle/manifest.json``.
 
     Raises:
-        IntegrityError: missing, unreadable or malformed manifest, or a newer schema.
+        IntegrityError: missing, unreadable or malformed manifest, a symlinked one, or a newer schema.
     """
     path = bundle / MANIFEST
+    if path.is_symlink():
+        raise IntegrityError(f"{path} is a symlink; bundles hold plain files")
     if not path.is_file():
         raise IntegrityError(f"{bundle} is not a bundle: {MANIFEST} not found")
     try:
         manifest = BundleManifest.model_validate_json(path.read_text())
-    except (ValidationError, ValueError, UnicodeDecodeError) as exc:
+    except (ValidationError, ValueError, UnicodeDecodeError, OSError) as exc:
         raise IntegrityError(f"{path} is not a valid edgec manifest: {' '.join(str(exc).split())[:200]}") from None
     if manifest.schema_version > SCHEMA_VERSION:
         raise IntegrityError(f"{path} has schema_version {manifest.schema_version}; this edgec reads up to {SCHEMA_VERSION}")
     return manifest
 
 
-def check_files(bundle: Path, manifest: BundleManifest) -> None:
-    """Every listed file exists with the recorded size and sha256.
+def check_files(bundle: Path, manifest: BundleManifest) -> int:
+    """The names a runner opens are plain, listed files inside the bundle, and every listed file exists
+    with the recorded size and sha256 (see :mod:`edgec.runtime_shims.bundle_files`).
+
+    Returns:
+        How many files were checked.
 
     Raises:
-        IntegrityError: naming the first file that does not match.
+        IntegrityError: naming the manifest field or the first file that does not match.
     """
-    for entry in manifest.files:
-        path = bundle / entry.path
-        if not path.resolve().is_relative_to(bundle.resolve()):
-            raise IntegrityError(f"manifest lists {entry.path}, which is outside the bundle")
-        if not path.is_file():
-            raise IntegrityError(f"{entry.path} is missing from {bundle}")
-        if path.stat().st_size != entry.size:
-            raise IntegrityError(f"{entry.path}: size {path.stat().st_size} != {entry.size} recorded in the manifest")
-        if sha256_file(path) != entry.sha256:
-            raise IntegrityError(f"{entry.path}: sha256 does not match the manifest (file changed or corrupt)")
+    try:
+        return bundle_files.check_bundle(str(bundle), manifest.model_dump(mode="json"))
+    except bundle_files.BundleFileError as exc:
+        raise IntegrityError(str(exc)) from None
+
+
+def bundle_path(bundle: Path, manifest: BundleManifest, field: str) -> Path:
+    """The file or folder a manifest field names (``model_file``, ``golden``), after checking that it is a
+    plain relative path to listed files inside the bundle, reached without symlinks (hashes are not read).
+
+    Raises:
+        IntegrityError: naming the field or the file that breaks a rule.
+    """
+    try:
+        return Path(bundle_files.named_path(str(bundle), manifest.model_dump(mode="json"), field))
+    except bundle_files.BundleFileError as exc:
+        raise IntegrityError(str(exc)) from None
+
+
+def read_checked_golden(bundle: Path, manifest: BundleManifest) -> tuple[list[Feed], list[Feed]]:
+    """The golden inputs and outputs of a bundle, from its checked ``golden`` name.
+
+    Raises:
+        IntegrityError: the name breaks a rule, or the file is not readable golden data.
+    """
+    path = bundle_path(bundle, manifest, "golden")
+    try:
+        inputs, outputs = read_golden(path)
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        raise IntegrityError(f"{manifest.golden} cannot be read as golden data: {' '.join(str(exc).split())[:200]}") from None
+    if not inputs or not outputs:
+        raise IntegrityError(f"{manifest.golden} cannot be read as golden data: it holds no samples")
+    return inputs, outputs
 
 
 def write_golden(path: Path, inputs: list[Feed], outputs: list[Feed]) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.bundle import MANIFEST, load_manifest
+from edgec.compiler.bundle import MANIFEST, bundle_path, load_manifest
 from edgec.compiler.errors import ConfigError
 from edgec.compiler.types import TensorSpec
 
@@ -16,6 +16,8 @@ def inspect_path(path: Path) -> dict[str, Any]:
 
     Raises:
         ConfigError: the path does not exist or is of an unknown kind.
+        IntegrityError: a bundle whose manifest is malformed, or whose ``model_file`` is not a plain relative
+            path to listed files inside it (or is reached through a symlink).
     """
     if path.is_dir() and (path / MANIFEST).is_file():
         return _inspect_bundle(path)
@@ -73,7 +75,7 @@ def _inspect_bundle(path: Path) -> dict[str, Any]:
         "parity": manifest.parity.get("outputs", {}),
         "passes": [p["name"] for p in manifest.passes],
     }
-    model = path / manifest.model_file
+    model = bundle_path(path, manifest, "model_file")
     if model.suffix == ".onnx" and model.is_file():
         loaded = onnx_utils.load_model(model)
         info["ops"] = onnx_utils.op_counts(loaded)

@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from edgec.compiler import parity
-from edgec.compiler.bundle import BundleManifest, check_files, load_manifest, read_golden
-from edgec.compiler.errors import AccuracyGateError, ConfigError, IntegrityError
-from edgec.targets.base import TARGETS
+from edgec.compiler.bundle import (
+    BundleManifest,
+    Feed,
+    bundle_path,
+    check_files,
+    load_manifest,
+    read_checked_golden,
+)
+from edgec.compiler.errors import AccuracyGateError, ConfigError, EdgecError, IntegrityError, InternalError
+from edgec.targets.base import TARGETS, Target
 
 
 @dataclass(frozen=True)
@@ -26,26 +33,44 @@ def verify_bundle(bundle: Path, threads: int | None = None) -> VerifyReport:
 
     Raises:
         ConfigError: the path is not a directory.
-        IntegrityError: a file is missing, changed, or the manifest is malformed.
+        IntegrityError: a file is missing or changed, a name the manifest gives points outside the bundle
+            or at an unlisted file, the manifest is malformed, or the golden or model file cannot be read.
         AccuracyGateError: an output is outside the manifest's tolerance.
     """
     if not bundle.is_dir():
         raise ConfigError(f"bundle not found: {bundle} (expected a bundle directory holding manifest.json)")
     manifest = load_manifest(bundle)
-    check_files(bundle, manifest)
+    files = check_files(bundle, manifest)
     try:
         target = TARGETS.get(manifest.target)()
     except KeyError:
         raise IntegrityError(f"{bundle} is for target {manifest.target!r}, which this edgec does not know") from None
     if not manifest.parity.get("measured", True) and not target.measures_parity():
-        return VerifyReport(manifest, {}, len(manifest.files))
+        return VerifyReport(manifest, {}, files)
     target.check_runtime()
-    golden_in, golden_out = read_golden(bundle / manifest.golden)
-    with target.runner(bundle, manifest.model_file, threads=threads) as runner:
-        actual = [runner.infer(feed) for feed in golden_in]
+    golden_in, golden_out = read_checked_golden(bundle, manifest)
+    actual = run_golden(target, bundle, manifest, golden_in, threads)
     measured = parity.compare(golden_out, actual, list(golden_out[0]))
     tolerance = manifest.parity.get("tolerance") or parity.default_tolerance(golden_out, manifest.precision)
     failures = parity.check(measured, tolerance)
     if failures:
         raise AccuracyGateError(f"{bundle.name}: parity check failed: {'; '.join(failures)}")
-    return VerifyReport(manifest, measured, len(manifest.files))
+    return VerifyReport(manifest, measured, files)
+
+
+def run_golden(target: Target, bundle: Path, manifest: BundleManifest, golden_in: list[Feed],
+               threads: int | None = None) -> list[Feed]:
+    """The golden inputs through the bundle's runner.
+
+    Raises:
+        IntegrityError: the runtime cannot load the checked model file, or fails on the golden inputs.
+    """
+    bundle_path(bundle, manifest, "model_file")
+    try:
+        with target.runner(bundle, manifest.model_file, threads=threads) as runner:
+            return [runner.infer(feed) for feed in golden_in]
+    except (EdgecError, InternalError):
+        raise
+    except Exception as exc:  # the runtime's own errors: the files match the manifest, yet do not run
+        raise IntegrityError(f"{manifest.model_file} cannot be loaded and run on the golden inputs by the "
+                             f"{manifest.target} runtime: {' '.join(str(exc).split())[:200]}") from None

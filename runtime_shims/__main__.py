@@ -23,11 +23,12 @@ import os
 import platform
 import sys
 import time
+import zipfile
 from typing import Any, NoReturn
 
 import numpy as np
 
-from . import measure
+from . import bundle_files, measure
 from .base import Runner, RunnerError
 from .measure import non_negative_int, positive_int
 from .runners import make_runner
@@ -55,57 +56,88 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def load_bundle(path: str) -> tuple[dict[str, Any], Feed, Feed]:
-    """Manifest plus golden inputs and outputs (name -> array stacked over samples).
+def read_manifest(path: str) -> dict[str, Any]:
+    """The bundle's ``manifest.json``.
 
     Raises:
-        ShimError: not a bundle, malformed manifest or golden file.
+        ShimError: not a bundle, a symlinked or malformed manifest.
     """
     manifest_path = os.path.join(path, "manifest.json")
+    if os.path.islink(manifest_path):
+        raise ShimError(f"{manifest_path} is a symlink; bundles hold plain files", EXIT_INTEGRITY)
     if not os.path.isfile(manifest_path):
         raise ShimError(f"{path} is not a bundle: manifest.json not found", EXIT_INTEGRITY)
     try:
         with open(manifest_path, encoding="utf-8") as fh:
             manifest = json.load(fh)
-        with np.load(os.path.join(path, manifest.get("golden", "golden.npz")), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
         raise ShimError(f"{path}: unreadable bundle: {' '.join(str(exc).split())[:200]}", EXIT_INTEGRITY) from None
     if not isinstance(manifest, dict) or "target" not in manifest or "model_file" not in manifest:
         raise ShimError(f"{manifest_path} is not an edgec manifest (no target or model_file)", EXIT_INTEGRITY)
+    return manifest
+
+
+def load_bundle(path: str) -> tuple[dict[str, Any], Feed, Feed]:
+    """Manifest plus golden inputs and outputs (name -> array stacked over samples).
+
+    Raises:
+        ShimError: not a bundle, a name that breaks the bundle's rules, malformed golden file.
+    """
+    manifest = read_manifest(path)
+    return (manifest, *read_golden_arrays(path, manifest))
+
+
+def read_golden_arrays(path: str, manifest: dict[str, Any]) -> tuple[Feed, Feed]:
+    """Golden inputs and outputs, after the manifest's names are checked (plain, listed, inside the bundle,
+    no symlinks; see :mod:`bundle_files`).
+
+    Raises:
+        ShimError: a name that breaks the bundle's rules, or a golden file that is not golden data.
+    """
+    try:
+        golden = bundle_files.check_named(path, manifest)["golden"]
+    except bundle_files.BundleFileError as exc:
+        raise ShimError(str(exc), EXIT_INTEGRITY) from None
+    try:
+        with np.load(golden, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ShimError(f"{path}: unreadable bundle: {' '.join(str(exc).split())[:200]}", EXIT_INTEGRITY) from None
     inputs = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("inputs/")}
     outputs = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("outputs/")}
-    return manifest, inputs, outputs
+    if not inputs or not outputs:
+        raise ShimError(f"{path}: unreadable bundle: {os.path.basename(golden)} holds no golden inputs and outputs",
+                        EXIT_INTEGRITY)
+    return inputs, outputs
 
 
 def check_files(path: str, manifest: dict[str, Any]) -> int:
-    """Compare every listed file's size and sha256; returns how many were checked.
+    """The manifest's names and every listed file's size and sha256; returns how many files were checked.
 
     Raises:
-        ShimError: naming the first file that is missing, outside the bundle or changed.
+        ShimError: naming the field or the first file that is missing, outside the bundle or changed.
     """
-    root = os.path.realpath(path)
-    for entry in manifest.get("files", []):
-        file_path = os.path.realpath(os.path.join(root, entry["path"]))
-        if os.path.commonpath([root, file_path]) != root:
-            raise ShimError(f"manifest lists {entry['path']}, which is outside the bundle", EXIT_INTEGRITY)
-        if not os.path.isfile(file_path):
-            raise ShimError(f"{entry['path']} is missing from {path}", EXIT_INTEGRITY)
-        digest = hashlib.sha256()
-        with open(file_path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        if digest.hexdigest() != entry["sha256"]:
-            raise ShimError(f"{entry['path']}: sha256 does not match the manifest (file changed or corrupt)", EXIT_INTEGRITY)
-    return len(manifest.get("files", []))
+    try:
+        return bundle_files.check_bundle(path, manifest)
+    except bundle_files.BundleFileError as exc:
+        raise ShimError(str(exc), EXIT_INTEGRITY) from None
 
 
 def activate(path: str, manifest: dict[str, Any], threads: int | None) -> Runner:
     """Build and load the bundle's runner; runtime problems become one-line errors."""
     try:
-        return make_runner(path, manifest, threads).activate()
+        runner = make_runner(path, manifest, threads)
     except RunnerError as exc:
         raise ShimError(str(exc), EXIT_RUNTIME) from None
+    except bundle_files.BundleFileError as exc:
+        raise ShimError(str(exc), EXIT_INTEGRITY) from None
+    try:
+        return runner.activate()
+    except RunnerError as exc:
+        raise ShimError(str(exc), EXIT_RUNTIME) from None
+    except Exception as exc:  # the runtime's own parse errors: the listed model file does not load
+        raise ShimError(f"{manifest['model_file']} cannot be loaded by {runner.runtime}: "
+                        f"{' '.join(str(exc).split())[:200]}", EXIT_INTEGRITY) from None
 
 
 def feeds_of(stacked: Feed) -> list[Feed]:
@@ -162,9 +194,15 @@ def bundle_info(path: str, manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": manifest.get("name"), "target": manifest["target"], "precision": manifest.get("precision"),
         "path": os.path.abspath(path), "model_file": model_file,
-        "model_bytes": sum(int(f["size"]) for f in files if str(f["path"]).startswith(model_file)),
+        "model_bytes": sum(int(f["size"]) for f in files if _is_model_file(str(f["path"]), manifest)),
         "bundle_bytes": sum(int(f["size"]) for f in files), "manifest_sha256": manifest_sha,
     }
+
+
+def _is_model_file(path: str, manifest: dict[str, Any]) -> bool:
+    """Written by the target (all of openvino's xml+bin, an mlpackage's members), as the manifest's
+    ``model_bytes`` counts them: not golden data, ``layers.json`` or the shim."""
+    return path not in (manifest.get("golden", "golden.npz"), "layers.json") and not path.startswith("edgec_shim/")
 
 
 def device_info(runner: Runner, label: str | None) -> dict[str, Any]:
@@ -291,8 +329,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def verify(args: argparse.Namespace) -> dict[str, Any]:
     """File hashes, then golden parity within the manifest's tolerance."""
-    manifest, golden_in, golden_out = load_bundle(args.bundle)
+    manifest = read_manifest(args.bundle)
     files = check_files(args.bundle, manifest)
+    golden_in, golden_out = read_golden_arrays(args.bundle, manifest)
     runner = activate(args.bundle, manifest, args.threads)
     try:
         checked = parity(runner, manifest, golden_in, golden_out)

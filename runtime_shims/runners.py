@@ -26,6 +26,7 @@ import inspect
 import os
 from typing import Any
 
+from . import bundle_files
 from .base import Runner, RunnerError
 
 RUNNERS: dict[str, tuple[str, str]] = {
@@ -83,18 +84,25 @@ def runner_class(manifest: dict[str, Any]) -> type[Runner]:
 
 
 def make_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None = None) -> Runner:
-    """An inactive runner for the bundle (see the module docstring for the construction protocol)."""
+    """An inactive runner for the bundle (see the module docstring for the construction protocol).
+
+    Raises:
+        BundleFileError: ``model_file`` is not a plain relative path to listed files inside the bundle.
+        RunnerError: no runner for the target here.
+    """
+    model_file = bundle_files.field_name(manifest, "model_file")
+    bundle_files.named_path(bundle_dir, manifest, "model_file")
     module, _ = _shim_module(manifest)
     opener = getattr(module, "open_runner", None)
     if callable(opener):
-        runner = opener(bundle_dir, str(manifest["model_file"]), threads)
+        runner = opener(bundle_dir, model_file, threads)
     else:
         cls = runner_class(manifest)
         factory = getattr(cls, "from_bundle", None)
         if callable(factory):
             runner = factory(bundle_dir, manifest, threads)
         else:
-            runner = cls(os.path.join(bundle_dir, str(manifest["model_file"])), threads=threads)
+            runner = cls(os.path.join(bundle_dir, model_file), threads=threads)
     if not isinstance(runner, Runner):
         raise RunnerError(f"the {manifest.get('target')} shim returned {type(runner).__name__}, not a Runner")
     return runner

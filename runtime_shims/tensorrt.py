@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import bundle_files
 from .base import Runner, RunnerError
 from .ort import OrtRunner
 
@@ -157,6 +158,16 @@ def tensorrt_version() -> str | None:
     import tensorrt as trt
 
     return str(trt.__version__)
+
+
+def _engine_path(bundle: Path, name: object) -> str | None:
+    """The bundle's engine file: a plain name inside the bundle, no symlink (None when it is not there).
+
+    Raises:
+        BundleFileError: the settings name a path outside the bundle or a symlink.
+    """
+    checked = bundle_files.plain_name(name, f"{SETTINGS_FILE} engine file")
+    return bundle_files.regular_file(str(bundle), checked) if os.path.lexists(bundle / checked) else None
 
 
 def engine_unavailable_reason(device: int = 0) -> str | None:
@@ -452,6 +463,6 @@ def open_runner(bundle_dir: str | Path, model_file: str, threads: int | None = N
     if engine_unavailable_reason() is None:
         settings = load_settings(bundle)
         engine = settings.get("engine") or {}
-        engine_path = str(bundle / engine["file"]) if engine.get("file") else None
+        engine_path = _engine_path(bundle, engine["file"]) if engine.get("file") else None
         return TensorRTRunner(str(bundle / model_file), threads, settings=settings, engine_path=engine_path)
     return OrtRunner(str(bundle / model_file), threads=threads)

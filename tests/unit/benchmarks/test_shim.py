@@ -73,8 +73,9 @@ def test_shim_verify_passes_then_names_a_changed_file(siblings: dict[str, Path],
     assert ok.returncode == 0, ok.stderr
     assert "files match, parity within tolerance" in ok.stdout
     copy = shutil.copytree(siblings["int8"], tmp_path / "copy")
-    with open(copy / "model.onnx", "ab") as fh:
-        fh.write(b"\0")
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-1] ^= 0xFF  # same size: only the sha256 tells
+    (copy / "model.onnx").write_bytes(bytes(data))
     bad = run_shim(copy, "verify", ".")
     assert bad.returncode == 8 and bad.stdout == ""
     assert bad.stderr.strip() == "edgec_shim: error: model.onnx: sha256 does not match the manifest (file changed or corrupt)"
