@@ -17,7 +17,7 @@ class ServerMetrics:
         prom = require("prometheus_client", "serve", "serving metrics")
         self.registry = prom.CollectorRegistry()
         r = self.registry
-        self.requests = prom.Counter("edgec_requests", "Prediction requests by HTTP status", ["code"], registry=r)
+        self.requests = prom.Counter("edgec_requests", "Prediction requests by HTTP status (499: the client left first)", ["code"], registry=r)
         self.errors = prom.Counter("edgec_request_errors", "Rejected or failed requests by reason", ["reason"], registry=r)
         self.latency = prom.Histogram("edgec_request_latency_seconds", "End-to-end latency of /v1/predict",
                                       buckets=LATENCY_BUCKETS, registry=r)
