@@ -9,6 +9,7 @@ Device directory (``--root``)::
     tuf/            trusted TUF metadata (python-tuf ngclient's cache)
     downloads/      <sha256>.part (+ .etag, the validator for resuming)
     slots/a, slots/b  unpacked bundles; at most one is active
+    slots/<slot>.release.json  the release a slot holds (sha256, bundle, latency budget)
     current         symlink to the active slot, replaced atomically (rename + directory fsync)
     state.json      committed / previous / trial releases and releases that failed here
 
@@ -20,7 +21,14 @@ through the bundle's runner, median latency within the release's budget) -> comm
 and record the failure. A report goes to the store after every attempt.
 
 A kill at any point leaves ``current`` on a slot whose files were verified; the next start finishes
-an interrupted trial (health check, then commit or roll back) before doing anything else.
+an interrupted trial (health check, then commit or roll back) before doing anything else. A lost or
+damaged ``state.json`` is rebuilt from the slots (see :mod:`edgec.cloud_sync.device`): the slot that
+still verifies keeps running, is health-checked again, and the repair is logged and reported.
+
+Every attempt that fails is reported and exits non-zero with ``--once``: ``refused`` (signed metadata
+or bundle bytes that do not verify), ``download_failed`` (the store answered, but an object the metadata
+names is missing or was replaced during the download), ``failed`` (unpacking or a full disk),
+``rolled_back`` (health check). Only ``unreachable`` (the store did not answer) is not reported.
 Fault injection for tests: ``EDGEC_AGENT_FAILPOINT=<state>`` sends the agent SIGKILL on entering it.
 """
 
@@ -41,6 +49,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgec.cloud_sync.device import Device, fsync_dir
+from edgec.cloud_sync.names import check_channel, check_device_id
 from edgec.compiler.errors import EXIT_ACCURACY, EXIT_INTEGRITY, ConfigError, EdgecError, IntegrityError
 
 STATES = ("refresh", "select", "download", "verify", "unpack", "precheck", "switch", "health", "commit", "rollback", "report")
@@ -63,6 +73,15 @@ class AgentConfig:
     max_cycles: int | None = None
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        """Device id and channel become store keys: checked however the config is built.
+
+        Raises:
+            ConfigError: either could leave its folder in the store.
+        """
+        check_device_id(self.device_id)
+        check_channel(self.channel)
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> AgentConfig:
         """From ``edgec agent`` arguments.
@@ -70,10 +89,8 @@ class AgentConfig:
         Raises:
             ConfigError: bad device id, channel, interval or trusted root.
         """
-        from edgec.cloud_sync.fleet import DEVICE_ID
-
-        if not DEVICE_ID.match(args.device_id):
-            raise ConfigError(f"bad --device-id {args.device_id!r}: letters, digits, '.', '_' and '-' (up to 128)")
+        check_device_id(args.device_id)
+        check_channel(args.channel)
         if args.interval is not None and args.interval <= 0:
             raise ConfigError(f"--interval must be positive, got {args.interval}")
         if args.trusted_root is not None and not args.trusted_root.is_file():
@@ -106,67 +123,6 @@ def enter(device_id: str, state: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class Device:
-    """The device directory: slots, the ``current`` link and ``state.json``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tuf_dir = root / "tuf"
-        self.downloads = root / "downloads"
-        self.slots = root / "slots"
-        self.current = root / "current"
-        for folder in (root, self.downloads, self.slots):
-            folder.mkdir(parents=True, exist_ok=True)
-        self.state = self._load()
-
-    def _load(self) -> dict[str, Any]:
-        try:
-            return dict(json.loads((self.root / "state.json").read_text()))
-        except (OSError, ValueError):
-            return {"committed": None, "previous": None, "trial": None, "failed": {}, "last_report": None}
-
-    def save(self) -> None:
-        """Write ``state.json`` atomically and durably."""
-        tmp = self.root / "state.json.tmp"
-        with open(tmp, "w") as handle:
-            json.dump(self.state, handle, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.root / "state.json")
-        _fsync_dir(self.root)
-
-    def active_slot(self) -> str | None:
-        """Name of the slot ``current`` points to (None: no active bundle)."""
-        try:
-            return Path(os.readlink(self.current)).name
-        except OSError:
-            return None
-
-    def switch(self, slot: str | None) -> None:
-        """Point ``current`` at ``slots/<slot>`` (or remove it) atomically."""
-        if slot is None:
-            self.current.unlink(missing_ok=True)
-        else:
-            tmp = self.root / "current.tmp"
-            tmp.unlink(missing_ok=True)
-            os.symlink(Path("slots") / slot, tmp)
-            os.replace(tmp, self.current)
-        _fsync_dir(self.root)
-
-    def inactive_slot(self) -> str:
-        """The slot not holding the committed release."""
-        committed = self.state.get("committed")
-        return "b" if committed and committed["slot"] == "a" else "a"
-
-
 def unpack(archive: Path, dest: Path) -> None:
     """Extract a bundle archive into ``dest`` (replaced) via a temporary folder.
 
@@ -192,21 +148,28 @@ def unpack(archive: Path, dest: Path) -> None:
             with open(extracted, "rb") as handle:
                 os.fsync(handle.fileno())
     os.rename(tmp, dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
+
+
+class DownloadFailed(Exception):
+    """The store answered, but the object the signed metadata names is missing or was replaced meanwhile."""
 
 
 def download(store: Any, key: str, sha256: str, length: int, folder: Path, device_id: str) -> Path:
     """Fetch ``key`` into ``folder/<sha256>.part``, resuming a previous partial download.
 
     The object's ETag is kept beside the part file; when it changed, the download restarts from 0,
-    and every range read asks for that ETag (``If-Match``).
-    """
-    from edgec.cloud_sync.store import Conflict
+    and every range read asks for that ETag (``If-Match``). A local store has no ``If-Match``: there the
+    object's size and ETag are compared again after the last read.
 
+    Raises:
+        DownloadFailed: the object is missing, or was replaced or deleted during the download.
+        StoreUnavailable: the store did not answer (the part file is kept for resuming).
+    """
     part, validator = folder / f"{sha256}.part", folder / f"{sha256}.etag"
     meta = store.head(key)
     if meta is None:
-        raise LookupError(f"{key} is named by the metadata but missing from the store")
+        raise DownloadFailed(f"{key} is named by the signed metadata but missing from the store")
     etag = meta.etag or ""
     if not validator.is_file() or validator.read_text() != etag:
         part.unlink(missing_ok=True)
@@ -217,23 +180,36 @@ def download(store: Any, key: str, sha256: str, length: int, folder: Path, devic
         offset = 0
     if offset:
         log(device_id, f"resuming download at byte {offset} of {length}")
-    end = min(length, meta.size)
+    _fetch_into(store, key, meta, part, offset, min(length, meta.size))
+    return part
+
+
+def _fetch_into(store: Any, key: str, meta: Any, part: Path, offset: int, end: int) -> None:
+    from edgec.cloud_sync.store import Conflict, StoreUnavailable
+
+    etag = meta.etag or None
     try:
         with open(part, "ab") as handle:
             while offset < end:
-                chunk = store.get_range(key, offset, min(offset + CHUNK, end), if_match=etag or None)
+                chunk = store.get_range(key, offset, min(offset + CHUNK, end), if_match=etag)
+                if not chunk:
+                    raise Conflict(key)  # the object became shorter than it was
                 handle.write(chunk)
                 offset += len(chunk)
             handle.flush()
             os.fsync(handle.fileno())
-    except Conflict:
+        if store.head(key) != meta:
+            raise Conflict(key)
+    except (Conflict, StoreUnavailable) as exc:
+        if isinstance(exc, StoreUnavailable) and store.head(key) == meta:
+            raise  # the store failed, the object is unchanged: resume from here next time
         part.unlink(missing_ok=True)
-        validator.unlink(missing_ok=True)
-        raise LookupError(f"{key} changed during the download; starting again next cycle") from None
+        (part.parent / f"{part.stem}.etag").unlink(missing_ok=True)
+        raise DownloadFailed(f"{key} changed during the download (replaced or deleted in the store); "
+                             "the partial download was discarded") from None
     except OSError:
         part.unlink(missing_ok=True)
         raise
-    return part
 
 
 class Agent:
@@ -266,15 +242,23 @@ class Agent:
         return outcome
 
     def _guarded(self, step: Any) -> Outcome:
-        from tuf.api.exceptions import DownloadError, RepositoryError
+        """Run ``step``; the errors an attempt can meet become its outcome (by exception type, not message)."""
+        from tuf.api.exceptions import (
+            DownloadError,
+            DownloadHTTPError,
+            DownloadLengthMismatchError,
+            RepositoryError,
+        )
 
         from edgec.cloud_sync.store import StoreUnavailable
 
         try:
             return step()  # type: ignore[no-any-return]
-        except RepositoryError as exc:
+        except (RepositoryError, DownloadLengthMismatchError) as exc:  # signed metadata that does not verify
             return Outcome("refused", error=f"release metadata refused ({type(exc).__name__}): {exc}")
-        except (DownloadError, StoreUnavailable) as exc:
+        except DownloadHTTPError as exc:  # the store answered: that metadata file is not there
+            return Outcome("download_failed", error=f"release metadata missing from the store ({exc})")
+        except (DownloadError, StoreUnavailable) as exc:  # SlowRetrievalError included: no answer in time
             cause = exc.__cause__ or exc
             return Outcome("unreachable", error=" ".join(str(cause).split())[:240])
         except LookupError as exc:
@@ -287,34 +271,57 @@ class Agent:
             raise
 
     def _update(self) -> Outcome:
-        from edgec.cloud_sync import rollout
-        from edgec.cloud_sync.release import target_key
-        from edgec.cloud_sync.tuf_client import fetch_target, open_updater
+        from tuf.api.exceptions import LengthOrHashMismatchError
 
-        cfg, state = self.config, self.device.state
+        from edgec.cloud_sync.release import target_key
+        from edgec.cloud_sync.tuf_client import open_updater
+
+        cfg = self.config
         enter(cfg.device_id, "refresh")
         trusted = cfg.trusted_root.read_bytes() if cfg.trusted_root else None
         updater = open_updater(self.store, self.device.tuf_dir, trusted)
         updater.refresh()
         enter(cfg.device_id, "select")
-        _, data = fetch_target(updater, self.store, f"channels/{cfg.channel}.json")
+        chosen = self._select(updater)
+        if isinstance(chosen, Outcome):
+            return chosen
+        info = updater.get_targetinfo(chosen["target"])
+        if info is None or info.hashes.get("sha256") != chosen["sha256"]:
+            return Outcome("refused", chosen["sha256"], chosen["bundle"], error="channel names a release the signed targets do not list")
+        enter(cfg.device_id, "download")
+        key = target_key(info.path, chosen["sha256"])
+        try:
+            part = download(self.store, key, chosen["sha256"], info.length, self.device.downloads, cfg.device_id)
+            enter(cfg.device_id, "verify")
+            self._verify_download(info, part)
+        except DownloadFailed as exc:
+            return Outcome("download_failed", chosen["sha256"], chosen["bundle"], error=str(exc))
+        except LengthOrHashMismatchError as exc:
+            return Outcome("refused", chosen["sha256"], chosen["bundle"], error=f"bundle refused ({type(exc).__name__}): {exc}")
+        return self._install(chosen, part)
+
+    def _select(self, updater: Any) -> dict[str, Any] | Outcome:
+        """The release this device should run, from the signed channel document, or why there is none."""
+        from edgec.cloud_sync import rollout
+        from edgec.cloud_sync.tuf_client import fetch_target
+
+        cfg, state = self.config, self.device.state
+        path = f"channels/{check_channel(cfg.channel)}.json"
+        if updater.get_targetinfo(path) is None:
+            return Outcome("no_release", error=f"channel {cfg.channel!r} is not in the signed release metadata")
+        try:
+            _, data = fetch_target(updater, self.store, path)
+        except LookupError as exc:  # listed in the signed metadata, but the store has no such object
+            return Outcome("download_failed", error=str(exc).strip("'\""))
         active = (state["committed"] or {}).get("sha256")
-        chosen = rollout.select(json.loads(data), cfg.device_id, active)
+        chosen: dict[str, Any] | None = rollout.select(json.loads(data), cfg.device_id, active)
         if chosen is None:
             return Outcome("no_release", error=f"channel {cfg.channel!r} has no release")
         if chosen["sha256"] == active:
             return Outcome("up_to_date", chosen["sha256"], chosen["bundle"])
         if chosen["sha256"] in state["failed"]:
             return Outcome("skipped", chosen["sha256"], chosen["bundle"], error=state["failed"][chosen["sha256"]])
-        info = updater.get_targetinfo(chosen["target"])
-        if info is None or info.hashes.get("sha256") != chosen["sha256"]:
-            return Outcome("refused", chosen["sha256"], chosen["bundle"], error="channel names a release the signed targets do not list")
-        enter(cfg.device_id, "download")
-        part = download(self.store, target_key(info.path, chosen["sha256"]), chosen["sha256"], info.length,
-                        self.device.downloads, cfg.device_id)
-        enter(cfg.device_id, "verify")
-        self._verify_download(info, part)
-        return self._install(chosen, part)
+        return chosen
 
     def _verify_download(self, info: Any, part: Path) -> None:
         from tuf.api.exceptions import LengthOrHashMismatchError
@@ -335,9 +342,11 @@ class Agent:
         if (device.state.get("previous") or {}).get("slot") == slot:
             device.state["previous"] = None
             device.save()
+        device.forget_slot(slot)
         unpack(part, device.slots / slot)
         enter(cfg.device_id, "precheck")
         verify_files(device.slots / slot)
+        device.describe_slot(slot, chosen)
         enter(cfg.device_id, "switch")
         device.state["trial"] = {"slot": slot, "sha256": chosen["sha256"], "bundle": chosen["bundle"],
                                  "latency_budget_ms": chosen.get("latency_budget_ms")}
@@ -361,7 +370,8 @@ class Agent:
             enter(cfg.device_id, "rollback")
             committed = device.state["committed"]
             device.switch(committed["slot"] if committed else None)
-            device.state["failed"][trial["sha256"]] = reason
+            if trial["sha256"]:  # None: a slot kept by a repair, from before slots recorded their release
+                device.state["failed"][trial["sha256"]] = reason
             device.state["trial"] = None
             device.save()
             return Outcome("rolled_back", trial["sha256"], trial["bundle"], error=reason)
@@ -373,8 +383,11 @@ class Agent:
         return Outcome("committed", trial["sha256"], trial["bundle"], latency_ms=round(health.latency_ms, 4))
 
     def _recover(self) -> Outcome | None:
-        """Finish what a killed run left: an interrupted trial, or a ``current`` link out of place."""
+        """Finish what a killed run left: a damaged state, an interrupted trial, or ``current`` out of place."""
         device = self.device
+        if device.problem:
+            self.log(f"repairing the device state: {device.repair()}")
+            return self._health_and_settle() if device.state["trial"] else None
         active, trial, committed = device.active_slot(), device.state.get("trial"), device.state.get("committed")
         if trial and active == trial["slot"]:
             self.log(f"recovering: trial of {trial['bundle']} was interrupted; checking it again")
@@ -394,12 +407,15 @@ class Agent:
         from edgec.cloud_sync.fleet import write_report
         from edgec.cloud_sync.store import StoreUnavailable
 
-        if outcome.state in ("unreachable", "skipped", "no_release"):
+        state = self.device.state
+        repaired = state.get("state_repaired")
+        if outcome.state == "unreachable" or (outcome.state in ("skipped", "no_release") and not repaired):
             return
-        committed = self.device.state.get("committed") or {}
+        committed = state.get("committed") or {}
         report = {"device_id": self.config.device_id, "channel": self.config.channel, "state": outcome.state,
                   "release": outcome.release, "bundle": outcome.bundle, "active": committed.get("sha256"),
-                  "latency_ms": outcome.latency_ms, "error": outcome.error, "failed": dict(self.device.state["failed"])}
+                  "latency_ms": outcome.latency_ms, "error": outcome.error, "failed": dict(state["failed"]),
+                  "state_repaired": repaired}
         fingerprint = json.dumps(report, sort_keys=True)
         if outcome.state == "up_to_date" and fingerprint == self.device.state.get("last_report"):
             return
@@ -409,12 +425,13 @@ class Agent:
         except StoreUnavailable as exc:
             self.log(f"could not write the report: {exc.message}")
             return
-        self.device.state["last_report"] = fingerprint
+        state["last_report"], state["state_repaired"] = fingerprint, None  # a repair is reported once
         self.device.save()
 
 
 EXIT_FOR = {"committed": 0, "up_to_date": 0, "no_release": 0, "skipped": 0, "rolled_back": EXIT_ACCURACY,
-            "refused": EXIT_INTEGRITY, "failed": EXIT_INTEGRITY, "unreachable": EXIT_INTEGRITY}
+            "refused": EXIT_INTEGRITY, "failed": EXIT_INTEGRITY, "unreachable": EXIT_INTEGRITY,
+            "download_failed": EXIT_INTEGRITY}
 
 
 def run(config: AgentConfig) -> int:

@@ -1,30 +1,36 @@
 """Device reports in the store and the fleet summary built from them. Standard library only.
 
 After each update attempt an agent replaces ``reports/<device_id>.json`` with a small JSON object:
-``device_id``, ``channel``, ``state`` (committed, up_to_date, rolled_back, failed, refused), ``release``
-(sha256 the report is about), ``bundle``, ``active`` (sha256 running now, or null), ``latency_ms``,
-``error``, ``failed`` (sha256 -> reason for every release that failed its health check on this device)
-and ``time``. Reports are not signed: they feed the rollout's abort rule and the fleet view,
+``device_id``, ``channel``, ``state`` (committed, up_to_date, rolled_back, failed, refused,
+download_failed), ``release`` (sha256 the report is about), ``bundle``, ``active`` (sha256 running now, or
+null), ``latency_ms``, ``error``, ``failed`` (sha256 -> reason for every release that failed its health
+check on this device), ``state_repaired`` (null, or how the agent rebuilt an unreadable ``state.json``
+from the slot that still verified) and ``time``. Reports are not signed: they feed the rollout's abort rule and the fleet view,
 never a device's choice of what to install.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from typing import Any
 
 from edgec.cloud_sync import rollout
+from edgec.cloud_sync.names import check_device_id
 from edgec.cloud_sync.store import NotFound, Store
 
 REPORTS = "reports/"
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ATTEMPT_FAILURES = ("failed", "refused", "download_failed")
+"""Report states of an update attempt that failed before the health check (the release never ran here)."""
 
 
 def report_key(device_id: str) -> str:
-    """Store key of a device's latest report."""
-    return f"{REPORTS}{device_id}.json"
+    """Store key of a device's latest report.
+
+    Raises:
+        ConfigError: the id could leave ``reports/`` or is not a device id.
+    """
+    return f"{REPORTS}{check_device_id(device_id, flag=None)}.json"
 
 
 def write_report(store: Store, report: dict[str, Any]) -> None:
@@ -46,7 +52,7 @@ def read_reports(store: Store) -> list[dict[str, Any]]:
 
 
 def summarize(channels: dict[str, dict[str, Any]], reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per channel: current release, rollout, devices per active bundle, report states, failures."""
+    """Per channel: current release, rollout, devices per active bundle, report states, failures, state repairs."""
     summary: dict[str, Any] = {}
     names = sorted(set(channels) | {str(r.get("channel")) for r in reports})
     for name in names:
@@ -62,6 +68,8 @@ def summarize(channels: dict[str, dict[str, Any]], reports: list[dict[str, Any]]
             "states": dict(Counter(str(r.get("state")) for r in mine)),
             "failures": [f for r in sorted(mine, key=lambda r: r["device_id"]) for f in _failures(r, bundles)],
             "abort": evaluation.__dict__ if evaluation else None,
+            "state_repairs": [{"device_id": r["device_id"], "note": r["state_repaired"]}
+                              for r in sorted(mine, key=lambda r: r["device_id"]) if r.get("state_repaired")],
         }
     return summary
 
@@ -73,7 +81,7 @@ def _failures(report: dict[str, Any], bundles: dict[str, str]) -> list[dict[str,
         failed[report.get("release")] = report.get("error")
     found = [{"device_id": report["device_id"], "state": "rolled_back", "bundle": bundles.get(sha, report.get("bundle")),
               "error": reason} for sha, reason in failed.items()]
-    if report.get("state") in ("failed", "refused"):
+    if report.get("state") in ATTEMPT_FAILURES:
         found.append({"device_id": report["device_id"], "state": report["state"], "bundle": report.get("bundle"),
                       "error": report.get("error")})
     return found
@@ -101,4 +109,6 @@ def format_text(summary: dict[str, Any]) -> str:
         lines.append("  states: " + ", ".join(f"{k} x{v}" for k, v in sorted(info["states"].items())))
         for failure in info["failures"]:
             lines.append(f"  {failure['state']} {failure['device_id']} ({failure['bundle']}): {failure['error']}")
+        for repair in info["state_repairs"]:
+            lines.append(f"  state repaired {repair['device_id']}: {repair['note']}")
     return "\n".join(lines) if lines else "no channels and no device reports"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import ServeOptions
 
 
 def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
@@ -23,7 +26,8 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
     serve.add_argument("--workers", type=int, default=1, help="model runs in parallel (inference threads)")
     serve.add_argument("--threads", type=int, default=None, help="intra-op threads of the runtime")
-    serve.add_argument("--max-body-mb", type=float, default=16.0)
+    serve.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (413 above)")
+    _add_limit_flags(serve)
     package = sub.add_parser("package", help="write a Dockerfile and Kubernetes manifests for serving a bundle")
     package.add_argument("bundle", type=Path)
     package.add_argument("--out", type=Path, required=True)
@@ -37,13 +41,13 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 def cmd_serve(args: argparse.Namespace) -> int:
     from edgec.compiler.errors import ConfigError, require
 
-    from .app import ServeOptions, ServerState, create_app
+    from .app import ServerState, create_app, uvicorn_config
     from .host import ModelHost, load_bundle
 
     if args.max_batch < 1 or args.workers < 1 or args.max_wait_ms < 0:
         raise ConfigError("--max-batch and --workers must be at least 1 and --max-wait-ms at least 0")
     uvicorn = require("uvicorn", "serve", "edgec serve")
-    options = ServeOptions(args.max_batch, args.max_wait_ms, args.workers, int(args.max_body_mb * 1024 * 1024))
+    options = _serve_options(args)
     bundle = Path(args.bundle)
     if (bundle / "manifest.json").is_file():
         state = ServerState(ModelHost(load_bundle(bundle, args.threads)), options)
@@ -54,15 +58,54 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         if args.interval <= 0:
             raise ConfigError("--interval must be positive")
-        device_id = args.device_id or f"serve-{socket.gethostname()}"
-        agent = make_agent(args.bundle, device_id, args.state_dir, args.channel, args.trusted_root)
+        from edgec.cloud_sync.names import check_channel, check_device_id
+
+        device_id = check_device_id(args.device_id or f"serve-{socket.gethostname()}")
+        agent = make_agent(args.bundle, device_id, args.state_dir, check_channel(args.channel), args.trusted_root)
         state = ServerState(ModelHost(load_bundle(first_bundle(agent), args.threads)), options)
         state.follow = follower(agent, args.interval)
     host = state.host
     print(f"serving {host.current.bundle_id} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
           f"max wait {args.max_wait_ms} ms)", flush=True)
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(uvicorn_config(create_app(state), options, args.host, args.port))
+    server.run()
+    if not server.started:
+        raise ConfigError(f"could not serve on {args.host}:{args.port} (see uvicorn's message above)")
     return 0
+
+
+def _add_limit_flags(serve: Any) -> None:
+    """Bounds on what a client can make the server hold (README, Security)."""
+    serve.add_argument("--max-decoded-mb", type=float, default=64.0,
+                       help="most MB of arrays one request may decode to (zip bombs get 413)")
+    serve.add_argument("--decode-threads", type=int, default=2, help="request bodies decoded at once, off the event loop")
+    serve.add_argument("--timeout-head", type=float, default=10.0,
+                       help="seconds a connection may take to send a complete request head (then closed)")
+    serve.add_argument("--timeout-body", type=float, default=60.0, help="seconds a request body may take to arrive (408)")
+    serve.add_argument("--timeout-keep-alive", type=int, default=5, help="seconds an idle keep-alive connection stays open")
+    serve.add_argument("--limit-concurrency", type=int, default=256,
+                       help="connections plus requests in flight above which requests get 503")
+    serve.add_argument("--max-head-kb", type=int, default=64, help="largest request head in kB (431 above)")
+
+
+def _serve_options(args: argparse.Namespace) -> ServeOptions:
+    from edgec.compiler.errors import ConfigError
+
+    from .app import ServeOptions
+
+    positive = {"--max-body-mb": args.max_body_mb, "--max-decoded-mb": args.max_decoded_mb,
+                "--decode-threads": args.decode_threads, "--timeout-head": args.timeout_head,
+                "--timeout-body": args.timeout_body, "--timeout-keep-alive": args.timeout_keep_alive,
+                "--limit-concurrency": args.limit_concurrency, "--max-head-kb": args.max_head_kb}
+    bad = [f"{flag} {value}" for flag, value in positive.items() if not value > 0]
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: must be positive")
+    mb = 1024 * 1024
+    return ServeOptions(args.max_batch, args.max_wait_ms, args.workers, int(args.max_body_mb * mb),
+                   max_decoded_bytes=int(args.max_decoded_mb * mb), decode_threads=args.decode_threads,
+                   timeout_head=args.timeout_head, timeout_body=args.timeout_body,
+                   timeout_keep_alive=args.timeout_keep_alive, limit_concurrency=args.limit_concurrency,
+                   max_head_bytes=args.max_head_kb * 1024)
 
 
 def cmd_package(args: argparse.Namespace) -> int:
