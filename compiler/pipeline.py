@@ -5,7 +5,6 @@ parity against the FP32 reference -> bundle written atomically.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
 from edgec.calibration.readers import ImagePreprocess, read_path
-from edgec.compiler import __version__, mixed_precision, parity
+from edgec.compiler import __version__, mixed_precision, outdir, parity
 from edgec.compiler.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
 from edgec.compiler.cache import StageCache, cache_key, default_cache_dir
 from edgec.compiler.config import BuildConfig
@@ -33,6 +32,7 @@ from edgec.compiler.errors import (
 from edgec.compiler.importers.base import Feed, ImportResult, find_importer
 from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
 from edgec.compiler.planner import PassStep, conversion_steps, float_steps, prune_steps
+from edgec.compiler.synthetic import check_sample_size, synthetic_feeds
 from edgec.compiler.types import ModelArtifact, TensorSpec
 from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
 
@@ -41,8 +41,6 @@ SHIM_DIR = "edgec_shim"
 LAYERS = "layers.json"
 BUDGET_SAMPLES = 128
 """Calibration samples used to measure the metric of ``--max-drop`` when no ``--eval`` is given."""
-SYNTHETIC_DIM = 16
-"""Size used for dynamic non-batch dims of synthetic golden inputs."""
 
 
 @dataclass(frozen=True)
@@ -85,15 +83,12 @@ def build(config: BuildConfig, log: Log = lambda m: None,
     target.check_options(config.target_options)
     target.check_available()
     importer = find_importer(config.source)
-    out_created = not config.out.exists()
-    if config.out.exists() and not config.out.is_dir():
-        raise ConfigError(f"--out {config.out} exists and is not a directory")
+    created = outdir.prepare(config.out)  # before any import: an unusable --out fails in a second, not after calibrating
     cache = StageCache(config.cache_dir or default_cache_dir(), enabled=config.cache, scratch=Path(tempfile.mkdtemp(prefix="edgec-")))
     try:
         return _build(config, target, importer, cache, log, before_publish)
     except BaseException:
-        if out_created and config.out.is_dir() and not any(config.out.iterdir()):
-            config.out.rmdir()
+        outdir.remove_created(config.out, created)
         raise
     finally:
         if cache.scratch is not None:
@@ -104,11 +99,15 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
            before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BuildOutcome:
     log(f"importing {config.source}")
     imported = importer.load(config.source, cache, log)
+    if config.calib is None:  # golden inputs will be drawn: size them before any pass runs
+        check_sample_size(imported.artifact.inputs, config.input_max_mb, config.input_shapes)
     name = config.name or imported.name
     suffix = target.bundle_suffix(PrecisionRequest(config.precision, config.int8_mode, options=config.target_options))
     final = config.out / f"{name}-{target.name}-{config.precision}{suffix}"
+    restored = outdir.recover(final, log)
     if final.exists() and not config.force:
-        raise ConfigError(f"output bundle {final} already exists", hint="remove it, pick another --out, or pass --force")
+        why = " (restored: a build --force was killed before it finished replacing it)" if restored else ""
+        raise ConfigError(f"output bundle {final} already exists{why}", hint="remove it, pick another --out, or pass --force")
     toolchain = _toolchain(target, importer)
     records: list[dict[str, Any]] = []
     source_art = _run_steps(prune_steps(config, imported.artifact.format), imported.artifact, None, cache, toolchain, records, log)
@@ -116,7 +115,7 @@ def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache
     float_art = _run_steps(conversions + float_steps(config, route), source_art, None, cache, toolchain, records, log)
     calibration = _calibration(config, float_art, log)
     request = PrecisionRequest(config.precision, config.int8_mode, calibration, options=config.target_options)
-    golden_in = _golden_inputs(calibration, float_art.inputs, config.golden_samples)
+    golden_in = _golden_inputs(calibration, float_art.inputs, config)
     log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
     golden_out = importer.reference(source_art, golden_in)  # after pruning: the model the user asked for
     extras: dict[str, Any] = {"files": {}, "manifest": {"input_stats": calibration.summary()} if calibration else {}}
@@ -197,7 +196,7 @@ def _budget_feeds(config: BuildConfig, float_art: ModelArtifact, calibration: Ca
     if config.metric == "accuracy":
         if config.eval is None:
             raise ConfigError("--metric accuracy needs --eval DATA.npz (model inputs plus a 'labels' array)")
-        raw = read_path(config.eval, float_art.inputs, None)
+        raw = read_path(config.eval, float_art.inputs, None, max_bytes=config.calib_max_mb << 20)
         if "labels" not in raw:
             raise CalibrationError(f"--eval {config.eval} has no 'labels' array; expected inputs plus labels")
         data = CalibrationSet.from_arrays(raw, float_art.inputs, source=str(config.eval))
@@ -257,28 +256,16 @@ def _calibration(config: BuildConfig, artifact: ModelArtifact, log: Log) -> Cali
     if config.calib is None:
         return None
     preprocess = ImagePreprocess.parse(config.calib_preprocess) if config.calib_preprocess else None
-    calib = load_calibration(config.calib, artifact.inputs, method=config.calib_method, samples=config.calib_samples, preprocess=preprocess)
+    calib = load_calibration(config.calib, artifact.inputs, method=config.calib_method, samples=config.calib_samples, preprocess=preprocess,
+                              max_bytes=config.calib_max_mb << 20)
     log(f"calibration: {len(calib)} samples from {config.calib} (digest {calib.digest[:12]})")
     return calib
 
 
-def _golden_inputs(calibration: CalibrationSet | None, inputs: tuple[TensorSpec, ...], count: int) -> list[Feed]:
+def _golden_inputs(calibration: CalibrationSet | None, inputs: tuple[TensorSpec, ...], config: BuildConfig) -> list[Feed]:
     if calibration is not None:
-        return list(calibration.feeds(count))
-    rng = np.random.default_rng(0)
-    return [{spec.name: _synthetic(spec, rng) for spec in inputs} for _ in range(count)]
-
-
-def _synthetic(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    shape = tuple(d if isinstance(d, int) else (1 if i == 0 else SYNTHETIC_DIM) for i, d in enumerate(spec.shape))
-    dtype = np.dtype(spec.dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return np.ones(shape, dtype)
-    if "mask" in spec.name.lower():
-        return np.ones(shape, dtype)
-    return rng.integers(0, 100, size=shape).astype(dtype)
+        return list(calibration.feeds(config.golden_samples))
+    return synthetic_feeds(inputs, config.golden_samples, config.input_max_mb)
 
 
 def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artifact: ModelArtifact, final: Path,
@@ -286,7 +273,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
               records: list[dict[str, Any]], toolchain: dict[str, str], log: Log, extras: dict[str, Any],
               before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BundleManifest:
     config.out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=config.out))
+    staging = outdir.staging_dir(final)
     work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
     try:
         exported = _export(target, artifact, staging, request, work, final, log, extras.get("exported"))
@@ -317,7 +304,7 @@ def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artif
         (staging / MANIFEST).write_text(manifest.dumps())
         if before_publish is not None:
             before_publish(staging, manifest)
-        _publish(staging, final, config.force)
+        outdir.publish(staging, final, config.force)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -410,17 +397,3 @@ def _gate(config: BuildConfig, measured: dict[str, Any]) -> None:
             f"output {worst[0]!r} has cosine {worst[1]['cosine']:.6f} to the FP32 reference, below the required {minimum}; "
             "no bundle written"
         )
-
-
-def _publish(staging: Path, final: Path, force: bool) -> None:
-    if final.exists():
-        if not force:
-            raise ConfigError(f"output bundle {final} already exists", hint="pass --force to replace it")
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
-    staging_mode = 0o755
-    os.chmod(final, staging_mode)
