@@ -9,25 +9,43 @@ the shim had a command line falls back to the installed ``edgec.runtime_shims``.
 the sibling among the results, else the bundle ``NAME-TARGET-fp32`` beside it on disk, which is then
 benchmarked too. :func:`check_speedup` is the same check for ``edgec build --require-speedup``, and
 :func:`speedup_gate` makes the callback the build runs on the staged bundle before publishing it.
+
+A bundle whose runtime cannot execute on this host (Core ML off macOS, a runtime that is not installed:
+the shim exits 3 while loading the model) is not an error of the whole run: :func:`bench_or_skip` turns it
+into a *not run* entry that says why, and the other bundles are still measured. Only when nothing at all
+was measured does ``edgec bench`` fail (:func:`require_some_result`, exit 3).
+
+The host adds what it knows from the bundle on disk to each result it measured: ``model_bytes`` as the
+manifest counts it (every model file, e.g. openvino's ``.xml`` and ``.bin``), and, per class-score output,
+the golden top-1 agreement as counts (``top1_agree`` of ``top1_rows``) with ``near_ties``: golden rows whose
+FP32 top-two margin is within twice the measured ``max_abs`` error, the only rows where the bundle's top
+class can differ from FP32's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import AccuracyGateError, ConfigError, EdgecError
+import numpy as np
+
+from edgec.compiler.errors import EXIT_MISSING_DEPENDENCY, AccuracyGateError, ConfigError, EdgecError
 
 SHIM_DIR = "edgec_shim"
 FP32 = "fp32"
 DEFAULT_TIMEOUT_S = 600
+SHIM_LOAD_ERROR = "edgec_shim: error: "
+"""How the shim's last stderr line starts when loading the model failed (its exit code is then 3)."""
 
 
 class ShimFailed(EdgecError):
@@ -38,6 +56,23 @@ class ShimFailed(EdgecError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class NotRunHere(ShimFailed):
+    """The bundle's runtime cannot execute on this host: the shim exited 3 while loading the model."""
+
+    family = "missing dependency"
+
+    def __init__(self, bundle: Path, reason: str) -> None:
+        super().__init__(f"{bundle}: {reason}", EXIT_MISSING_DEPENDENCY)
+        self.reason = reason
+
+
+class NothingRan(EdgecError):
+    """No bundle could be measured: every one was *not run* here (exit code 3)."""
+
+    exit_code = EXIT_MISSING_DEPENDENCY
+    family = "missing dependency"
 
 
 class SpeedupGateError(AccuracyGateError):
@@ -126,7 +161,9 @@ def bench_bundle(bundle: Path, options: BenchOptions) -> dict[str, Any]:
 
     Raises:
         ConfigError: not a bundle.
+        NotRunHere: the bundle's runtime cannot execute on this host.
         ShimFailed: the shim exited non-zero or printed no JSON (its last stderr line is quoted).
+        IntegrityError: the manifest is not a valid edgec manifest.
     """
     check_bundle_path(bundle)
     command, env = shim_command(bundle)
@@ -137,12 +174,116 @@ def bench_bundle(bundle: Path, options: BenchOptions) -> dict[str, Any]:
         raise ShimFailed(f"benchmarking {bundle} took longer than {options.timeout_s:g}s", 1) from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+        if proc.returncode == EXIT_MISSING_DEPENDENCY and last.startswith(SHIM_LOAD_ERROR):
+            raise NotRunHere(bundle, last.removeprefix(SHIM_LOAD_ERROR))
         raise ShimFailed(f"{bundle}: {last.removeprefix('edgec_shim: ')}", proc.returncode or 1)
     try:
         result: dict[str, Any] = json.loads(proc.stdout)
     except json.JSONDecodeError:
         raise ShimFailed(f"{bundle}: the shim printed no JSON result", 1) from None
+    return add_host_facts(result, bundle)
+
+
+def bench_or_skip(bundle: Path, options: BenchOptions) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(result, None)``, or ``(None, not_run_entry)`` when the bundle cannot run on this host.
+
+    Raises:
+        ConfigError, ShimFailed, IntegrityError: as :func:`bench_bundle`, for bundles that could run.
+    """
+    try:
+        return bench_bundle(bundle, options), None
+    except NotRunHere as exc:
+        return None, not_run_entry(bundle, exc.reason, options.device)
+
+
+def not_run_entry(bundle: Path, reason: str, label: str | None = None) -> dict[str, Any]:
+    """A report's ``not_run`` entry: the bundle (sizes from its manifest), this host, and why.
+
+    Raises:
+        IntegrityError: the manifest is not a valid edgec manifest.
+    """
+    device = {"label": label or platform.node() or "unknown", "system": platform.system(),
+              "release": platform.release(), "machine": platform.machine(), "python": platform.python_version()}
+    return {"bundle": bundle_facts(bundle), "device": device, "reason": " ".join(reason.split()),
+            "exit_code": EXIT_MISSING_DEPENDENCY}
+
+
+def bundle_facts(bundle: Path) -> dict[str, Any]:
+    """Name, target, precision, path and sizes of a bundle on disk, as a result's ``bundle`` holds them.
+
+    Raises:
+        IntegrityError: the manifest is not a valid edgec manifest.
+    """
+    from edgec.compiler.bundle import MANIFEST, load_manifest
+
+    manifest = load_manifest(bundle)
+    return {"name": manifest.name, "target": manifest.target, "precision": manifest.precision,
+            "path": str(bundle.resolve()), "model_file": manifest.model_file, "model_bytes": manifest.model_bytes(),
+            "bundle_bytes": sum(f.size for f in manifest.files),
+            "manifest_sha256": hashlib.sha256((bundle / MANIFEST).read_bytes()).hexdigest()}
+
+
+def add_host_facts(result: dict[str, Any], bundle: Path) -> dict[str, Any]:
+    """The shim's result with the model size as the manifest counts it and golden top-1 agreement as counts.
+
+    A bundle carries the shim it was built with, and older shims counted only the file named
+    ``model_file`` (openvino's ``.xml`` without its ``.bin``); the manifest's count is the one tables use.
+
+    Raises:
+        IntegrityError: the manifest is not a valid edgec manifest.
+    """
+    from edgec.compiler.bundle import load_manifest
+
+    manifest = load_manifest(bundle)
+    result["bundle"]["model_bytes"] = manifest.model_bytes()
+    outputs = (result.get("parity") or {}).get("outputs") or {}
+    scored = {name: m for name, m in outputs.items() if "top1_agreement" in m}
+    golden = _golden_outputs(bundle, manifest.golden) if scored else {}
+    for name, metrics in scored.items():
+        if name in golden and golden[name].ndim >= 2:
+            metrics.update(agreement_counts(golden[name], float(metrics["top1_agreement"]), float(metrics["max_abs"])))
     return result
+
+
+def agreement_counts(reference: np.ndarray, agreement: float, max_abs: float) -> dict[str, int]:
+    """``top1_agree`` of ``top1_rows`` golden rows, and ``near_ties``: rows whose FP32 top-two margin is at
+    most ``2 * max_abs``. Each score moves by at most ``max_abs``, so only near-ties can change class."""
+    rows = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    top2 = np.sort(rows, axis=1)[:, -2:]
+    margins = top2[:, 1] - top2[:, 0]
+    return {"top1_rows": len(rows), "top1_agree": round(agreement * len(rows)),
+            "near_ties": int(np.sum(margins <= 2 * max_abs))}
+
+
+def _golden_outputs(bundle: Path, name: str) -> dict[str, np.ndarray]:
+    """``outputs/NAME`` arrays of the bundle's golden file; empty when it is not a plain file inside the bundle."""
+    path = bundle / name
+    root = bundle.resolve()
+    if path.is_symlink() or not path.resolve().is_relative_to(root) or not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("outputs/")}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return {}
+
+
+def require_some_result(results: list[dict[str, Any]], not_run: list[dict[str, Any]]) -> None:
+    """Raise :class:`NothingRan` when bundles were given but none could be measured.
+
+    Raises:
+        NothingRan: no results and at least one *not run* entry, naming each bundle and why (exit 3).
+    """
+    if results or not not_run:
+        return
+    reasons: dict[str, list[str]] = {}
+    for entry in sorted(not_run, key=lambda e: _label(e)):
+        reasons.setdefault(str(entry["reason"]), []).append(_label(entry))
+    why = "; ".join(f"{', '.join(labels)}: {reason}" for reason, labels in reasons.items())
+    count = len(not_run)
+    raise NothingRan(f"none of the {count} bundle{'s' * (count != 1)} could run on this host ({why})",
+                     hint="benchmark them where their runtime runs (python -m edgec_shim bench) and add the "
+                          "results with --merge")
 
 
 def bench_all(bundles: Iterable[Path], options: BenchOptions,

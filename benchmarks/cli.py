@@ -5,6 +5,10 @@ Examples::
     edgec bench bundles/digits-onnx-fp32 bundles/digits-onnx-int8 --eval eval.npz --out report/
     edgec bench bundles/*-int8 --require-speedup            # exit 7 when int8 is not faster than fp32
     edgec bench --merge results/*.json --out report/        # results printed by edgec_shim on devices
+
+A bundle whose runtime cannot execute on this host (Core ML off macOS, a runtime that is not installed)
+gets a row saying why ("not run: ...") and the others are still measured. The exit code is 0 when every
+bundle that could run was measured; 3 (missing dependency) when none could, after writing the report.
 """
 
 from __future__ import annotations
@@ -58,18 +62,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.require_speedup is not None and args.require_speedup <= 0:
         raise ConfigError(f"--require-speedup {args.require_speedup}: expected a factor above 0")
     bundles = [bench.check_bundle_path(b) for b in args.bundle]
-    merged = report.load_results(args.merge)
+    merged, merged_not_run = report.load_merged(args.merge)
     options = bench.BenchOptions(args.runs, args.warmup, args.repeats, args.threads, args.batch, args.eval,
                                  args.device, args.timeout)
-    results = _run_with_progress(bundles, options, quiet=args.quiet) + merged
+    measured, not_run = _run_with_progress(bundles, options, quiet=args.quiet)
+    results, not_run = measured + merged, not_run + merged_not_run
     checks = None
     if args.require_speedup is not None:
         checks, siblings = bench.speedup_checks(results, args.require_speedup, options)
         results += siblings
-    document = report.make_report(results, [c.to_json() for c in checks] if checks is not None else None)
+    document = report.make_report(results, [c.to_json() for c in checks] if checks is not None else None, not_run)
     if args.out:
         write_reports(document, args.out)
     print(report.dumps(document) if args.json else report.to_markdown(document), end="")
+    bench.require_some_result(results, not_run)
     if checks:
         bench.enforce_speedup(checks)
     failures = bench.parity_failures(document["results"])
@@ -78,8 +84,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_with_progress(bundles: list[Path], options: Any, quiet: bool) -> list[dict[str, Any]]:
-    """Benchmark with a rich progress bar on a terminal (stderr); silent otherwise or with --quiet."""
+def _run_with_progress(bundles: list[Path], options: Any, quiet: bool,
+                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Benchmark with a rich progress bar on a terminal (stderr); silent otherwise or with --quiet.
+
+    Returns:
+        The results, and a *not run* entry for each bundle that cannot run on this host.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -90,12 +101,14 @@ def _run_with_progress(bundles: list[Path], options: Any, quiet: bool) -> list[d
     columns = (TextColumn("[bold]bench[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True, disable=not show) as progress:
         task = progress.add_task("", total=len(bundles))
-        results = []
+        results, not_run = [], []
         for bundle in bundles:
             progress.update(task, description=bundle.name)
-            results.append(bench.bench_bundle(bundle, options))
+            result, skipped = bench.bench_or_skip(bundle, options)
+            results += [result] if result is not None else []
+            not_run += [skipped] if skipped is not None else []
             progress.advance(task)
-    return results
+    return results, not_run
 
 
 def write_reports(document: dict[str, Any], out: Path) -> list[Path]:

@@ -7,7 +7,9 @@ One **result** (what ``python -m edgec_shim bench BUNDLE`` prints, per bundle an
     schema_version     1
     kind               "edgec.bench.result"
     bundle             name, target, precision, path (absolute, on the measuring device), model_file,
-                       model_bytes (model files), bundle_bytes (every file in the manifest), manifest_sha256
+                       model_bytes (every model file the manifest lists: openvino xml + bin, an
+                       mlpackage's members; not golden data, layers.json or the shim), bundle_bytes
+                       (every file in the manifest), manifest_sha256
     device             label (--device, default host name), system, release, machine, python, numpy,
                        cpu_count, runtime (e.g. "onnxruntime"), runtime_version (null when unknown)
     config             runs, warmup, repeats, threads (null: runtime default), batch
@@ -20,7 +22,11 @@ One **result** (what ``python -m edgec_shim bench BUNDLE`` prints, per bundle an
     memory             baseline_peak_rss_bytes (before loading), peak_rss_bytes (after the timed
                        runs, before --eval); null where the OS does not say
     parity             measured (false with --no-parity), samples, outputs {NAME: max_abs, mean_abs,
-                       cosine, top1_agreement (class scores only)}, tolerance {NAME: max_abs, min_cosine},
+                       cosine, top1_agreement (class scores only); edgec bench adds, from the
+                       bundle's golden file, top1_agree of top1_rows golden rows and near_ties: the
+                       rows whose FP32 top-two margin is at most 2 * max_abs, the only ones where
+                       the top class can differ)},
+                       tolerance {NAME: max_abs, min_cosine},
                        tolerance_source ("manifest", or "default" when the bundle records none), ok,
                        failures (one string per violation)
     eval               null, or data (file name), samples, output, metric ("top1_accuracy"), value
@@ -32,6 +38,9 @@ A **report** (what ``edgec bench`` writes; ``--merge`` reads results and reports
     results            list of results, sorted by (device label, target, name, precision)
     speedup            null, or a list of {device, quantized, fp32, quantized_p50_ms, fp32_p50_ms,
                        speedup, required, ok} from --require-speedup
+    not_run            bundles that could not run where they were benchmarked (e.g. Core ML off
+                       macOS, a runtime not installed): {bundle (as in a result), device (label,
+                       system, release, machine, python), reason, exit_code (3)}, sorted like results
 
 Fields are only ever added within a schema version; readers must ignore unknown keys.
 """
@@ -54,10 +63,11 @@ EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 MARKERS = {"fp32": "circle", "fp16": "square", "int8": "diamond"}
 
 
-def make_report(results: list[dict[str, Any]], speedup: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """A report document from results (sorted for stable output)."""
-    ordered = sorted(results, key=_sort_key)
-    return {"schema_version": SCHEMA_VERSION, "kind": REPORT_KIND, "results": ordered, "speedup": speedup}
+def make_report(results: list[dict[str, Any]], speedup: list[dict[str, Any]] | None = None,
+                not_run: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A report document from results and *not run* entries (each sorted for stable output)."""
+    return {"schema_version": SCHEMA_VERSION, "kind": REPORT_KIND, "results": sorted(results, key=_sort_key),
+            "speedup": speedup, "not_run": sorted(not_run or [], key=_sort_key)}
 
 
 def dumps(document: dict[str, Any]) -> str:
@@ -71,7 +81,17 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
     Raises:
         ConfigError: a file is missing, not JSON, of an unknown kind or a newer schema version.
     """
+    return load_merged(paths)[0]
+
+
+def load_merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Results, and the reports' *not run* entries, from result or report files (``--merge``).
+
+    Raises:
+        ConfigError: a file is missing, not JSON, of an unknown kind or a newer schema version.
+    """
     results: list[dict[str, Any]] = []
+    not_run: list[dict[str, Any]] = []
     for path in paths:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -84,7 +104,22 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
             raise ConfigError(f"--merge {path}: schema_version {data['schema_version']} is newer than this edgec "
                               f"reads ({SCHEMA_VERSION})", hint="upgrade edgec on this host")
         results.extend([data] if kind == RESULT_KIND else data.get("results", []))
-    return results
+        if kind == REPORT_KIND:
+            not_run.extend(_checked_not_run(path, data.get("not_run") or []))
+    return results, not_run
+
+
+def _checked_not_run(path: Path, entries: Any) -> list[dict[str, Any]]:
+    """A merged report's *not run* entries, each with the fields its table row shows."""
+    def ok(e: Any) -> bool:
+        return (isinstance(e, dict) and isinstance(e.get("bundle"), dict) and isinstance(e.get("device"), dict)
+                and {"name", "target", "precision", "model_bytes"} <= set(e["bundle"]) and "label" in e["device"]
+                and isinstance(e.get("reason"), str) and isinstance(e["bundle"]["model_bytes"], int))
+
+    if not isinstance(entries, list) or not all(ok(e) for e in entries):
+        raise ConfigError(f"--merge {path}: malformed not_run list (expected entries with bundle name, target, "
+                          "precision, model_bytes, device label and reason)")
+    return entries
 
 
 def _sort_key(r: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -106,16 +141,62 @@ def accuracy(r: dict[str, Any]) -> float | None:
     return float(ev["value"]) if ev else None
 
 
+def top1_counts(r: dict[str, Any]) -> tuple[int, int, int | None] | None:
+    """(agree, rows, near_ties or None) of the class-score output that agrees least with FP32 on the golden
+    inputs; None when no output is class scores. Results measured elsewhere without counts give them from
+    ``top1_agreement * samples`` when that is a whole number."""
+    parity = r.get("parity") or {}
+    found = []
+    for m in (parity.get("outputs") or {}).values():
+        if "top1_agree" in m and "top1_rows" in m:
+            found.append((int(m["top1_agree"]), int(m["top1_rows"]), m.get("near_ties")))
+        elif "top1_agreement" in m and parity.get("samples"):
+            agree = float(m["top1_agreement"]) * int(parity["samples"])
+            if abs(agree - round(agree)) < 1e-3:
+                found.append((round(agree), int(parity["samples"]), None))
+    return min(found, key=lambda c: c[0] / c[1] if c[1] else 1.0, default=None)
+
+
+def notes(document: dict[str, Any]) -> list[str]:
+    """Sentences under the table: how to read top-1 counts, why some are low, what to do with bundles not run."""
+    counted = [(r, c) for r in document["results"] if (c := top1_counts(r)) is not None]
+    found = []
+    if counted:
+        found.append("parity: the worst output cosine to the FP32 golden outputs, then top-1 n/m: golden inputs "
+                     "whose top class matches FP32's.")
+    several = len({r["device"]["label"] for r, _ in counted}) > 1
+    low = [f"{_label(r)}{' on ' + str(r['device']['label']) if several else ''}: {agree}/{total} agree"
+           + (f"; {ties} of {total} are near-ties" if ties is not None else "")
+           for r, (agree, total, ties) in counted if agree < total]
+    if low:
+        found.append(f"top-1 agreement below full: {'; '.join(low)}. A near-tie is a golden input on which FP32's "
+                     "top two classes are within 2 x max_abs (the bundle's largest output error) of each other: only "
+                     "there can the top class change, so a flip there is rounding, not lost accuracy. Golden inputs "
+                     "check that the bundle computes what FP32 computes; they are not labelled data: --eval DATA "
+                     "measures accuracy.")
+    if document.get("not_run"):
+        found.append("not run: these bundles' runtimes cannot execute here; benchmark them on a host that runs them "
+                     "(python -m edgec_shim bench BUNDLE > result.json) and add the result with --merge.")
+    return found
+
+
+def _label(r: dict[str, Any]) -> str:
+    b = r["bundle"]
+    return f"{b['name']}-{b['target']}-{b['precision']}"
+
+
 def parity_cell(r: dict[str, Any]) -> str:
-    """``ok 0.999984`` / ``FAIL 0.91`` / ``-``."""
+    """``ok 0.999984`` / ``FAIL 0.91`` / ``-``, then ``, top-1 4/8`` for class scores."""
     cos = min_cosine(r)
     if cos is None:
         return "-"
-    return f"{'ok' if r['parity'].get('ok') else 'FAIL'} {cos:.6f}"
+    counts = top1_counts(r)
+    top1 = f", top-1 {counts[0]}/{counts[1]}" if counts else ""
+    return f"{'ok' if r['parity'].get('ok') else 'FAIL'} {cos:.6f}{top1}"
 
 
 def rows(document: dict[str, Any]) -> list[dict[str, str]]:
-    """Formatted table rows, one per result."""
+    """Formatted table rows: one per result, then one per bundle that was not run (saying why)."""
     table = []
     for r in document["results"]:
         lat, b = r["latency_ms"], r["bundle"]
@@ -131,7 +212,21 @@ def rows(document: dict[str, Any]) -> list[dict[str, str]]:
             "peak RSS": _bytes(rss) if rss else "-", "parity": parity_cell(r),
             "accuracy": f"{100 * acc:.2f}%" if acc is not None else "-",
         })
-    return table
+    return table + [not_run_row(entry) for entry in document.get("not_run") or []]
+
+
+def not_run_row(entry: dict[str, Any]) -> dict[str, str]:
+    """A table row for a bundle that was not run: its size, and the reason in the runtime column."""
+    b = entry["bundle"]
+    row = {"device": str(entry["device"]["label"]), "bundle": str(b["name"]), "target": str(b["target"]),
+           "precision": str(b["precision"]), "runtime": f"not run: {entry['reason']}", "batch": "-",
+           "model size": _bytes(b["model_bytes"])}
+    return {c: row.get(c, "-") for c in COLUMNS}
+
+
+COLUMNS = ("device", "bundle", "target", "precision", "runtime", "batch", "model size", "load ms", "p50 ms", "p90 ms",
+           "p99 ms", "mean ms", "spread", "throughput/s", "peak RSS", "parity", "accuracy")
+"""The table's columns, in order (the keys of every row)."""
 
 
 def _ms(value: float) -> str:
@@ -161,6 +256,7 @@ def to_markdown(document: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Latency is per batch; spread is half the range of the per-round medians relative to their "
                  "median: differences smaller than it are noise.")
+    lines += [f"- {note}" for note in notes(document)]
     for check in document.get("speedup") or []:
         mark = "ok" if check["ok"] else "FAIL"
         lines.append(f"- speedup {mark}: {check['quantized']} {check['quantized_p50_ms']:.4g} ms vs "
@@ -208,6 +304,7 @@ def _html_notes(document: dict[str, Any]) -> str:
              f"{html.escape(c['quantized'])} {c['quantized_p50_ms']:.4g} ms vs {html.escape(c['fp32'])} "
              f"{c['fp32_p50_ms']:.4g} ms on {html.escape(c['device'])} ({c['speedup']:.2f}x)</li>"
              for c in document.get("speedup") or []]
+    items += [f"<li>{html.escape(note)}</li>" for note in notes(document)]
     return f"<ul>{''.join(items)}</ul>" if items else ""
 
 
