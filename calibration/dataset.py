@@ -17,6 +17,7 @@ import numpy as np
 from edgec.compiler.errors import CalibrationError
 from edgec.compiler.types import TensorSpec
 
+from .npyio import DEFAULT_MAX_MB, MIB
 from .readers import ImagePreprocess, read_path
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -108,13 +109,17 @@ def load_calibration(
     samples: int | None = None,
     preprocess: ImagePreprocess | None = None,
     seed: int = 0,
+    max_bytes: int = DEFAULT_MAX_MB * MIB,
 ) -> CalibrationSet:
     """Read calibration data from ``path`` (a .npz, a folder of .npy/.npz, or an image folder).
 
+    At most ``max_bytes`` are decoded (``--calib-max-mb``); sizes are checked before reading.
+
     Raises:
-        CalibrationError: when the data cannot be read or does not match the model inputs.
+        CalibrationError: when the data cannot be read, would decode to more than ``max_bytes``, or does
+            not match the model inputs.
     """
-    raw = read_path(path, inputs, preprocess)
+    raw = read_path(path, inputs, preprocess, max_bytes)
     return CalibrationSet.from_arrays(raw, inputs, source=str(path), method=method, samples=samples, seed=seed)
 
 

@@ -7,18 +7,24 @@ Accepted layouts:
 3. A folder of ``.npy`` files named after the model inputs (``<input>.npy``, first axis = samples), or,
    for a single-input model, one sample per ``.npy`` file (stacked in file-name order).
 4. A folder of images (png, jpg, bmp) for a single image input, with a declared :class:`ImagePreprocess`.
+
+Every read is bounded: what a read may decode (arrays, and images after decoding) is limited to
+``max_bytes`` (``--calib-max-mb``, default 2048), checked against headers and declared sizes before
+anything is inflated or allocated (see :mod:`edgec.calibration.npyio`).
 """
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgec.compiler.errors import CalibrationError, ConfigError, require
 from edgec.compiler.types import TensorSpec
+
+from .npyio import DEFAULT_MAX_MB, MIB, Budget, read_npy, read_npz
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -75,43 +81,31 @@ class ImagePreprocess:
         return cls(**fields)  # type: ignore[arg-type]
 
 
-def read_path(path: Path, inputs: tuple[TensorSpec, ...], preprocess: ImagePreprocess | None) -> dict[str, np.ndarray]:
-    """Raw arrays from a calibration file or folder.
+def read_path(path: Path, inputs: tuple[TensorSpec, ...], preprocess: ImagePreprocess | None,
+              max_bytes: int = DEFAULT_MAX_MB * MIB) -> dict[str, np.ndarray]:
+    """Raw arrays from a calibration file or folder, decoding at most ``max_bytes`` in all.
 
     Raises:
-        CalibrationError: when nothing usable is there or a file cannot be read.
+        CalibrationError: when nothing usable is there, a file cannot be read, or the data would decode
+            to more than ``max_bytes``.
     """
+    budget = Budget(max_bytes)
     if not path.exists():
         raise CalibrationError(f"calibration path {path} does not exist; expected a .npz file or a folder")
     if path.is_file():
         if path.suffix != ".npz":
             raise CalibrationError(f"calibration file {path} is not a .npz; expected a .npz file or a folder")
-        return _read_npz(path)
+        return read_npz(path, budget)
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     by_suffix = {s: [p for p in files if p.suffix.lower() == s] for s in (".npz", ".npy", *IMAGE_SUFFIXES)}
     if by_suffix[".npz"]:
-        return _concat([_read_npz(p) for p in by_suffix[".npz"]], path)
+        return _concat([read_npz(p, budget) for p in by_suffix[".npz"]], path)
     if by_suffix[".npy"]:
-        return _read_npy_folder(by_suffix[".npy"], inputs, path)
+        return _read_npy_folder(by_suffix[".npy"], inputs, path, budget)
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     if images:
-        return _read_images(images, inputs, preprocess or ImagePreprocess(), path)
+        return _read_images(images, inputs, preprocess or ImagePreprocess(), path, budget)
     raise CalibrationError(f"calibration folder {path} is empty; expected .npz, .npy or image files")
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: np.asarray(data[name]) for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise CalibrationError(f"could not read calibration file {path}: {exc}; expected a numpy .npz") from exc
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise CalibrationError(f"could not read calibration file {path}: {exc}; expected a numpy .npy") from exc
 
 
 def _concat(parts: list[dict[str, np.ndarray]], folder: Path) -> dict[str, np.ndarray]:
@@ -124,22 +118,23 @@ def _concat(parts: list[dict[str, np.ndarray]], folder: Path) -> dict[str, np.nd
         raise CalibrationError(f"the .npz files in {folder} do not concatenate: {exc}") from exc
 
 
-def _read_npy_folder(files: list[Path], inputs: tuple[TensorSpec, ...], folder: Path) -> dict[str, np.ndarray]:
+def _read_npy_folder(files: list[Path], inputs: tuple[TensorSpec, ...], folder: Path, budget: Budget) -> dict[str, np.ndarray]:
     names = {spec.name for spec in inputs}
     if all(p.stem in names for p in files):
-        return {p.stem: _read_npy(p) for p in files}
+        return {p.stem: read_npy(p, budget) for p in files}
     if len(inputs) != 1:
         raise CalibrationError(
             f"the .npy files in {folder} are not named after the model inputs "
             f"({', '.join(sorted(names))}); one-sample-per-file folders need a single-input model"
         )
-    samples = [_read_npy(p) for p in files]
+    samples = [read_npy(p, budget) for p in files]
     if len({s.shape for s in samples}) > 1:
         raise CalibrationError(f"the .npy files in {folder} have different shapes; expected one sample per file")
     return {inputs[0].name: np.stack(samples)}
 
 
-def _read_images(files: list[Path], inputs: tuple[TensorSpec, ...], prep: ImagePreprocess, folder: Path) -> dict[str, np.ndarray]:
+def _read_images(files: list[Path], inputs: tuple[TensorSpec, ...], prep: ImagePreprocess, folder: Path,
+                 budget: Budget) -> dict[str, np.ndarray]:
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         raise CalibrationError(f"image calibration ({folder}) needs a model with one 4-D image input")
     spec = inputs[0]
@@ -147,21 +142,24 @@ def _read_images(files: list[Path], inputs: tuple[TensorSpec, ...], prep: ImageP
     channels = spec.shape[1] if layout == "nchw" else spec.shape[3]
     mode = prep.mode or ("l" if channels == 1 else "rgb")
     size = prep.size or _spatial_size(spec, layout, folder)
+    budget.take(len(files) * size[0] * size[1] * (1 if mode == "l" else 3) * 4, f"{len(files)} calibration images in {folder}")
     image_mod = require("PIL.Image", "images", "reading calibration images")
-    arrays = [_load_image(image_mod, p, mode, size) for p in files]
+    arrays = [_load_image(image_mod, p, mode, size, budget) for p in files]
     batch = (np.stack(arrays).astype(np.float32) / prep.scale - np.asarray(prep.mean, np.float32)) / np.asarray(prep.std, np.float32)
     if layout == "nchw":
         batch = batch.transpose(0, 3, 1, 2)
     return {spec.name: np.ascontiguousarray(batch, dtype=np.float32)}
 
 
-def _load_image(image_mod: object, path: Path, mode: str, size: tuple[int, int]) -> np.ndarray:
+def _load_image(image_mod: Any, path: Path, mode: str, size: tuple[int, int], budget: Budget) -> np.ndarray:
     try:
-        with image_mod.open(path) as img:  # type: ignore[attr-defined]
+        with image_mod.open(path) as img:
+            width, height = img.size
+            budget.fits(width * height * 4, f"calibration image {path} ({width}x{height} pixels)")
             img = img.convert("L" if mode == "l" else "RGB").resize((size[1], size[0]))
             arr = np.asarray(img, dtype=np.float32)
-    except OSError as exc:
-        raise CalibrationError(f"could not read calibration image {path}: {exc}") from exc
+    except (OSError, ValueError, image_mod.DecompressionBombError) as exc:
+        raise CalibrationError(f"could not read calibration image {path}: {exc}") from None
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 

@@ -2,6 +2,11 @@
 
 Exit codes: 0 ok, 1 internal error (a bug, with traceback), 2 configuration, 3 missing dependency,
 4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity.
+
+A reader that goes away (``edgec inspect m.onnx --json | head -c 10``) changes nothing but where the rest
+of the output goes: the command runs to its end and exits with its own code, with nothing added on stderr
+(see :class:`_ClosedPipeSafe`). Unlike git (killed by SIGPIPE, exit 141), ``edgec verify a b | head -1``
+still verifies ``b`` and its exit code still says whether it passed.
 """
 
 from __future__ import annotations
@@ -10,14 +15,16 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from edgec.compiler import __version__
 from edgec.compiler.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError
+from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
 
 EXIT_CODES_HELP = """exit codes:
   0 ok, 1 internal error (a bug: please report the traceback), 2 configuration, 3 missing dependency,
@@ -50,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     debug.add_argument("bundle", type=Path)
     debug.add_argument("--reference", type=Path, help="FP32 bundle or .onnx; default: the sibling <name>-<target>-fp32 bundle")
     debug.add_argument("--top", type=int, default=15)
+    debug.add_argument("--out", type=Path, default=None,
+                       help="where to write the JSON report; default <bundle name>.layers.json here (never inside the bundle)")
     debug.add_argument("--json", action="store_true")
     for module in PLUGIN_MODULES:
         if importlib.util.find_spec(module) is not None:
@@ -69,8 +78,12 @@ def _add_build(sub: Any) -> None:
     build.add_argument("--calib-samples", type=int, help="use a deterministic subset of N calibration samples")
     build.add_argument("--calib-method", default="minmax", help="minmax, entropy or percentile; default minmax")
     build.add_argument("--calib-preprocess", help="for image folders: resize=HxW,mean=a/b/c,std=a/b/c,scale=255,layout=nchw|nhwc,mode=rgb|l")
+    build.add_argument("--calib-max-mb", type=int, default=2048, metavar="MB",
+                       help="refuse calibration/eval data that would decode to more than MB MiB; default 2048")
     build.add_argument("--input", action="append", default=[], metavar="NAME:DIMS",
                        help="fix a dynamic input shape, e.g. input:1x3x224x224 (repeatable)")
+    build.add_argument("--input-max-mb", type=int, default=DEFAULT_INPUT_MAX_MB, metavar="MB",
+                       help=f"refuse synthetic golden inputs above MB MiB per sample (all inputs); default {DEFAULT_INPUT_MAX_MB}")
     build.add_argument("--int8-mode", default="auto", help="auto, static or dynamic; default auto")
     build.add_argument("--no-simplify", action="store_true", help="skip the onnxslim clean-up")
     build.add_argument("--golden-samples", type=int, default=8, help="golden inputs stored in the bundle; default 8")
@@ -112,8 +125,9 @@ def _config(args: argparse.Namespace) -> Any:
     options += [("trt_profile", text) for text in args.trt_profile]
     fields = {
         "source": args.source, "target": args.target, "precision": args.precision, "out": args.out,
-        "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples,
+        "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples, "calib_max_mb": args.calib_max_mb,
         "calib_method": args.calib_method, "calib_preprocess": args.calib_preprocess, "input_shapes": shapes,
+        "input_max_mb": args.input_max_mb,
         "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples,
         "min_cosine": args.min_cosine, "target_options": tuple(options), "prune": args.prune, "prune_mode": args.prune_mode, "finetune": args.finetune,
         "report_layers": args.report_layers, "max_drop": args.max_drop,
@@ -167,14 +181,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_debug(args: argparse.Namespace) -> int:
     from edgec.compiler.debug import debug_bundle
 
-    layers, path = debug_bundle(args.bundle, args.reference)
+    layers, path = debug_bundle(args.bundle, args.reference, args.out)
     if args.json:
         print(json.dumps([d.to_json() for d in layers], indent=2))
     else:
         from edgec.compiler.fidelity import format_report
 
         print(format_report(layers, args.top))
-        print(f"written to {path}")
+    print(f"layer report written to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
@@ -227,8 +241,61 @@ PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli", "ed
 ``add_commands(subparsers) -> {name: handler}`` and keeps heavy imports inside the handlers."""
 
 
+class _ClosedPipeSafe:
+    """A stand-in for ``sys.stdout``/``sys.stderr`` that survives its reader going away.
+
+    On the first :class:`BrokenPipeError` the stream's file descriptor is pointed at ``/dev/null``, so what
+    is still buffered, everything written later (by Python or native code) and the interpreter's final
+    flush go nowhere instead of raising. Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._to_devnull()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._to_devnull()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    def _to_devnull(self) -> None:
+        try:
+            fd = self._stream.fileno()
+        except (OSError, ValueError):  # not backed by a file descriptor (an in-memory stream)
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``edgec`` console script; returns the exit code."""
+    """Entry point of the ``edgec`` console script; returns the exit code.
+
+    A closed stdout or stderr pipe does not stop the command or change its exit code (see the module docstring).
+    """
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _ClosedPipeSafe(sys.stdout), _ClosedPipeSafe(sys.stderr)  # type: ignore[assignment]
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from edgec.compiler.errors import ConfigError
+from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
 
 Precision = Literal["fp32", "fp16", "int8"]
 
@@ -25,7 +26,10 @@ class BuildConfig(BaseModel):
         calib_samples: deterministic subset size.
         calib_method: minmax, entropy or percentile.
         calib_preprocess: image preprocessing spec (see :class:`ImagePreprocess`).
+        calib_max_mb: bound, in MiB, on what the calibration (and ``eval``) readers may decode, checked
+            against headers and declared sizes before anything is inflated.
         input_shapes: fixed sizes for dynamic inputs.
+        input_max_mb: bound, in MiB, on one synthetic golden sample (all inputs together), checked before allocating.
         int8_mode: auto, static or dynamic.
         simplify: run the graph clean-up pass.
         golden_samples: how many golden inputs the bundle carries.
@@ -55,7 +59,9 @@ class BuildConfig(BaseModel):
     calib_samples: int | None = None
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calib_preprocess: str | None = None
+    calib_max_mb: int = 2048
     input_shapes: dict[str, tuple[int, ...]] = {}
+    input_max_mb: int = DEFAULT_INPUT_MAX_MB
     int8_mode: Literal["auto", "static", "dynamic"] = "auto"
     simplify: bool = True
     golden_samples: int = 8
@@ -93,7 +99,7 @@ class BuildConfig(BaseModel):
             raise ValueError("must be a fraction in [0, 1), e.g. 0.01 for one point")
         return value
 
-    @field_validator("golden_samples")
+    @field_validator("golden_samples", "input_max_mb", "calib_max_mb")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -124,13 +130,13 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     """Parse ``NAME:1x3x32x32`` into ``("NAME", (1, 3, 32, 32))``.
 
     Raises:
-        ConfigError: when the text is not of that form.
+        ConfigError: when the text is not of that form, or a dim is not in ``[1, 2^63)``.
     """
     name, sep, dims = text.rpartition(":")
     try:
         shape = tuple(int(d) for d in dims.lower().split("x"))
     except ValueError:
         shape = ()
-    if not sep or not name or not shape or any(d < 1 for d in shape):
-        raise ConfigError(f"bad --input {text!r}; expected NAME:DIMxDIM..., e.g. input:1x3x224x224")
+    if not sep or not name or not shape or any(not 1 <= d < 2**63 for d in shape):
+        raise ConfigError(f"bad --input {text!r}; expected NAME:DIMxDIM... with whole dims from 1 to 2^63-1, e.g. input:1x3x224x224")
     return name, shape

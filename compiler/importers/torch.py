@@ -5,8 +5,10 @@ hold ``dynamic_shapes`` (as for ``torch.export.export``) and ``output_names``. T
 with ``torch.export`` and stored as a ``.pt2`` in the stage cache; the ``export_onnx`` pass turns it into
 ONNX for targets that take ONNX.
 
-``.pt2`` files are loaded only after checking that they hold no pickled objects, and with
-``torch.load`` forced to ``weights_only=True``: a model file must never run code on load.
+``.pt2`` files are loaded only after every archive member passed an allow-list of what
+``torch.export.save`` writes for a plain program (no AOTInductor shared objects, no pickles; see
+``_pt2_archive``), and with ``torch.load`` forced to ``weights_only=True``: a model file must never run
+code on load.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import sys
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import numpy as np
 
 from edgec.compiler.cache import StageCache, cache_key
 from edgec.compiler.errors import ConfigError, ExportError, UnsupportedError, require
+from edgec.compiler.importers._pt2_archive import check_pt2_archive
 from edgec.compiler.importers.base import Feed, Importer, ImportResult
 from edgec.compiler.types import FORMAT_PT2, ModelArtifact, TensorSpec, sha256_file
 
@@ -201,6 +204,18 @@ def _spec(torch: Any, name: str, val: Any) -> TensorSpec:
 
 
 @contextlib.contextmanager
+def _quiet_export_log() -> Iterator[None]:
+    """torch.export logs a traceback before re-raising a load error; the one-line ExportError says it."""
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _no_pickle(torch: Any) -> Iterator[None]:
     import pickle
 
@@ -220,31 +235,20 @@ def _no_pickle(torch: Any) -> Iterator[None]:
         torch.load, pickle.loads, torch._C._pickle_load_obj = real_load, real_loads, real_c
 
 
-def _check_archive(path: Path) -> None:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            for name in names:
-                if name.endswith(("_weights_config.json", "_constants_config.json")):
-                    config = json.loads(archive.read(name)).get("config", {})
-                    if any(item.get("use_pickle") or str(item.get("path_name", "")).startswith(("custom_obj", "opaque_obj")) for item in config.values()):
-                        raise ExportError(f"{path} stores pickled weights or objects; edgec refuses to unpickle model files")
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ExportError(f"could not read {path} as a torch.export .pt2 archive ({exc})", hint="re-save it with torch.export.save") from exc
-    if not any("/models/" in n or n.startswith("models/") for n in names):
-        raise ExportError(f"{path} holds no exported program", hint="save it with torch.export.save(ep, path)")
-
-
 def safe_load_pt2(path: Path) -> Any:
     """Load a ``.pt2`` exported program without unpickling anything.
 
+    Every archive member is checked against an allow-list (:func:`check_pt2_archive`) before torch
+    opens the file, so AOTInductor shared objects and pickles are refused before anything is loaded.
+
     Raises:
-        ExportError: the file is not a valid archive or holds pickled objects.
+        ExportError: the file is not a valid archive, holds a member outside the allow-list, or holds
+            pickled objects.
     """
+    check_pt2_archive(path)
     torch = _torch()
-    _check_archive(path)
     try:
-        with _no_pickle(torch):
+        with _no_pickle(torch), _quiet_export_log():
             return torch.export.load(str(path))
     except ExportError:
         raise
