@@ -15,6 +15,22 @@ from typing import Any
 from edgec.compiler.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
+SYNC_MODULES = ("securesystemslib", "cryptography", "tuf", "obstore")
+"""What the ``sync`` extra brings (securesystemslib comes with tuf); signing needs all four."""
+DEVICE_MODULES = ("tuf", "obstore")
+"""What the agent and the read-only commands need."""
+
+
+def require_sync(command: str, modules: tuple[str, ...] = SYNC_MODULES) -> None:
+    """Check the ``sync`` extra is installed before a sync command does anything.
+
+    Raises:
+        MissingDependencyError: one of ``modules`` cannot be imported (exit 3, names ``edgec[sync]``).
+    """
+    from edgec.compiler.errors import require
+
+    for module in modules:
+        require(module, "sync", f"edgec {command}")
 
 
 def add_commands(sub: Any) -> dict[str, Handler]:
@@ -143,6 +159,7 @@ def _abort(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
+    require_sync(f"keys {args.keys_command}", SYNC_MODULES if args.store else SYNC_MODULES[:3])
     if args.keys_command == "init":
         from edgec.cloud_sync.keys import init_keys
         from edgec.cloud_sync.release import new_root
@@ -165,9 +182,11 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from edgec.cloud_sync.publish import check_channel_name, publish
+    from edgec.cloud_sync.names import check_channel
+    from edgec.cloud_sync.publish import publish
 
-    check_channel_name(args.channel)
+    require_sync("publish")
+    check_channel(args.channel)
     if not (args.bundle / "manifest.json").is_file():
         raise ConfigError(f"{args.bundle} is not a bundle directory (no manifest.json)", hint="build one with 'edgec build'")
     if args.latency_budget_ms is not None and args.latency_budget_ms <= 0:
@@ -182,10 +201,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_release(args: argparse.Namespace) -> int:
     from edgec.cloud_sync import rollout
-    from edgec.cloud_sync.publish import change_channel, channels, check_channel_name
+    from edgec.cloud_sync.names import check_channel
+    from edgec.cloud_sync.publish import change_channel, channels
 
+    require_sync(f"release {args.release_command}", DEVICE_MODULES if args.release_command == "list" else SYNC_MODULES)
     if args.release_command == "list":
         return _release_list(args)
+    if args.release_command in ("promote", "rollback"):
+        check_channel(args.channel)
     repo = _repo(args)
     if args.release_command == "refresh":
         from datetime import timedelta
@@ -197,7 +220,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         ts = state.timestamp.signed
         print(f"timestamp version {ts.version} expires {ts.expires.isoformat()}")
         return 0
-    channel = check_channel_name(args.channel)
+    channel = check_channel(args.channel)
     if channel not in channels(repo):
         raise ConfigError(f"no channel {channel!r} in {args.store}")
     action = rollout.promote if args.release_command == "promote" else rollout.rollback
@@ -231,9 +254,11 @@ def _release_list(args: argparse.Namespace) -> int:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     from edgec.cloud_sync import rollout
-    from edgec.cloud_sync.publish import change_channel, check_channel_name, check_rollout
+    from edgec.cloud_sync.names import check_channel
+    from edgec.cloud_sync.publish import change_channel, check_rollout
 
-    channel = check_channel_name(args.channel)
+    require_sync(f"rollout {args.rollout_command}")
+    channel = check_channel(args.channel)
     repo = _repo(args)
     if args.rollout_command == "check":
         evaluation = check_rollout(repo, channel)
@@ -257,6 +282,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from edgec.cloud_sync.release import Repository
     from edgec.cloud_sync.store import open_store
 
+    require_sync("fleet status", DEVICE_MODULES)
     repo = Repository(open_store(args.store), Keyring([]))
     docs = channels(repo) if repo.exists() else {}
     summary = summarize(docs, read_reports(repo.store))
@@ -267,5 +293,6 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 def cmd_agent(args: argparse.Namespace) -> int:
     from edgec.cloud_sync.agent import AgentConfig, run
 
+    require_sync("agent", DEVICE_MODULES)
     config = AgentConfig.from_args(args)
     return run(config)

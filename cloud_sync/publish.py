@@ -34,14 +34,14 @@ def channel_path(channel: str) -> str:
 
 
 def check_channel_name(name: str) -> str:
-    """Channel names are short lowercase identifiers.
+    """Channel names are short identifiers that stay one segment of a store key (see :mod:`edgec.cloud_sync.names`).
 
     Raises:
         ConfigError: anything else.
     """
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "-_" for c in name) or not name[0].isalnum():
-        raise ConfigError(f"bad channel name {name!r}: use letters, digits, '-' and '_' (up to 64)")
-    return name
+    from edgec.cloud_sync.names import check_channel
+
+    return check_channel(name, flag=None)
 
 
 def pack_bundle(bundle: Path) -> bytes:
@@ -163,23 +163,33 @@ def publish(bundle: Path, repo: Repository, channel: str, percent: float = 100.0
 def open_repository(store_url: str, keys_dir: Path, root_keys_dir: Path | None = None, create: bool = False) -> Repository:
     """A :class:`Repository` over a store with the keys in ``keys_dir``; ``create`` initialises an empty store.
 
+    The store's metadata is checked at once (before anything is uploaded) against the trusted root
+    ``keys_dir/root.json`` and the versions this publisher has seen there (``keys_dir/seen.json``).
+
     Raises:
         ConfigError: no keys, or the store has no repository and ``create`` is False.
+        IntegrityError: the store's metadata is not the trusted root's, or older than seen before.
     """
+    from edgec.cloud_sync.release import read_root
+    from edgec.cloud_sync.seen import SeenRecord
     from edgec.cloud_sync.store import open_store
 
     ring = Keyring.load(keys_dir, root_keys_dir)
-    repo = Repository(open_store(store_url), ring)
-    if not repo.exists():
-        anchor = keys_dir / "root.json"
-        if not create:
-            raise ConfigError(f"no release repository in {store_url}", hint="publish a bundle there first")
-        if not anchor.is_file():
-            raise ConfigError(f"{store_url} holds no release repository and {anchor} does not exist",
-                              hint="run 'edgec keys init --keys DIR' first")
-        from tuf.api.metadata import Metadata
-
-        repo.initialize(Metadata.from_bytes(anchor.read_bytes()))
+    anchor = keys_dir / "root.json"
+    seen = SeenRecord(keys_dir, store_url) if keys_dir.is_dir() else None
+    repo = Repository(open_store(store_url), ring, anchor=anchor if anchor.is_file() else None, seen=seen)
+    known = seen.versions() if seen is not None else {}  # read before the store, see edgec.cloud_sync.seen
+    if repo.exists():
+        repo.load()
+        return repo
+    if seen is not None:
+        seen.check_absent(known)
+    if not create:
+        raise ConfigError(f"no release repository in {store_url}", hint="publish a bundle there first")
+    if not anchor.is_file():
+        raise ConfigError(f"{store_url} holds no release repository and {anchor} does not exist",
+                          hint="run 'edgec keys init --keys DIR' first")
+    repo.initialize(read_root(anchor))
     return repo
 
 

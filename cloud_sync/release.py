@@ -13,6 +13,12 @@ change to a copy of the targets metadata, writes targets and snapshot at fresh v
 version already taken by a concurrent or interrupted writer is skipped: TUF only needs versions to
 grow) and then swaps the timestamp. When the swap loses, the whole change is applied again to the new
 state, so two racing publishers both land. Objects a loser left behind are never referenced.
+
+A publisher never signs on top of older metadata than it has seen: :meth:`Repository.load` checks the
+store's root v1 against the trusted root kept with the keys, each role against the length, hashes and
+version that the role above it names (as a TUF client does), and every version against the publisher's
+:class:`~edgec.cloud_sync.seen.SeenRecord`, which it then advances. Expiry is not checked: renewing
+expired metadata is the publisher's job.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.cloud_sync.keys import ROLES, Keyring
+from edgec.cloud_sync.seen import SeenRecord
 from edgec.cloud_sync.store import Conflict, NotFound, Store
 from edgec.compiler.errors import ConfigError, IntegrityError
 
@@ -63,6 +70,11 @@ class RepoState:
     fresh: bool = False
     """True before the first commit: nothing is stored yet, versions start at 1."""
 
+    def versions(self) -> dict[str, int]:
+        """The version of each role."""
+        return {role: int(md.signed.version) for role, md in
+                (("root", self.root), ("timestamp", self.timestamp), ("snapshot", self.snapshot), ("targets", self.targets))}
+
 
 class Repository:
     """Publisher-side access to the TUF repository in a store.
@@ -71,12 +83,18 @@ class Repository:
         store: where the repository lives.
         keyring: private keys; only the roles a change signs need to be present.
         expiry: lifetime per role (defaults: :data:`EXPIRY`).
+        anchor: the trusted root file (``root.json`` from ``edgec keys init``); the store's
+            ``1.root.json`` must be this root.
+        seen: the versions this publisher has seen in the store; checked and advanced on every load.
     """
 
-    def __init__(self, store: Store, keyring: Keyring, expiry: dict[str, timedelta] | None = None) -> None:
+    def __init__(self, store: Store, keyring: Keyring, expiry: dict[str, timedelta] | None = None,
+                 anchor: Path | None = None, seen: SeenRecord | None = None) -> None:
         self.store = store
         self.keyring = keyring
         self.expiry = {**EXPIRY, **(expiry or {})}
+        self.anchor = anchor
+        self.seen = seen
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -102,6 +120,9 @@ class Repository:
             raise IntegrityError(f"no release repository in {self.store.url}",
                                  hint="run 'edgec keys init --store URL' or 'edgec publish' first") from None
         _verify(root, "root", root)
+        if self.anchor is not None and root != read_root(self.anchor):
+            raise IntegrityError(f"{self.store.url}: {META}1.root.json is not the trusted root {self.anchor}",
+                                 hint="the store holds another repository, or someone replaced its root")
         chain = [root]
         while True:
             try:
@@ -114,13 +135,15 @@ class Repository:
             chain.append(newer)
 
     def load(self) -> RepoState:
-        """The committed state, each role verified against the root.
+        """The committed state, each role verified against the root and the role that names it, and
+        checked against (then recorded in) the versions this publisher has seen.
 
         Raises:
-            IntegrityError: missing or badly signed metadata.
+            IntegrityError: missing, badly signed, mismatched or rolled-back metadata.
         """
         from tuf.api.metadata import Metadata
 
+        seen = self.seen.versions() if self.seen is not None else {}  # before the store is read
         chain = self.root_chain()
         root = chain[-1]
         try:
@@ -129,19 +152,38 @@ class Repository:
             raise IntegrityError(f"{self.store.url} has a root but no timestamp metadata") from None
         timestamp: Any = Metadata.from_bytes(ts_bytes)
         _verify_chain(chain, "timestamp", timestamp)
-        snapshot = self._load_role(chain, "snapshot", timestamp.signed.snapshot_meta.version)
-        targets = self._load_role(chain, "targets", snapshot.signed.meta["targets.json"].version)
-        return RepoState(root, targets, snapshot, timestamp, token)
+        snapshot = self._load_role(chain, "snapshot", timestamp.signed.snapshot_meta)
+        targets = self._load_role(chain, "targets", snapshot.signed.meta["targets.json"])
+        state = RepoState(root, targets, snapshot, timestamp, token)
+        self._witness(state, seen)
+        return state
 
-    def _load_role(self, chain: list[Any], role: str, version: int) -> Any:
+    def _load_role(self, chain: list[Any], role: str, meta: Any) -> Any:
+        """The role's metadata that ``meta`` (a ``MetaFile``) names: its length, hashes and version."""
+        from tuf.api.exceptions import LengthOrHashMismatchError
         from tuf.api.metadata import Metadata
 
+        name = f"{meta.version}.{role}.json"
         try:
-            md = Metadata.from_bytes(self.store.get(META + f"{version}.{role}.json"))
+            data = self.store.get(META + name)
         except NotFound:
-            raise IntegrityError(f"{self.store.url}: {version}.{role}.json is referenced but missing") from None
+            raise IntegrityError(f"{self.store.url}: {name} is referenced but missing") from None
+        try:
+            meta.verify_length_and_hashes(data)
+        except LengthOrHashMismatchError as exc:
+            raise IntegrityError(f"{self.store.url}: {name} does not match the length and hashes that signed metadata "
+                                 f"names ({exc}); someone replaced it") from None
+        md = Metadata.from_bytes(data)
         _verify_chain(chain, role, md)
+        if md.signed.version != meta.version:
+            raise IntegrityError(f"{self.store.url}: {name} holds {role} version {md.signed.version}; someone replaced it")
         return md
+
+    def _witness(self, state: RepoState, seen: dict[str, int]) -> None:
+        """Refuse a state older than this publisher had seen before reading it, then remember it."""
+        if self.seen is not None:
+            self.seen.check(state.versions(), seen)
+            self.seen.record(state.versions())
 
     def read_target(self, targets: Any, path: str) -> bytes | None:
         """A target's bytes (from the ``Targets`` payload ``targets``), checked against its length and
@@ -181,7 +223,12 @@ class Repository:
 
         Raises:
             ConfigError: the store already has a different root.
+            IntegrityError: this publisher has seen a repository in this store before (it was emptied).
         """
+        if self.seen is not None:
+            seen = self.seen.versions()
+            if not self.exists():
+                self.seen.check_absent(seen)
         data = root_md.to_bytes()
         if not self.store.put_new(META + "1.root.json", data) and self.store.get(META + "1.root.json") != data:
             raise ConfigError(f"{self.store.url} already holds a release repository with another root",
@@ -207,10 +254,14 @@ class Repository:
             targets = copy.deepcopy(state.targets)
             change(targets.signed)
             try:
-                return self._write(state, targets, expires or {})
+                written = self._write(state, targets, expires or {})
             except Conflict:
                 initial_root = None
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+                continue
+            if self.seen is not None:
+                self.seen.record(written.versions())
+            return written
         raise IntegrityError(f"could not commit to {self.store.url}: {COMMIT_ATTEMPTS} concurrent writers got there first")
 
     def refresh_timestamp(self, expires: datetime | None = None) -> RepoState:
@@ -283,6 +334,24 @@ class Repository:
         for signer in signers:
             timestamp.sign(signer, append=True)
         self.store.put_if(META + "timestamp.json", timestamp.to_bytes(), state.token)
+
+
+def read_root(path: Path) -> Any:
+    """The root metadata in a ``root.json`` file (not verified here).
+
+    Raises:
+        IntegrityError: the file is not root metadata.
+    """
+    from tuf.api.metadata import Metadata, Root
+    from tuf.api.serialization import DeserializationError
+
+    try:
+        md = Metadata.from_bytes(path.read_bytes())
+    except (OSError, DeserializationError) as exc:
+        raise IntegrityError(f"{path} is not a readable root metadata file: {exc}") from None
+    if not isinstance(md.signed, Root):
+        raise IntegrityError(f"{path} holds {md.signed.type} metadata, not root")
+    return md
 
 
 def _after(state: RepoState, md: Any) -> int:
