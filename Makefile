@@ -3,8 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.edgec-installed
+DEMO_STAMP := $(VENV)/.edgec-demo-installed
+# What `make demo` installs: the toolchains of the targets it builds (tensorrt bundles need only onnx here), torch
+# to train, scikit-learn for the digits, sync for the `edgec publish` it suggests. No test or dev tools.
+# tensorflow-cpu (tflite, 1.3 GB) and torch (0.8 GB) are most of it: `make demo DEMO_EXTRAS=torch,onnx,openvino,sync`
+# installs less, and the demo's table then says which targets were not built and what would install them.
+DEMO_EXTRAS ?= torch,onnx,openvino,tflite,coreml,sync
+# The demo reuses the full install (`make test`'s) where it exists, else installs only what it needs
+DEMO_INSTALL := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 
-.PHONY: demo test lint typecheck unit clean chromium
+.PHONY: demo demo-install test lint typecheck unit clean chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +29,17 @@ chromium:
 	command -v chromium >/dev/null || (command -v apt-get >/dev/null && (apt-get install -y --no-install-recommends chromium \
 		|| (apt-get update && apt-get install -y --no-install-recommends chromium))) || echo "chromium not installed: the HTML report test will skip"
 
-demo: $(STAMP)
+$(DEMO_STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(DEMO_EXTRAS)]' 'scikit-learn>=1.4'
+	# onnx2tf imports tf_keras, whose metadata asks for tensorflow (not tensorflow-cpu): install it alone
+	$(BIN)/python -m pip install --quiet --no-deps 'tf-keras==2.21.0'
+	touch $(DEMO_STAMP)
+
+demo-install: $(DEMO_INSTALL)
+
+demo: $(DEMO_INSTALL)
 	$(BIN)/python -m edgec.benchmarks.demo
 
 lint: $(STAMP)

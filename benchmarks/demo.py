@@ -1,107 +1,214 @@
-"""The demo (``make demo``): train the digits CNN, build it for every available target at fp32 and int8,
-verify each bundle, and print a table of size, parity, held-out accuracy and latency.
+"""The demo (``make demo``): why compiling for a target and a precision matters, on a model where it shows.
 
-Each build is what ``edgec build`` runs; the equivalent command lines are printed as they run.
+It trains :mod:`~edgec.benchmarks.zoo.digits_wide` (a 1.15 M-parameter CNN on scikit-learn's digits,
+upsampled to 32x32; about a millisecond per image on one x86 core), builds it for every installed target at
+fp32 and int8, verifies each bundle and prints one table: size, parity (cosine to the fp32 reference),
+held-out accuracy, batch-1 latency on one thread and speedup over the same target's fp32 bundle. Bundles
+this host cannot execute (Core ML off macOS; TensorRT without an NVIDIA GPU) get a row that says why.
+It ends with the commands to verify, bench, inspect and publish what it built.
+
+Each build is what ``edgec build`` runs; the equivalent command lines are printed as they run. The results
+are also written to ``OUT/demo.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgec.benchmarks.zoo import digits
+from edgec.benchmarks.zoo import digits, digits_wide
 from edgec.runtime_shims.measure import time_calls
+
+if TYPE_CHECKING:
+    from edgec.compiler.config import Precision
+
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+THREADS = 1
+"""Runtime threads for the accuracy and latency runs: one, so targets compare kernel for kernel."""
+INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+"""CPU features with int8 dot-product instructions (x86 VNNI/AMX, ARM dot product/i8mm), read from /proc/cpuinfo."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One bundle of the table; None where a number could not be measured on this host (``note`` says why)."""
+
+    target: str
+    precision: str
+    bundle: str | None = None
+    size: int | None = None
+    cosine: float | None = None
+    accuracy: float | None = None
+    latency_ms: float | None = None
+    speedup: float | None = None
+    runtime: str = ""
+    note: str = ""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("demo-out"), help="where the model, data and bundles go")
-    parser.add_argument("--runs", type=int, default=200, help="timed batch-1 inferences per bundle")
-    args = parser.parse_args(argv)
+    """Run the demo; returns the exit code (0, or the family code of the first error, printed as one line)."""
+    args = _parser().parse_args(argv)
     from edgec.compiler.errors import EdgecError
 
+    start = time.perf_counter()
     try:
-        rows = run(args.out, args.runs)
+        rows = run(args.out, args.runs, _target_list(args.targets), args.epochs)
     except EdgecError as exc:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_code
     print()
+    print(f"batch 1, {THREADS} runtime thread, latency = median of {args.runs} timed runs; {cpu_line()}")
     print(format_table(rows))
-    print(f"\nbundles are in {(args.out / 'bundles').resolve()}")
+    for line in notes(rows):
+        print(line)
+    (args.out / "demo.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+    print(f"\ndemo took {time.perf_counter() - start:.0f}s; bundles are in {(args.out / 'bundles').resolve()}")
+    print("\n".join(what_next(args.out, rows)))
     return 0
 
 
-def run(out: Path, runs: int) -> list[dict[str, Any]]:
-    """Train, export, build, verify and measure; returns one row per bundle."""
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("demo-out"), help="where the model, data and bundles go")
+    parser.add_argument("--runs", type=int, default=200, help="timed batch-1 inferences per bundle (default 200)")
+    parser.add_argument("--targets", default=None, help="comma-separated targets (default: every registered target)")
+    parser.add_argument("--epochs", type=int, default=digits_wide.EPOCHS,
+                        help=f"training epochs (default {digits_wide.EPOCHS}; fewer is quicker and less accurate)")
+    return parser
+
+
+def _target_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def run(out: Path, runs: int, targets: list[str] | None = None, epochs: int = digits_wide.EPOCHS) -> list[Row]:
+    """Train, export, build, verify and measure; returns one row per bundle (and per target not installed).
+
+    Raises:
+        ConfigError: a name in ``targets`` is not a registered target, or ``runs``/``epochs`` is below 1.
+        MissingDependencyError: torch or scikit-learn is not installed.
+        EdgecError: a build or a verification failed (its own family and exit code).
+    """
+    from edgec.compiler.errors import ConfigError
+
+    if runs < 1 or epochs < 1:
+        raise ConfigError(f"--runs and --epochs must be at least 1 (got {runs} and {epochs})")
+    chosen = select_targets(targets)
+    _require_training_packages()
+    start = time.perf_counter()
+    assets = digits_wide.prepare(out, epochs=epochs)
+    print(f"trained the {digits_wide.SIZE}x{digits_wide.SIZE} digits CNN ({epochs} epochs) on {len(assets.data.y_train)} "
+          f"images in {time.perf_counter() - start:.1f}s; held-out set: {len(assets.data.y_test)} images")
+    rows: list[Row] = []
+    for target, reason in chosen:
+        if reason:
+            rows += [Row(target, p, note=reason) for p in PRECISIONS]
+            continue
+        for precision in PRECISIONS:
+            bundle = build_and_verify(assets, target, precision, out / "bundles")
+            rows.append(measure(bundle, assets.data, runs))
+    return sorted(with_speedups(rows), key=lambda r: r.latency_ms is None)  # measured rows first, order kept
+
+
+def _require_training_packages() -> None:
+    """torch trains the model and scikit-learn holds the digits; without them: exit 3 with what to install."""
+    from edgec.compiler.errors import MissingDependencyError, require
+
+    require("torch", "torch", "the demo's training")
+    try:
+        require("sklearn", "coreml", "the demo's data set (scikit-learn's digits)")
+    except MissingDependencyError as exc:
+        exc.hint = "pip install scikit-learn"
+        raise
+
+
+def select_targets(names: list[str] | None) -> list[tuple[str, str | None]]:
+    """Targets to build, each with None or why it cannot be built here (its toolchain is not installed).
+
+    Raises:
+        ConfigError: a name is not a registered target.
+    """
+    from edgec.compiler.errors import ConfigError, MissingDependencyError
+    from edgec.targets.base import TARGETS
+
+    known = [cls.name for cls in TARGETS.all()]
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown target(s) {', '.join(unknown)} for --targets (expected some of: {', '.join(known)})")
+    chosen: list[tuple[str, str | None]] = []
+    for name in names or known:
+        try:
+            TARGETS.get(name)().check_available()
+            chosen.append((name, None))
+        except MissingDependencyError as exc:
+            chosen.append((name, f"not built: {exc.message} (pip install 'edgec[{exc.extra}]')"))
+    return chosen
+
+
+def build_and_verify(assets: digits.DigitsAssets, target: str, precision: Precision, out: Path) -> Path:
+    """``edgec build`` then ``edgec verify`` one bundle, printing the equivalent command lines."""
     from edgec.compiler.config import BuildConfig
     from edgec.compiler.pipeline import build
     from edgec.compiler.verify import verify_bundle
 
+    print(f"$ edgec build {assets.pt2} --target {target} --precision {precision} --calib {assets.calib} --out {out} --force")
     start = time.perf_counter()
-    assets = digits.prepare(out)
-    data, pt2, calib = assets.data, assets.pt2, assets.calib
-    print(f"trained the digits CNN on {len(data.y_train)} images in {time.perf_counter() - start:.1f}s; "
-          f"held-out set: {len(data.y_test)} images")
-    rows = []
-    for target, precisions in available_targets():
-        for precision in precisions:
-            print(f"$ edgec build {pt2} --target {target} --precision {precision} --calib {calib} --out {out / 'bundles'} --force")
-            config = BuildConfig(source=str(pt2), target=target, precision=precision, calib=calib,
-                                 out=out / "bundles", force=True)
-            outcome = build(config)
-            print(f"$ edgec verify {outcome.bundle_dir}")
-            verify_bundle(outcome.bundle_dir)
-            rows.append(measure(outcome.bundle_dir, data, runs))
-    return rows
+    outcome = build(BuildConfig(source=str(assets.pt2), target=target, precision=precision, calib=assets.calib,
+                                out=out, force=True))
+    print(f"  built in {time.perf_counter() - start:.1f}s")
+    print(f"$ edgec verify {outcome.bundle_dir}")
+    report = verify_bundle(outcome.bundle_dir)
+    print(f"  {report.files_checked} files checked, golden parity "
+          f"{'measured' if report.measured else 'not measurable on this host'}")
+    return outcome.bundle_dir
 
 
-def available_targets() -> list[tuple[str, list[str]]]:
-    """Targets whose toolchain is installed here, with the demo precisions each offers."""
-    from edgec.compiler.errors import MissingDependencyError
-    from edgec.targets.base import TARGETS
-
-    found = []
-    for cls in TARGETS.all():
-        try:
-            cls().check_available()
-        except MissingDependencyError as exc:
-            print(f"skipping target {cls.name}: {exc.one_line()}")
-            continue
-        found.append((cls.name, [p for p in ("fp32", "int8") if p in cls.precisions]))
-    return found
-
-
-def measure(bundle: Path, data: digits.DigitsData, runs: int) -> dict[str, Any]:
+def measure(bundle: Path, data: digits.DigitsData, runs: int) -> Row:
     """Size, parity, held-out accuracy and batch-1 latency of one bundle (None where this host cannot run it)."""
     from edgec.compiler.bundle import load_manifest
     from edgec.targets.base import TARGETS
 
     manifest = load_manifest(bundle)
     target = TARGETS.get(manifest.target)()
-    row: dict[str, Any] = {
-        "target": manifest.target, "precision": manifest.precision, "bundle": bundle.name,
-        "size": manifest.model_bytes(),
-        "cosine": min((m["cosine"] for m in manifest.parity.get("outputs", {}).values()), default=None),
-        "accuracy": None, "latency_ms": None,
-        "runtime": manifest.target_details.get("parity_runtime") or manifest.target_details.get("runtime", manifest.target),
-    }
+    details = manifest.target_details
+    cosines = [m["cosine"] for m in manifest.parity.get("outputs", {}).values() if "cosine" in m]
+    row = Row(manifest.target, manifest.precision, bundle.name, manifest.model_bytes(), min(cosines, default=None),
+              runtime=details.get("parity_runtime") or details.get("runtime", manifest.target))
     if not target.measures_parity():
-        row["runtime"] = "not runnable on this host"
-        return row
+        return replace(row, runtime="-", note=_not_run_reason(manifest.target))
+    accuracy, latency = _run_bundle(target, bundle, manifest, data, runs)
+    row = replace(row, accuracy=accuracy, latency_ms=latency)
+    if details.get("engine") == "build on device":
+        return replace(row, latency_ms=None, note=f"no TensorRT engine here ({details.get('engine_reason', 'no GPU')}); "
+                                                   "its latency needs an NVIDIA GPU")
+    return row
+
+
+def _not_run_reason(target: str) -> str:
+    if target == "coreml":
+        return "not run: Core ML models execute only on macOS/iOS; 'edgec verify' it on a Mac"
+    return "not run: this host cannot execute these bundles"
+
+
+def _run_bundle(target: Any, bundle: Path, manifest: Any, data: digits.DigitsData, runs: int) -> tuple[float, float]:
+    """Held-out accuracy (one image per call) and the median batch-1 latency in milliseconds, on one thread."""
     spec = manifest.input_specs()[0]
-    with target.runner(bundle, manifest.model_file, threads=1) as runner:
+    with target.runner(bundle, manifest.model_file, threads=THREADS) as runner:
         logits = [next(iter(runner.infer({spec.name: adapt(x[None], spec)}).values())) for x in data.x_test]
         feed = {spec.name: adapt(data.x_test[:1], spec)}
-        times = time_calls(lambda: runner.infer(feed), runs, warmup=10, repeats=1)[0]
-    row["accuracy"] = digits.accuracy(np.concatenate([np.asarray(v).reshape(1, -1) for v in logits]), data.y_test)
-    row["latency_ms"] = statistics.median(times) * 1000
-    return row
+        rounds = time_calls(lambda: runner.infer(feed), runs, warmup=20, repeats=1)
+    scores = np.concatenate([np.asarray(v).reshape(1, -1) for v in logits])
+    return digits.accuracy(scores, data.y_test), statistics.median(rounds[0]) * 1000
 
 
 def adapt(x: np.ndarray, spec: Any) -> np.ndarray:
@@ -111,16 +218,77 @@ def adapt(x: np.ndarray, spec: Any) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.dtype(spec.dtype) if np.dtype(spec.dtype).kind == "f" else np.float32)
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def with_speedups(rows: list[Row]) -> list[Row]:
+    """Each row with its speedup over the fp32 bundle of the same target (where both latencies were measured)."""
+    fp32 = {r.target: r.latency_ms for r in rows if r.precision == "fp32" and r.latency_ms}
+    return [replace(r, speedup=fp32[r.target] / r.latency_ms) if r.latency_ms and r.target in fp32 else r
+            for r in rows]
+
+
+def format_table(rows: list[Row]) -> str:
     """A fixed-width table; '-' where a number was not measured on this host."""
-    head = f"{'target':10} {'precision':9} {'size (bytes)':>12} {'parity cos':>11} {'accuracy':>9} {'latency ms':>11}  {'bundle':24} runtime"
+    fp32_size = {r.target: r.size for r in rows if r.precision == "fp32" and r.size}
+    head = (f"{'target':9} {'precision':9} {'size':>9} {'vs fp32':>7} {'parity cos':>10} {'accuracy':>8} "
+            f"{'latency ms':>10} {'speedup':>7}  runtime / note")
     lines = [head, "-" * len(head)]
     for r in rows:
-        cos = f"{r['cosine']:.6f}" if r["cosine"] is not None else "-"
-        acc = f"{100 * r['accuracy']:.2f}%" if r["accuracy"] is not None else "-"
-        lat = f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "-"
-        lines.append(f"{r['target']:10} {r['precision']:9} {r['size']:>12,} {cos:>11} {acc:>9} {lat:>11}  {r['bundle']:24} {r['runtime']}")
+        ratio = r.size / fp32_size[r.target] if r.size and r.target in fp32_size else None
+        cells = (_fmt(r.size, lambda v: f"{v / 1e6:.2f} MB"), _fmt(ratio, "{:.2f}x"), _fmt(r.cosine, "{:.6f}"),
+                 _fmt(r.accuracy, lambda v: f"{100 * v:.2f}%"), _fmt(r.latency_ms, "{:.3f}"), _fmt(r.speedup, "{:.2f}x"))
+        tail = "; ".join(t for t in (r.runtime, r.note) if t and t != "-") or "-"
+        lines.append(f"{r.target:9} {r.precision:9} {cells[0]:>9} {cells[1]:>7} {cells[2]:>10} {cells[3]:>8} "
+                     f"{cells[4]:>10} {cells[5]:>7}  {tail}")
     return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: Any) -> str:
+    if value is None:
+        return "-"
+    return spec(value) if callable(spec) else spec.format(value)
+
+
+def notes(rows: list[Row]) -> list[str]:
+    """Lines under the table: where INT8 did not pay off, and what the columns compare."""
+    lines = ["size: the model files; parity: cosine of the outputs to the fp32 reference on the golden inputs; "
+             "accuracy: on the held-out images, not seen in training or calibration"]
+    slower = [r.target for r in rows if r.precision == "int8" and r.speedup is not None and r.speedup < 1.0]
+    if slower:
+        lines.append(f"int8 is slower than fp32 on {', '.join(slower)} here: that runtime's int8 kernels do not beat "
+                     "its fp32 ones on this CPU (int8 needs dot-product instructions and enough work per layer "
+                     "to pay for quantizing activations)")
+    return lines
+
+
+def cpu_line() -> str:
+    """The CPU model, core count and its int8 dot-product features (Linux: from /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return f"CPU {model}, {os.cpu_count()} cores"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    features = [f for f in INT8_CPU_FLAGS if f in flags]
+    return f"CPU {model}, {os.cpu_count()} cores, int8 dot-product instructions: {', '.join(features) or 'none found'}"
+
+
+def what_next(out: Path, rows: list[Row]) -> list[str]:
+    """The commands to verify, bench, inspect and publish the bundles just built."""
+    bundles = out / "bundles"
+    int8 = next((r.bundle for r in rows if r.bundle and r.precision == "int8" and r.latency_ms is not None), None)
+    example = bundles / (int8 or "digits-wide-onnx-int8")
+    return [
+        "\nwhat next:",
+        f"  edgec verify {bundles}/*    # re-check every file hash and the golden parity",
+        f"  edgec bench {bundles}/* --eval {out}/eval.npz --out {out}/report    # latency, memory, accuracy; report.html",
+        f"  edgec inspect {example}    # inputs, ops, MACs, size, parity",
+        f"  edgec keys init --keys {out}/keys && edgec publish {example} --store {out}/store --channel stable "
+        f"--keys {out}/keys    # a signed release in a local store",
+    ]
 
 
 if __name__ == "__main__":
