@@ -100,6 +100,22 @@ class AgentConfig:
         return cls(args.store, args.device_id, args.root, args.channel, args.trusted_root, args.interval, args.max_cycles, args.threads)
 
 
+def printable(text: object, limit: int = 128) -> str:
+    """``text`` safe for one log line or an HTTP header value: visible ASCII and spaces, bounded."""
+    return "".join(c if " " <= c <= "~" else "?" for c in str(text)[:limit])
+
+
+def describe_release(bundle: object, sha256: object, number: object, channel: str) -> str:
+    """``digits-onnx-int8 (release 3 of stable, sha 1a2b3c4d5e6f)``: what a device or server runs.
+
+    ``number`` is the release's place in the channel's list (``edgec release list``, oldest first); the
+    sha256 prefix is what ``edgec release promote|rollback`` accept.
+    """
+    parts = [f"release {number} of {channel}"] if isinstance(number, int) and not isinstance(number, bool) else []
+    parts += [f"sha {printable(sha256, 12)}"] if isinstance(sha256, str) and sha256 else []
+    return printable(bundle) + (f" ({', '.join(parts)})" if parts else "")
+
+
 @dataclass
 class Outcome:
     """How one cycle ended."""
@@ -109,6 +125,20 @@ class Outcome:
     bundle: str | None = None
     latency_ms: float | None = None
     error: str | None = None
+    number: int | None = None
+    """The release's place in the channel (1: the first published)."""
+
+    def line(self, channel: str) -> str:
+        """``committed digits-onnx-int8 (release 3 of stable, sha 1a2b3c4d5e6f)``, then the error if any."""
+        text = self.state
+        if self.bundle:
+            text += " " + describe_release(self.bundle, self.release, self.number, channel)
+        return text + (f": {self.error}" if self.error else "")
+
+
+def _about(chosen: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an :class:`Outcome` that name the release ``chosen``."""
+    return {"release": chosen["sha256"], "bundle": chosen["bundle"], "number": chosen.get("number")}
 
 
 def log(device_id: str, message: str) -> None:
@@ -237,7 +267,7 @@ class Agent:
         self.recovered = True
         if outcome is None:
             outcome = self._guarded(self._update)
-        self.log(f"{outcome.state}" + (f": {outcome.error}" if outcome.error else ""))
+        self.log(outcome.line(self.config.channel))
         self._report(outcome)
         return outcome
 
@@ -287,7 +317,7 @@ class Agent:
             return chosen
         info = updater.get_targetinfo(chosen["target"])
         if info is None or info.hashes.get("sha256") != chosen["sha256"]:
-            return Outcome("refused", chosen["sha256"], chosen["bundle"], error="channel names a release the signed targets do not list")
+            return Outcome("refused", **_about(chosen), error="channel names a release the signed targets do not list")
         enter(cfg.device_id, "download")
         key = target_key(info.path, chosen["sha256"])
         try:
@@ -295,9 +325,9 @@ class Agent:
             enter(cfg.device_id, "verify")
             self._verify_download(info, part)
         except DownloadFailed as exc:
-            return Outcome("download_failed", chosen["sha256"], chosen["bundle"], error=str(exc))
+            return Outcome("download_failed", **_about(chosen), error=str(exc))
         except LengthOrHashMismatchError as exc:
-            return Outcome("refused", chosen["sha256"], chosen["bundle"], error=f"bundle refused ({type(exc).__name__}): {exc}")
+            return Outcome("refused", **_about(chosen), error=f"bundle refused ({type(exc).__name__}): {exc}")
         return self._install(chosen, part)
 
     def _select(self, updater: Any) -> dict[str, Any] | Outcome:
@@ -313,14 +343,15 @@ class Agent:
             _, data = fetch_target(updater, self.store, path)
         except LookupError as exc:  # listed in the signed metadata, but the store has no such object
             return Outcome("download_failed", error=str(exc).strip("'\""))
-        active = (state["committed"] or {}).get("sha256")
-        chosen: dict[str, Any] | None = rollout.select(json.loads(data), cfg.device_id, active)
+        active, doc = (state["committed"] or {}).get("sha256"), json.loads(data)
+        chosen: dict[str, Any] | None = rollout.select(doc, cfg.device_id, active)
         if chosen is None:
             return Outcome("no_release", error=f"channel {cfg.channel!r} has no release")
+        chosen = {**chosen, "number": doc["releases"].index(chosen) + 1}
         if chosen["sha256"] == active:
-            return Outcome("up_to_date", chosen["sha256"], chosen["bundle"])
+            return Outcome("up_to_date", **_about(chosen))
         if chosen["sha256"] in state["failed"]:
-            return Outcome("skipped", chosen["sha256"], chosen["bundle"], error=state["failed"][chosen["sha256"]])
+            return Outcome("skipped", **_about(chosen), error=state["failed"][chosen["sha256"]])
         return chosen
 
     def _verify_download(self, info: Any, part: Path) -> None:
@@ -349,7 +380,7 @@ class Agent:
         device.describe_slot(slot, chosen)
         enter(cfg.device_id, "switch")
         device.state["trial"] = {"slot": slot, "sha256": chosen["sha256"], "bundle": chosen["bundle"],
-                                 "latency_budget_ms": chosen.get("latency_budget_ms")}
+                                 "latency_budget_ms": chosen.get("latency_budget_ms"), "number": chosen["number"]}
         device.save()
         device.switch(slot)
         outcome = self._health_and_settle()
@@ -374,13 +405,14 @@ class Agent:
                 device.state["failed"][trial["sha256"]] = reason
             device.state["trial"] = None
             device.save()
-            return Outcome("rolled_back", trial["sha256"], trial["bundle"], error=reason)
+            return Outcome("rolled_back", trial["sha256"], trial["bundle"], error=reason, number=trial.get("number"))
         enter(cfg.device_id, "commit")
         device.state["previous"] = device.state["committed"]
-        device.state["committed"] = {k: trial[k] for k in ("slot", "sha256", "bundle")}
+        known = ("slot", "sha256", "bundle", "number") if trial.get("number") is not None else ("slot", "sha256", "bundle")
+        device.state["committed"] = {k: trial[k] for k in known}  # a trial kept by a repair has no number
         device.state["trial"] = None
         device.save()
-        return Outcome("committed", trial["sha256"], trial["bundle"], latency_ms=round(health.latency_ms, 4))
+        return Outcome("committed", trial["sha256"], trial["bundle"], latency_ms=round(health.latency_ms, 4), number=trial.get("number"))
 
     def _recover(self) -> Outcome | None:
         """Finish what a killed run left: a damaged state, an interrupted trial, or ``current`` out of place."""
@@ -466,12 +498,13 @@ def run(config: AgentConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m edgec.cloud_sync.agent``: the same options as ``edgec agent``."""
-    from edgec.cloud_sync.cli import _add_agent
+    from edgec.cloud_sync.cli import DEVICE_MODULES, _add_agent, require_sync
 
     parser = argparse.ArgumentParser(prog="edgec-agent")
     _add_agent(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["agent", *(sys.argv[1:] if argv is None else argv)])
     try:
+        require_sync("agent", DEVICE_MODULES)
         return run(AgentConfig.from_args(args))
     except EdgecError as exc:
         print(exc.one_line(), file=sys.stderr)

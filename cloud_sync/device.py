@@ -192,7 +192,8 @@ class Device:
         """
         ranked, notes = self.scan_slots()
         kept = ranked[0] if ranked else None
-        what = f"kept slot {kept['slot']} ({kept['bundle']}), its files verify" if kept else "no slot verifies"
+        sha = f", sha {kept['sha256'][:12]}" if kept and kept["sha256"] else ""
+        what = f"kept slot {kept['slot']} ({kept['bundle']}{sha}), its files verify" if kept else "no slot verifies"
         note = "; ".join([str(self.problem), what, *notes])
         if self.state_file.exists():
             os.replace(self.state_file, self.root / "state.json.corrupt")

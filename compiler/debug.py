@@ -12,10 +12,10 @@ from edgec.compiler.errors import ConfigError
 from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.pipeline import check_layer_support, get_target
 
-REPORT = "layers.json"
-REPORT_BESIDE = "layers.debug.json"
-"""Where the report goes when the bundle already carries a ``layers.json`` of its build (a listed,
-hashed file that ``edgec verify`` checks, so it is never rewritten)."""
+REPORT_SUFFIX = ".layers.json"
+"""The report is ``<bundle name>.layers.json`` in the working directory (or ``--out``). Never inside the
+bundle: a bundle is immutable (every file in it is listed and hashed in its manifest). Nor in the folder
+holding the bundles, where ``edgec bench bundles/*`` would take it for one."""
 
 
 def reference_model(bundle: Path, reference: Path | None, name: str, target: str) -> Path:
@@ -39,12 +39,48 @@ def reference_model(bundle: Path, reference: Path | None, name: str, target: str
     return candidate
 
 
-def debug_bundle(bundle: Path, reference: Path | None = None) -> tuple[list[LayerDivergence], Path]:
-    """Compute the ranking on the bundle's golden inputs and write it to ``bundle/layers.json`` atomically
-    (``layers.debug.json`` when the build already wrote a ``layers.json``).
+def report_path(bundle: Path, out: Path | None) -> Path:
+    """Where the report goes: ``out``, or ``<bundle name>.layers.json`` in the working directory.
 
     Raises:
-        ConfigError: not a bundle, or no reference.
+        ConfigError: the path is inside the bundle, or is a directory.
+    """
+    bundle = bundle.resolve()
+    path = (out if out is not None else Path(f"{bundle.name}{REPORT_SUFFIX}")).absolute()
+    if path.resolve().is_relative_to(bundle):
+        where = f"--out {out}" if out is not None else f"the working directory {path.parent}"
+        raise ConfigError(f"{where} is inside the bundle {bundle}; bundles are immutable, pass --out PATH outside it")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory; pass --out FILE, e.g. --out {path / (bundle.name + REPORT_SUFFIX)}")
+    return path
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, then a rename).
+
+    Raises:
+        ConfigError: the folder cannot be written.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the layer report to {path} ({exc.strerror}); pass --out PATH") from None
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def debug_bundle(bundle: Path, reference: Path | None = None, out: Path | None = None) -> tuple[list[LayerDivergence], Path]:
+    """Compute the ranking on the bundle's golden inputs and write it atomically to ``out`` (default:
+    ``<bundle name>.layers.json`` in the working directory). The bundle itself is not touched.
+
+    Raises:
+        ConfigError: not a bundle, no reference, or ``out`` inside the bundle or not writable.
         IntegrityError: ``model_file`` or ``golden`` is not a plain relative path to listed files inside the
             bundle (or is reached through a symlink), or the golden data cannot be read.
         UnsupportedError: the bundle's target has no per-layer comparison.
@@ -52,6 +88,7 @@ def debug_bundle(bundle: Path, reference: Path | None = None) -> tuple[list[Laye
     if not bundle.is_dir():
         raise ConfigError(f"bundle not found: {bundle}")
     manifest = load_manifest(bundle)
+    path = report_path(bundle, out)
     target = get_target(manifest.target)
     check_layer_support(target, "edgec debug")
     target.check_available()
@@ -61,10 +98,7 @@ def debug_bundle(bundle: Path, reference: Path | None = None) -> tuple[list[Laye
         raise ConfigError(f"--reference {ref} is not a {model.suffix} model like {model.name}")
     inputs, _ = read_checked_golden(bundle, manifest)
     layers = target.compare_layers(ref, model, inputs)
-    text = json.dumps({"reference": str(ref), "samples": len(inputs), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True)
-    path = bundle / (REPORT_BESIDE if any(f.path == REPORT for f in manifest.files) else REPORT)
-    fd, tmp = tempfile.mkstemp(dir=bundle, prefix=".layers-")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.replace(tmp, path)
+    text = json.dumps({"bundle": str(bundle.resolve()), "reference": str(ref), "samples": len(inputs),
+                       "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True)
+    write_report(path, text)
     return layers, path

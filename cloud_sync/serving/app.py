@@ -68,7 +68,7 @@ class ServerState:
         self.decoder = ThreadPoolExecutor(max_workers=max(1, options.decode_threads), thread_name_prefix="edgec-decode")
         self.drift = DriftTracker(host.current.manifest.model_extra.get("input_stats") if host.current.manifest.model_extra else None)
         self.ready = True
-        self.metrics.set_active(host.current.bundle_id, host.current.sha256)
+        self.metrics.set_active(host.current.bundle_id, host.current.sha256, host.current.release_id)
 
     follow: Callable[[ServerState], Coroutine[Any, Any, None]] | None = None
     """A coroutine that follows releases and swaps bundles (set by ``edgec serve --store``)."""
@@ -85,7 +85,7 @@ class ServerState:
         """Refresh what depends on the bundle after a successful swap."""
         extra = self.host.current.manifest.model_extra or {}
         self.drift = DriftTracker(extra.get("input_stats"))
-        self.metrics.set_active(self.host.current.bundle_id, self.host.current.sha256)
+        self.metrics.set_active(self.host.current.bundle_id, self.host.current.sha256, self.host.current.release_id)
 
 
 def create_app(state: ServerState) -> Any:
@@ -102,9 +102,10 @@ def create_app(state: ServerState) -> Any:
         kind = request.headers.get("content-type", "application/json")
         feed = await state.off_loop(_parse, body, kind, state.host.current.inputs, options)
         state.drift.update(feed)
-        outputs, bundle_id = await state.batcher.submit(feed)
+        outputs, bundle = await state.batcher.submit(feed)
         payload, media = await state.off_loop(encode, outputs, media_type(kind))
-        return Response(payload, media_type=media, headers={"x-edgec-bundle": bundle_id})
+        headers = {"x-edgec-bundle": bundle.bundle_id} | ({"x-edgec-release": bundle.release_id} if bundle.release_id else {})
+        return Response(payload, media_type=media, headers=headers)
 
     async def predict(request: Request) -> Response:
         start = time.perf_counter()
@@ -131,7 +132,8 @@ def create_app(state: ServerState) -> Any:
     async def readyz(request: Request) -> Response:
         current = state.host.current
         body = {"ready": state.ready, "bundle": current.bundle_id, "target": current.manifest.target,
-                "precision": current.manifest.precision, "sha256": current.sha256}
+                "precision": current.manifest.precision, "sha256": current.sha256,
+                "release": current.release.to_json() if current.release is not None else None}
         return JSONResponse(body, status_code=200 if state.ready else 503)
 
     async def metrics(request: Request) -> Response:

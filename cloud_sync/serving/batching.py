@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .host import ModelHost
+from .host import LoadedBundle, ModelHost
 from .metrics import ServerMetrics
 
 Feed = dict[str, np.ndarray]
@@ -27,7 +27,7 @@ class _Item:
     key: tuple[Any, ...]
     feed: Feed
     size: int
-    future: asyncio.Future[tuple[Feed, str]]
+    future: asyncio.Future[tuple[Feed, LoadedBundle]]
 
 
 class DynamicBatcher:
@@ -64,11 +64,11 @@ class DynamicBatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._pool.shutdown(wait=False)
 
-    async def submit(self, feed: Feed) -> tuple[Feed, str]:
-        """Queue one validated request; returns its outputs and the id of the bundle that ran it."""
+    async def submit(self, feed: Feed) -> tuple[Feed, LoadedBundle]:
+        """Queue one validated request; returns its outputs and the bundle that ran it."""
         assert self._queue is not None, "start() the batcher first"
         key = tuple((name, arr.shape[1:], arr.dtype.str) for name, arr in sorted(feed.items()))
-        future: asyncio.Future[tuple[Feed, str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Feed, LoadedBundle]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(key, feed, len(next(iter(feed.values()))), future))
         self.metrics.queue_depth.set(self._queue.qsize())
         return await future
@@ -123,4 +123,4 @@ class DynamicBatcher:
                 continue
             for item, out in zip(batch, outputs):
                 if not item.future.done():
-                    item.future.set_result((out, bundle.bundle_id))
+                    item.future.set_result((out, bundle))

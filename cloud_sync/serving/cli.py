@@ -35,6 +35,8 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
     package.add_argument("--port", type=int, default=8080)
     package.add_argument("--replicas", type=int, default=2)
     package.add_argument("--force", action="store_true")
+    package.add_argument("--wheel", type=Path, default=None,
+                         help="the edgec wheel to install in the image; default: built from this edgec's source tree")
     return {"serve": cmd_serve, "package": cmd_package}
 
 
@@ -54,7 +56,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         import socket
 
-        from .follow import first_bundle, follower, make_agent
+        from .follow import current_release, first_bundle, follower, make_agent
 
         if args.interval <= 0:
             raise ConfigError("--interval must be positive")
@@ -62,10 +64,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         device_id = check_device_id(args.device_id or f"serve-{socket.gethostname()}")
         agent = make_agent(args.bundle, device_id, args.state_dir, check_channel(args.channel), args.trusted_root)
-        state = ServerState(ModelHost(load_bundle(first_bundle(agent), args.threads)), options)
+        first = first_bundle(agent)
+        state = ServerState(ModelHost(load_bundle(first, args.threads, current_release(agent))), options)
         state.follow = follower(agent, args.interval)
     host = state.host
-    print(f"serving {host.current.bundle_id} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
+    print(f"serving {host.current.describe()} on http://{args.host}:{args.port} (max batch {args.max_batch}, "
           f"max wait {args.max_wait_ms} ms)", flush=True)
     server = uvicorn.Server(uvicorn_config(create_app(state), options, args.host, args.port))
     server.run()
@@ -111,7 +114,8 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
 def cmd_package(args: argparse.Namespace) -> int:
     from .package import write_package
 
-    written = write_package(args.bundle, args.out, image=args.image, port=args.port, replicas=args.replicas, force=args.force)
+    written = write_package(args.bundle, args.out, image=args.image, port=args.port, replicas=args.replicas,
+                            force=args.force, wheel=args.wheel)
     for path in written:
         print(path)
     return 0

@@ -4,15 +4,19 @@ its own device directory, and swaps to the agent's active slot when it changes.
 The agent downloads, verifies against the signed TUF metadata, unpacks into the inactive slot,
 switches and health-checks; the server then loads the new slot through :meth:`ModelHost.swap`, which
 verifies it again and only then replaces the served bundle. In-flight batches finish on the old one.
+The served bundle is named after the release the agent committed (:func:`current_release`), not the
+slot it was unpacked into.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from edgec.cloud_sync.serving.host import Release
 from edgec.compiler.errors import ConfigError, EdgecError
 
 log = logging.getLogger("edgec.serve")
@@ -41,6 +45,26 @@ def first_bundle(agent: Any) -> Path:
     return current.resolve()
 
 
+def current_release(agent: Any) -> Release | None:
+    """The release in the agent's active slot: the committed record (bundle name, sha256, number in the
+    channel), else the name the slot's manifest gives (``NAME-TARGET-PRECISION``); None without one."""
+    device, channel = agent.device, agent.config.channel
+    slot = device.active_slot()
+    if slot is None:
+        return None
+    committed = device.state.get("committed") or {}
+    if committed.get("slot") == slot:
+        number = committed.get("number")
+        return Release(str(committed["bundle"]), committed.get("sha256"),
+                       number if isinstance(number, int) and not isinstance(number, bool) else None, channel)
+    try:
+        manifest = json.loads((device.current / "manifest.json").read_text())
+        name = "-".join(str(manifest[k]) for k in ("name", "target", "precision"))
+    except (OSError, ValueError, KeyError, TypeError):
+        name = f"slot {slot}"
+    return Release(name, None, None, channel)
+
+
 def follower(agent: Any, interval: float) -> Any:
     """A coroutine function for :attr:`ServerState.follow`."""
 
@@ -55,14 +79,15 @@ def follower(agent: Any, interval: float) -> Any:
             current = agent.device.current
             if not current.exists() or current.resolve() == state.host.current.path.resolve():
                 continue
+            release = current_release(agent)
             try:
-                await asyncio.to_thread(state.host.swap, current.resolve())
+                await asyncio.to_thread(state.host.swap, current.resolve(), None, release)
             except EdgecError as exc:
                 state.metrics.swaps.labels(result="refused").inc()
-                log.warning("release %s not swapped in: %s", outcome.bundle, exc.message)
+                log.warning("%s not swapped in: %s", release.describe() if release else outcome.bundle, exc.message)
                 continue
             state.swapped()
             state.metrics.swaps.labels(result="swapped").inc()
-            log.warning("now serving %s", state.host.current.bundle_id)
+            log.warning("now serving %s", state.host.current.describe())
 
     return follow

@@ -1,7 +1,9 @@
 """The served model: a verified bundle and its runner, swappable while requests are in flight.
 
 A :class:`LoadedBundle` is immutable; a swap replaces the host's reference to it, so a batch that
-started on the old bundle finishes on it while new batches use the new one.
+started on the old bundle finishes on it while new batches use the new one. A bundle served from a
+store knows its :class:`Release`, so logs, ``/readyz``, response headers and metrics name the bundle
+and release rather than the agent's slot (``a``/``b``) it was unpacked into.
 """
 
 from __future__ import annotations
@@ -21,6 +23,29 @@ Feed = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
+class Release:
+    """The release a followed bundle came from, as the device agent committed it."""
+
+    bundle: str
+    """The bundle's name as published (its folder name when built), e.g. ``digits-onnx-int8``."""
+    sha256: str | None
+    """The release archive's sha256 (``edgec release list`` shows its first 12 characters)."""
+    number: int | None
+    """Its place in the channel, 1 for the first published (None: not known after a state repair)."""
+    channel: str
+
+    def describe(self) -> str:
+        """``digits-onnx-int8 (release 3 of stable, sha 1a2b3c4d5e6f)``."""
+        from edgec.cloud_sync.agent import describe_release
+
+        return describe_release(self.bundle, self.sha256, self.number, self.channel)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``release`` object of ``/readyz``."""
+        return {"bundle": self.bundle, "sha256": self.sha256, "number": self.number, "channel": self.channel}
+
+
+@dataclass(frozen=True)
 class LoadedBundle:
     """A bundle that passed its health check, with an active runner."""
 
@@ -29,11 +54,22 @@ class LoadedBundle:
     runner: Any
     inputs: tuple[TensorSpec, ...]
     sha256: str
+    release: Release | None = None
+    """Where it came from when following a store (None: served from a bundle folder)."""
 
     @property
     def bundle_id(self) -> str:
-        """Directory name, e.g. ``digits-onnx-int8``."""
-        return self.path.name
+        """The bundle's name, e.g. ``digits-onnx-int8``: the release's, else the folder's."""
+        return self.release.bundle if self.release is not None else self.path.name
+
+    @property
+    def release_id(self) -> str:
+        """The release's sha256 prefix (as ``edgec release list`` shows it); empty when not following."""
+        return (self.release.sha256 or "")[:12] if self.release is not None else ""
+
+    def describe(self) -> str:
+        """The bundle's name, with the release when following a store (for logs)."""
+        return self.release.describe() if self.release is not None else self.bundle_id
 
     @property
     def dynamic_batch(self) -> bool:
@@ -51,8 +87,8 @@ class LoadedBundle:
         return [{k: v[bounds[i]:bounds[i + 1]] for k, v in outputs.items()} for i in range(len(feeds))]
 
 
-def load_bundle(path: Path, threads: int | None = None) -> LoadedBundle:
-    """Verify a bundle (hashes and golden parity) and activate its runner.
+def load_bundle(path: Path, threads: int | None = None, release: Release | None = None) -> LoadedBundle:
+    """Verify a bundle (hashes and golden parity) and activate its runner; ``release``: where it came from.
 
     Raises:
         EdgecError: the bundle fails verification or cannot run here.
@@ -67,7 +103,7 @@ def load_bundle(path: Path, threads: int | None = None) -> LoadedBundle:
     runner = TARGETS.get(manifest.target)().runner(path, manifest.model_file, threads=threads)
     runner.activate()
     sha = next((f.sha256 for f in manifest.files if f.path == manifest.model_file), "")
-    return LoadedBundle(path, manifest, runner, manifest.input_specs(), sha)
+    return LoadedBundle(path, manifest, runner, manifest.input_specs(), sha, release)
 
 
 class ModelHost:
@@ -81,13 +117,13 @@ class ModelHost:
     def current(self) -> LoadedBundle:
         return self._current
 
-    def swap(self, path: Path, threads: int | None = None) -> LoadedBundle:
-        """Load, verify and switch to ``path``; the old bundle keeps serving if that fails.
+    def swap(self, path: Path, threads: int | None = None, release: Release | None = None) -> LoadedBundle:
+        """Load, verify and switch to ``path`` (from ``release``); the old bundle keeps serving if that fails.
 
         Raises:
             EdgecError: the new bundle failed its health check (nothing changed).
         """
-        new = load_bundle(path, threads)
+        new = load_bundle(path, threads, release)
         with self._lock:
             self._current = new
         return new

@@ -23,15 +23,16 @@ class ServerMetrics:
                                       buckets=LATENCY_BUCKETS, registry=r)
         self.batch_size = prom.Histogram("edgec_batch_size", "Samples per model run", buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = prom.Gauge("edgec_queue_depth", "Requests waiting for a batch", registry=r)
-        self.active_bundle = prom.Gauge("edgec_active_bundle", "1 for the bundle being served", ["bundle", "sha256"], registry=r)
+        self.active_bundle = prom.Gauge("edgec_active_bundle", "1 for the bundle being served (release: its sha256 prefix when following a store; "
+                                        "sha256: the model file's)", ["bundle", "release", "sha256"], registry=r)
         self.swaps = prom.Counter("edgec_bundle_swaps", "Bundle swaps by result", ["result"], registry=r)
         self.drift = prom.Gauge("edgec_input_drift_psi", "Population stability index of inputs vs calibration", ["input"], registry=r)
         self._prom = prom
 
-    def set_active(self, bundle: str, sha256: str) -> None:
-        """Mark ``bundle`` as the one served (and no other)."""
+    def set_active(self, bundle: str, sha256: str, release: str = "") -> None:
+        """Mark ``bundle`` (of ``release``) as the one served (and no other)."""
         self.active_bundle.clear()
-        self.active_bundle.labels(bundle=bundle, sha256=sha256).set(1)
+        self.active_bundle.labels(bundle=bundle, release=release, sha256=sha256).set(1)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

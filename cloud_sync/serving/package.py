@@ -1,13 +1,17 @@
 """``edgec package``: a Dockerfile and Kubernetes manifests (Deployment with probes, Service, HPA).
 
-The image copies the bundle and runs ``edgec serve`` on it; the Deployment's readiness probe hits
-``/readyz`` (bundle loaded and its golden parity passed) and the liveness probe ``/healthz``. Files
-appear atomically: written to a temporary directory and renamed into ``--out``.
+The image installs the edgec that built the bundle (its wheel, copied into the build context) and a
+``requirements.txt`` in which every package is pinned (see :mod:`edgec.cloud_sync.serving.pins`), on
+the bundle's Python version; it copies the bundle, checks it with ``edgec verify`` and runs ``edgec
+serve`` on it. The Deployment's readiness probe hits ``/readyz`` (bundle loaded and its golden parity
+passed) and the liveness probe ``/healthz``. Files appear atomically: written to a temporary
+directory and renamed into ``--out``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +21,7 @@ from edgec.compiler.bundle import load_manifest
 from edgec.compiler.errors import ConfigError, require
 
 EXTRA_FOR_TARGET = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def manifests(name: str, image: str, port: int, replicas: int) -> list[dict[str, Any]]:
@@ -55,11 +60,15 @@ def manifests(name: str, image: str, port: int, replicas: int) -> list[dict[str,
     return [deployment, service, hpa]
 
 
-def dockerfile(bundle_name: str, extra: str, port: int) -> str:
-    """A slim image that installs edgec with the target's runtime and serves the bundle."""
+def dockerfile(bundle_name: str, wheel: str, python: str, port: int) -> str:
+    """A slim image with the pinned requirements and edgec's wheel (nothing resolved at build time)."""
     return (
-        "FROM python:3.11-slim\n"
-        f"RUN pip install --no-cache-dir 'edgec[serve,{extra}]'\n"
+        f"# Serves {bundle_name} with the edgec that built it ({wheel}) and pinned packages (requirements.txt).\n"
+        f"FROM python:{python}-slim\n"
+        f"COPY requirements.txt {wheel} /tmp/edgec/\n"
+        "RUN pip install --no-cache-dir --no-deps -r /tmp/edgec/requirements.txt \\\n"
+        f" && pip install --no-cache-dir --no-deps /tmp/edgec/{wheel} \\\n"
+        " && pip check && rm -rf /tmp/edgec\n"
         f"COPY {bundle_name}/ /bundle/\n"
         "RUN edgec verify /bundle\n"
         f"EXPOSE {port}\n"
@@ -69,26 +78,52 @@ def dockerfile(bundle_name: str, extra: str, port: int) -> str:
     )
 
 
-def write_package(bundle: Path, out: Path, *, image: str | None = None, port: int = 8080, replicas: int = 2,
-                  force: bool = False) -> list[Path]:
-    """Write ``Dockerfile``, the bundle copy and ``k8s.yaml`` into ``out`` atomically.
+def _check(bundle: Path, out: Path, force: bool) -> Any:
+    """The bundle's manifest, once the bundle and ``out`` are fit for packaging.
 
     Raises:
-        ConfigError: ``out`` exists (without ``force``) or the bundle's target cannot be served.
+        ConfigError: see :func:`write_package`.
     """
-    yaml = require("yaml", "serve", "edgec package")
     manifest = load_manifest(bundle)
     if manifest.target not in EXTRA_FOR_TARGET:
         raise ConfigError(f"{manifest.target} bundles run on devices, not behind an HTTP endpoint; package onnx or openvino bundles")
+    if not SAFE_NAME.fullmatch(bundle.name):
+        raise ConfigError(f"bundle folder name {bundle.name!r} cannot be copied by a Dockerfile; "
+                          "rename it to letters, digits, '.', '_' and '-'")
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists", hint="pass --force to replace it")
+    return manifest
+
+
+def write_package(bundle: Path, out: Path, *, image: str | None = None, port: int = 8080, replicas: int = 2,
+                  force: bool = False, wheel: Path | None = None) -> list[Path]:
+    """Write ``Dockerfile``, ``requirements.txt``, edgec's wheel, the bundle copy and ``k8s.yaml`` into
+    ``out`` atomically.
+
+    Args:
+        wheel: the edgec wheel to install; default: built from the running edgec's source tree.
+
+    Raises:
+        ConfigError: ``out`` exists (without ``force``), the bundle's target cannot be served, no edgec
+            wheel of the bundle's edgec version can be had, or a package the image needs is not
+            installed here (its version would be unknown).
+    """
+    from edgec.cloud_sync.serving import pins
+
+    yaml = require("yaml", "serve", "edgec package")
+    manifest = _check(bundle, out, force)
+    toolchain = {str(k): str(v) for k, v in manifest.toolchain.items()}
+    python = pins.image_python(toolchain)
     name = "".join(c if c.isalnum() else "-" for c in bundle.name.lower()).strip("-")[:63]
     docs = manifests(name, image or f"edgec-serve-{name}:latest", port, replicas)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        built = pins.edgec_wheel(wheel, staging, toolchain.get("edgec"))
+        extras = frozenset({"serve", EXTRA_FOR_TARGET[manifest.target]})
+        (staging / "requirements.txt").write_text(pins.requirements_text(built, extras, toolchain, python))
         shutil.copytree(bundle, staging / bundle.name)
-        (staging / "Dockerfile").write_text(dockerfile(bundle.name, EXTRA_FOR_TARGET[manifest.target], port))
+        (staging / "Dockerfile").write_text(dockerfile(bundle.name, built.name, python, port))
         (staging / "k8s.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
         if out.exists():
             shutil.rmtree(out)
@@ -96,4 +131,4 @@ def write_package(bundle: Path, out: Path, *, image: str | None = None, port: in
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return [out / "Dockerfile", out / "k8s.yaml", out / bundle.name]
+    return [out / "Dockerfile", out / "requirements.txt", out / built.name, out / "k8s.yaml", out / bundle.name]

@@ -76,6 +76,31 @@ def test_agent_installs_updates_and_reports_with_a_runtime_only_install(store_ur
     assert report["state"] == "committed" and report["bundle"] == bundles["v2"].name and report["latency_ms"] > 0
 
 
+def _outcome_lines(stderr: str) -> list[str]:
+    """The agent's outcome lines (not its ``state ...`` progress lines)."""
+    lines = [line.split(": ", 1)[1] for line in stderr.splitlines() if line.startswith("edgec-agent[")]
+    return [line for line in lines if not line.startswith("state ")]
+
+
+def test_agent_names_the_bundle_and_release_it_committed_kept_or_rolled_back(tmp_path: Path, keys: Path,
+                                                                            bundles: dict) -> None:
+    store_url = str(tmp_path / "store")
+    repo = repository(store_url, keys)
+    v1 = publish(bundles["v1"], repo, "stable", verify=False)
+    device = tmp_path / "dev"
+    proc = run_agent(store_url, "dev-1", device, keys)
+    assert proc.returncode == 0, proc.stderr
+    assert _outcome_lines(proc.stderr) == [f"committed tinyv1-onnx-fp32 (release 1 of stable, sha {v1.sha256[:12]})"]
+    assert state(device)["committed"] == {"slot": "a", "sha256": v1.sha256, "bundle": "tinyv1-onnx-fp32", "number": 1}
+    proc = run_agent(store_url, "dev-1", device, keys)
+    assert _outcome_lines(proc.stderr) == [f"up_to_date tinyv1-onnx-fp32 (release 1 of stable, sha {v1.sha256[:12]})"]
+    v2 = publish(bundles["v2"], repo, "stable", latency_budget_ms=1e-6, verify=False)  # no device is that fast
+    proc = run_agent(store_url, "dev-1", device, keys)
+    assert proc.returncode == EXIT_ACCURACY
+    [line] = _outcome_lines(proc.stderr)
+    assert line.startswith(f"rolled_back tinyv2-onnx-fp32 (release 2 of stable, sha {v2.sha256[:12]}): "), line
+
+
 def test_sigkill_at_each_state_keeps_a_verified_bundle_and_the_next_run_completes(tmp_path: Path, keys: Path,
                                                                                   bundles: dict) -> None:
     from edgec.cloud_sync import rollout

@@ -81,16 +81,63 @@ def test_layer_report_ranks_the_layer_reading_the_outlier_activation_first(fragi
     assert "layers.json" in {f.path for f in load_manifest(bundle).files}
 
 
-def test_debug_command_ranks_against_the_sibling_fp32_bundle(fragile, tmp_path: Path) -> None:
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def int8_beside_fp32(fragile, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An int8 bundle with its sibling fp32 bundle, in a folder of their own."""
+    out = tmp_path_factory.mktemp("debug") / "bundles"
     build(BuildConfig(source=str(fragile["model"]), out=out))
-    bundle = _build(fragile, out).bundle_dir
-    proc = run_cli("debug", str(bundle), "--json")
+    return _build(fragile, out).bundle_dir
+
+
+def _listing(bundle: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(bundle)): p.read_bytes() for p in sorted(bundle.rglob("*")) if p.is_file()}
+
+
+def test_debug_command_ranks_against_the_sibling_fp32_bundle(int8_beside_fp32: Path, tmp_path: Path) -> None:
+    bundle = int8_beside_fp32
+    proc = run_cli("debug", str(bundle), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     layers = json.loads(proc.stdout)
     assert layers[0]["layer"] == "conv3" and layers[0]["op"] in ("Conv", "Relu")
-    assert (bundle / "layers.json").is_file()
     assert run_cli("verify", str(bundle)).returncode == 0  # the report does not disturb the bundle's proof
+
+
+def test_debug_leaves_the_bundle_untouched_and_writes_the_report_where_it_says(int8_beside_fp32: Path, tmp_path: Path) -> None:
+    bundle = int8_beside_fp32
+    out = bundle.parent
+    before, siblings = _listing(bundle), sorted(p.name for p in out.iterdir())
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli("debug", str(bundle), cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert _listing(bundle) == before and sorted(p.name for p in out.iterdir()) == siblings  # nothing in or beside it
+    printed = Path(proc.stdout.strip().splitlines()[-1].removeprefix("layer report written to "))
+    assert printed == work / f"{bundle.name}.layers.json" and printed.is_file()
+    report = json.loads(printed.read_text())
+    assert report["layers"][0]["layer"] == "conv3" and report["samples"] > 0
+    assert [p.name for p in work.iterdir()] == [printed.name]  # no temporary file left behind
+    assert run_cli("verify", str(bundle)).returncode == 0
+
+
+def test_debug_writes_the_report_to_out(int8_beside_fp32: Path, tmp_path: Path) -> None:
+    bundle = int8_beside_fp32
+    target = tmp_path / "reports" / "int8-layers.json"
+    proc = run_cli("debug", str(bundle), "--out", str(target), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(target.read_text())["layers"] == json.loads(proc.stdout)
+    assert proc.stderr.strip() == f"layer report written to {target}"
+
+
+def test_debug_refuses_an_out_path_inside_the_bundle(int8_beside_fp32: Path, tmp_path: Path) -> None:
+    from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+
+    bundle = int8_beside_fp32
+    before = _listing(bundle)
+    proc = run_cli("debug", str(bundle), "--out", str(bundle / "layers.debug.json"))
+    assert_one_line_error(proc, errors.EXIT_CONFIG, "bundles are immutable")
+    proc = run_cli("debug", str(bundle), cwd=bundle)  # the default, from inside the bundle
+    assert_one_line_error(proc, errors.EXIT_CONFIG, "inside the bundle")
+    assert _listing(bundle) == before
 
 
 def test_debug_without_reference_says_how_to_give_one(fragile, tmp_path: Path) -> None:

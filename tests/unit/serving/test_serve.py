@@ -34,8 +34,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(bundle: Path, **options) -> Iterator[tuple[str, ServerState]]:
-    state = ServerState(ModelHost(load_bundle(bundle)), ServeOptions(**options))
+def serving(bundle: Path, release=None, **options) -> Iterator[tuple[str, ServerState]]:
+    state = ServerState(ModelHost(load_bundle(bundle, release=release)), ServeOptions(**options))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -213,7 +213,7 @@ def test_package_writes_valid_kubernetes_manifests_and_a_dockerfile(bundles, tmp
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert docs[2]["spec"]["scaleTargetRef"]["name"] == docs[0]["metadata"]["name"]
     dockerfile = (out / "Dockerfile").read_text()
-    assert "edgec[serve,onnx]" in dockerfile and "COPY tiny-onnx-fp32/ /bundle/" in dockerfile
+    assert "--no-deps /tmp/edgec/edgec-" in dockerfile and "COPY tiny-onnx-fp32/ /bundle/" in dockerfile
     assert run_cli("verify", str(out / "tiny-onnx-fp32")).returncode == 0
     again = run_cli("package", str(bundles["dynamic"]), "--out", str(out))
     assert again.returncode == errors.EXIT_CONFIG and "already exists" in again.stderr

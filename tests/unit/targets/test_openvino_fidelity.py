@@ -62,17 +62,19 @@ def test_layer_report_ranks_the_layer_reading_the_outlier_activation_first(bundl
     assert load_manifest(bundles["report"]).model_extra["layer_report"]["worst"][0] == "conv3"
 
 
-def test_debug_command_ranks_against_the_sibling_fp32_bundle(bundles: dict[str, Path]) -> None:
-    proc = run_cli("debug", str(bundles["int8"]), "--json")
+def test_debug_command_ranks_against_the_sibling_fp32_bundle(bundles: dict[str, Path], tmp_path: Path) -> None:
+    proc = run_cli("debug", str(bundles["int8"]), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)[0]["layer"] == "conv3"
     assert run_cli("verify", str(bundles["int8"])).returncode == 0
 
 
-def test_debug_keeps_the_build_report_and_writes_beside_it(bundles: dict[str, Path]) -> None:
-    proc = run_cli("debug", str(bundles["report"]), "--reference", str(bundles["fp32"]))
+def test_debug_keeps_the_build_report_and_writes_outside_the_bundle(bundles: dict[str, Path], tmp_path: Path) -> None:
+    listed = (bundles["report"] / "layers.json").read_bytes()
+    proc = run_cli("debug", str(bundles["report"]), "--reference", str(bundles["fp32"]), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert (bundles["report"] / "layers.debug.json").is_file() and "conv3" in proc.stdout
+    assert (tmp_path / f"{bundles['report'].name}.layers.json").is_file() and "conv3" in proc.stdout
+    assert (bundles["report"] / "layers.json").read_bytes() == listed and not (bundles["report"] / "layers.debug.json").exists()
     assert run_cli("verify", str(bundles["report"])).returncode == 0  # the listed layers.json is untouched
 
 

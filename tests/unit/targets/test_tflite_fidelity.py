@@ -82,8 +82,8 @@ def test_layer_report_ranks_conv3_first_by_its_onnx_layer_name(bundles: dict[str
     assert load_manifest(bundles["report"]).model_extra["layer_report"]["worst"][0] == "conv3"
 
 
-def test_debug_command_ranks_against_the_sibling_fp32_bundle(bundles: dict[str, Path]) -> None:
-    proc = run_cli("debug", str(bundles["int8"]), "--json")
+def test_debug_command_ranks_against_the_sibling_fp32_bundle(bundles: dict[str, Path], tmp_path: Path) -> None:
+    proc = run_cli("debug", str(bundles["int8"]), "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     layers = json.loads(proc.stdout)
     assert layers[0]["layer"] == "conv3" and layers[0]["op"] == "CONV_2D"
