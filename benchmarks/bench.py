@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.errors import EXIT_MISSING_DEPENDENCY, AccuracyGateError, ConfigError, EdgecError
+from edgec.core.errors import EXIT_MISSING_DEPENDENCY, AccuracyGateError, ConfigError, EdgecError
 
 SHIM_DIR = "edgec_shim"
 FP32 = "fp32"
@@ -214,7 +214,7 @@ def bundle_facts(bundle: Path) -> dict[str, Any]:
     Raises:
         IntegrityError: the manifest is not a valid edgec manifest.
     """
-    from edgec.compiler.bundle import MANIFEST, load_manifest
+    from edgec.core.bundle import MANIFEST, load_manifest
 
     manifest = load_manifest(bundle)
     return {"name": manifest.name, "target": manifest.target, "precision": manifest.precision,
@@ -232,7 +232,7 @@ def add_host_facts(result: dict[str, Any], bundle: Path) -> dict[str, Any]:
     Raises:
         IntegrityError: the manifest is not a valid edgec manifest.
     """
-    from edgec.compiler.bundle import load_manifest
+    from edgec.core.bundle import load_manifest
 
     manifest = load_manifest(bundle)
     result["bundle"]["model_bytes"] = manifest.model_bytes()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import AccuracyGateError, ConfigError
+from edgec.core.errors import AccuracyGateError, ConfigError
 from edgec.runtime_shims.measure import non_negative_int, positive_int
 
 Handler = Callable[[argparse.Namespace], int]

@@ -77,7 +77,7 @@ def with_ratio(row: dict[str, Any]) -> dict[str, Any]:
 
 def run_module(name: str, work: Path, runs: int, package: str = PACKAGE) -> Outcome:
     """Import and run one comparison module; missing dependencies and protocol gaps become ``skipped``."""
-    from edgec.compiler.errors import EdgecError
+    from edgec.core.errors import EdgecError
 
     start = time.perf_counter()
     try:

@@ -58,7 +58,7 @@ class Row:
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit code (0, or the family code of the first error, printed as one line)."""
     args = _parser().parse_args(argv)
-    from edgec.compiler.errors import EdgecError
+    from edgec.core.errors import EdgecError
 
     start = time.perf_counter()
     try:
@@ -99,7 +99,7 @@ def run(out: Path, runs: int, targets: list[str] | None = None, epochs: int = di
         MissingDependencyError: torch or scikit-learn is not installed.
         EdgecError: a build or a verification failed (its own family and exit code).
     """
-    from edgec.compiler.errors import ConfigError
+    from edgec.core.errors import ConfigError
 
     if runs < 1 or epochs < 1:
         raise ConfigError(f"--runs and --epochs must be at least 1 (got {runs} and {epochs})")
@@ -122,7 +122,7 @@ def run(out: Path, runs: int, targets: list[str] | None = None, epochs: int = di
 
 def _require_training_packages() -> None:
     """torch trains the model and scikit-learn holds the digits; without them: exit 3 with what to install."""
-    from edgec.compiler.errors import MissingDependencyError, require
+    from edgec.core.errors import MissingDependencyError, require
 
     require("torch", "torch", "the demo's training")
     try:
@@ -138,7 +138,7 @@ def select_targets(names: list[str] | None) -> list[tuple[str, str | None]]:
     Raises:
         ConfigError: a name is not a registered target.
     """
-    from edgec.compiler.errors import ConfigError, MissingDependencyError
+    from edgec.core.errors import ConfigError, MissingDependencyError
     from edgec.targets.base import TARGETS
 
     known = [cls.name for cls in TARGETS.all()]
@@ -175,7 +175,7 @@ def build_and_verify(assets: digits.DigitsAssets, target: str, precision: Precis
 
 def measure(bundle: Path, data: digits.DigitsData, runs: int) -> Row:
     """Size, parity, held-out accuracy and batch-1 latency of one bundle (None where this host cannot run it)."""
-    from edgec.compiler.bundle import load_manifest
+    from edgec.core.bundle import load_manifest
     from edgec.targets.base import TARGETS
 
     manifest = load_manifest(bundle)

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < ROUNDS:
         parser.error(f"--runs must be at least {ROUNDS}")
-    from edgec.compiler.errors import EdgecError
+    from edgec.core.errors import EdgecError
 
     benches = {"digits": bench_digits, "minilm": bench_minilm}
     start = time.perf_counter()

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    from edgec.compiler.errors import EdgecError
+    from edgec.core.errors import EdgecError
 
     start = time.perf_counter()
     try:

@@ -53,7 +53,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import ConfigError
+from edgec.core.errors import ConfigError
 
 SCHEMA_VERSION = 1
 RESULT_KIND = "edgec.bench.result"

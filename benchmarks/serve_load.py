@@ -145,7 +145,7 @@ def measure(url: str, bodies: list[bytes], concurrency: int) -> dict[str, float]
 
 def bundle_bodies(bundle: Path, count: int) -> list[bytes]:
     """JSON bodies of one sample each, cycling through the bundle's golden inputs."""
-    from edgec.compiler.bundle import load_manifest, read_golden
+    from edgec.core.bundle import load_manifest, read_golden
 
     inputs, _ = read_golden(bundle / load_manifest(bundle).golden)
     samples = [{k: v[i:i + 1] for k, v in feed.items()} for feed in inputs for i in range(len(next(iter(feed.values()))))]

@@ -118,8 +118,8 @@ def minilm_case(work: Path) -> Case:
 def build_bundles(case: Case, out: Path, timings: dict[str, float]) -> list[Variant]:
     """edgec bundles: onnx fp32/int8 and tflite fp32/fp16/int8."""
     from edgec.compiler.config import BuildConfig
-    from edgec.compiler.errors import EdgecError
     from edgec.compiler.pipeline import build
+    from edgec.core.errors import EdgecError
 
     variants = []
     for target, precision in (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8")):

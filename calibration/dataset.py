@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.compiler.errors import CalibrationError
-from edgec.compiler.types import TensorSpec
+from edgec.core.errors import CalibrationError
+from edgec.core.types import TensorSpec
 
 from .npyio import DEFAULT_MAX_MB, MIB
 from .readers import ImagePreprocess, read_path

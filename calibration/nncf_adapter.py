@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.errors import CalibrationError, require
+from edgec.core.errors import CalibrationError, require
 
 
 def to_nncf_dataset(calibration: CalibrationSet, input_names: Sequence[str] | None = None) -> Any:

@@ -22,7 +22,7 @@ from typing import IO
 
 import numpy as np
 
-from edgec.compiler.errors import CalibrationError
+from edgec.core.errors import CalibrationError
 
 MIB = 1 << 20
 DEFAULT_MAX_MB = 2048

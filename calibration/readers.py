@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.errors import CalibrationError, ConfigError, require
-from edgec.compiler.types import TensorSpec
+from edgec.core.errors import CalibrationError, ConfigError, require
+from edgec.core.types import TensorSpec
 
 from .npyio import DEFAULT_MAX_MB, MIB, Budget, read_npy, read_npz
 

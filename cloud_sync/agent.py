@@ -51,7 +51,7 @@ from typing import Any
 
 from edgec.cloud_sync.device import Device, fsync_dir
 from edgec.cloud_sync.names import check_channel, check_device_id
-from edgec.compiler.errors import EXIT_ACCURACY, EXIT_INTEGRITY, ConfigError, EdgecError, IntegrityError
+from edgec.core.errors import EXIT_ACCURACY, EXIT_INTEGRITY, ConfigError, EdgecError, IntegrityError
 
 STATES = ("refresh", "select", "download", "verify", "unpack", "precheck", "switch", "health", "commit", "rollback", "report")
 FAILPOINT_ENV = "EDGEC_AGENT_FAILPOINT"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import ConfigError
+from edgec.core.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
 SYNC_MODULES = ("securesystemslib", "cryptography", "tuf", "obstore")
@@ -27,7 +27,7 @@ def require_sync(command: str, modules: tuple[str, ...] = SYNC_MODULES) -> None:
     Raises:
         MissingDependencyError: one of ``modules`` cannot be imported (exit 3, names ``edgec[sync]``).
     """
-    from edgec.compiler.errors import require
+    from edgec.core.errors import require
 
     for module in modules:
         require(module, "sync", f"edgec {command}")

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import EdgecError
+from edgec.core.errors import EdgecError
 
 SLOTS = ("a", "b")
 STATE_KEYS = ("committed", "previous", "trial", "failed", "last_report")

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.errors import IntegrityError
+from edgec.core.errors import IntegrityError
 from edgec.runtime_shims import bundle_files
 from edgec.runtime_shims.measure import check_tolerance, compare_output, read_golden
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import ConfigError, IntegrityError
+from edgec.core.errors import ConfigError, IntegrityError
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 KEYS_ENV = "EDGEC_KEYS_DIR"

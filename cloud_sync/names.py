@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from edgec.compiler.errors import ConfigError
+from edgec.core.errors import ConfigError
 
 CHANNEL_RULE = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 """Channel names: up to 64 characters."""

@@ -23,7 +23,7 @@ from typing import Any
 from edgec.cloud_sync import rollout
 from edgec.cloud_sync.keys import Keyring
 from edgec.cloud_sync.release import Repository, now
-from edgec.compiler.errors import ConfigError, IntegrityError
+from edgec.core.errors import ConfigError, IntegrityError
 
 CHANNEL_PATH = "channels/{}.json"
 

@@ -36,7 +36,7 @@ from typing import Any
 from edgec.cloud_sync.keys import ROLES, Keyring
 from edgec.cloud_sync.seen import SeenRecord
 from edgec.cloud_sync.store import Conflict, NotFound, Store
-from edgec.compiler.errors import ConfigError, IntegrityError
+from edgec.core.errors import ConfigError, IntegrityError
 
 META = "tuf/metadata/"
 TARGETS = "tuf/targets/"

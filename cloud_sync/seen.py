@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from edgec.compiler.errors import ConfigError, IntegrityError
+from edgec.core.errors import ConfigError, IntegrityError
 
 RECORD = "seen.json"
 SCHEMA = 1

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from edgec.compiler.errors import ConfigError, IntegrityError
+from edgec.core.errors import ConfigError, IntegrityError
 
 CONNECT_TIMEOUT = "3s"
 REQUEST_TIMEOUT = "60s"
@@ -225,7 +225,7 @@ def open_store(url: str | Path) -> Store:
         ConfigError: unknown scheme or bad options.
         MissingDependencyError: obstore is not installed.
     """
-    from edgec.compiler.errors import require
+    from edgec.core.errors import require
 
     require("obstore", "sync", "object storage")
     text = str(url)

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from edgec.compiler import __version__
-from edgec.compiler.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError
 from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
+from edgec.core.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError
 
 EXIT_CODES_HELP = """exit codes:
   0 ok, 1 internal error (a bug: please report the traceback), 2 configuration, 3 missing dependency,
@@ -210,7 +210,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from edgec.compiler.inspect import format_text, inspect_path
+    from edgec.compiler.inspection import format_text, inspect_path
 
     info = inspect_path(args.path)
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_text(info))
@@ -218,7 +218,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from edgec.compiler.errors import MissingDependencyError
+    from edgec.core.errors import MissingDependencyError
     from edgec.targets.base import TARGETS
 
     for cls in TARGETS.all():

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from edgec.compiler.errors import ConfigError
 from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
+from edgec.core.errors import ConfigError
 
 Precision = Literal["fp32", "fp16", "int8"]
 

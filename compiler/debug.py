@@ -7,10 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from edgec.compiler.bundle import bundle_path, load_manifest, read_checked_golden
-from edgec.compiler.errors import ConfigError
 from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.pipeline import check_layer_support, get_target
+from edgec.core.bundle import bundle_path, load_manifest, read_checked_golden
+from edgec.core.errors import ConfigError
 
 REPORT_SUFFIX = ".layers.json"
 """The report is ``<bundle name>.layers.json`` in the working directory (or ``--out``). Never inside the

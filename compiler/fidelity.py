@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import require
+from edgec.core.errors import require
 
 Feed = dict[str, np.ndarray]
 

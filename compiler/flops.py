@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.errors import require
+from edgec.core.errors import require
 
 WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
 MATMUL_A = {"Gemm": 0, "MatMul": 0, "MatMulInteger": 0, "QLinearMatMul": 0}

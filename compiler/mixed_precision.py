@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.errors import AccuracyGateError, EdgecError, ExportError
 from edgec.compiler.fidelity import LayerDivergence
-from edgec.compiler.types import ModelArtifact
+from edgec.core.errors import AccuracyGateError, EdgecError, ExportError
+from edgec.core.types import ModelArtifact
 from edgec.runtime_shims.measure import time_calls
 from edgec.targets.base import ExportResult, PrecisionRequest, Target
 

@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .errors import ExportError, require
-from .types import FORMAT_ONNX, ModelArtifact, TensorSpec, sha256_file
+from edgec.core.errors import ExportError, require
+from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec, sha256_file
 
 
 def _onnx() -> Any:

@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgec.compiler.errors import ConfigError
+from edgec.core.errors import ConfigError
 
 BUNDLE_MODE = 0o755
 

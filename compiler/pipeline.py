@@ -18,10 +18,14 @@ import numpy as np
 from edgec.calibration.dataset import CalibrationSet, load_calibration
 from edgec.calibration.readers import ImagePreprocess, read_path
 from edgec.compiler import __version__, mixed_precision, outdir, parity
-from edgec.compiler.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
 from edgec.compiler.cache import StageCache, cache_key, default_cache_dir
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.errors import (
+from edgec.compiler.importers.base import Feed, ImportResult, find_importer
+from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
+from edgec.compiler.planner import PassStep, conversion_steps, float_steps, prune_steps
+from edgec.compiler.synthetic import check_sample_size, synthetic_feeds
+from edgec.core.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
+from edgec.core.errors import (
     AccuracyGateError,
     CalibrationError,
     ConfigError,
@@ -29,11 +33,7 @@ from edgec.compiler.errors import (
     ExportError,
     UnsupportedError,
 )
-from edgec.compiler.importers.base import Feed, ImportResult, find_importer
-from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
-from edgec.compiler.planner import PassStep, conversion_steps, float_steps, prune_steps
-from edgec.compiler.synthetic import check_sample_size, synthetic_feeds
-from edgec.compiler.types import ModelArtifact, TensorSpec
+from edgec.core.types import ModelArtifact, TensorSpec
 from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
 
 Log = Callable[[str], None]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.errors import UnsupportedError
-from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2
+from edgec.core.errors import UnsupportedError
+from edgec.core.types import FORMAT_ONNX, FORMAT_PT2
 
 PassStep = tuple[str, dict[str, Any]]
 

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from edgec.compiler.errors import ConfigError, ExportError
-from edgec.compiler.types import TensorSpec
+from edgec.core.errors import ConfigError, ExportError
+from edgec.core.types import TensorSpec
 
 SYNTHETIC_DIM = 16
 """Size used for dynamic non-batch dims of synthetic golden inputs."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.compiler import parity
-from edgec.compiler.bundle import (
+from edgec.core.bundle import (
     BundleManifest,
     Feed,
     bundle_path,
@@ -15,7 +15,7 @@ from edgec.compiler.bundle import (
     load_manifest,
     read_checked_golden,
 )
-from edgec.compiler.errors import AccuracyGateError, ConfigError, EdgecError, IntegrityError, InternalError
+from edgec.core.errors import AccuracyGateError, ConfigError, EdgecError, IntegrityError, InternalError
 from edgec.targets.base import TARGETS, Target
 
 

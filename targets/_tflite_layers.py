@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler import fidelity
-from edgec.compiler.errors import ConfigError, UnsupportedError
 from edgec.compiler.fidelity import LayerDivergence, NodeInfo
 from edgec.compiler.importers.tensorflow import tf_module
+from edgec.core.errors import ConfigError, UnsupportedError
 from edgec.runtime_shims.litert import _quiet_native_stderr, dequantize, load_interpreter_class, quantize
 
 Feed = dict[str, np.ndarray]

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.bundle import write_npz
-from edgec.compiler.errors import (
+from edgec.compiler.importers.tensorflow import SERVING
+from edgec.core.bundle import write_npz
+from edgec.core.errors import (
     ExportError,
     MissingDependencyError,
 )
-from edgec.compiler.importers.tensorflow import SERVING
-from edgec.compiler.types import ModelArtifact
+from edgec.core.types import ModelArtifact
 from edgec.targets import _tflite_layers
 
 Feed = dict[str, np.ndarray]

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.errors import ConfigError, UnsupportedError, require
-from edgec.compiler.registry import Registry
-from edgec.compiler.types import ModelArtifact, TensorSpec
+from edgec.core.errors import ConfigError, UnsupportedError, require
+from edgec.core.registry import Registry
+from edgec.core.types import ModelArtifact, TensorSpec
 from edgec.runtime_shims.base import Runner
 
 if TYPE_CHECKING:

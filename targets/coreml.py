@@ -48,9 +48,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import ConfigError, EdgecError, ExportError, UnsupportedError, require
 from edgec.compiler.importers.tensorflow import native_output_to
-from edgec.compiler.types import FORMAT_PT2, ModelArtifact, TensorSpec
+from edgec.core.errors import ConfigError, EdgecError, ExportError, UnsupportedError, require
+from edgec.core.types import FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.runtime_shims.coreml import CoreMLRunner
 from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
 

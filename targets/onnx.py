@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from edgec.compiler import fidelity, onnx_utils
-from edgec.compiler.errors import UnsupportedError
-from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
+from edgec.core.errors import UnsupportedError
+from edgec.core.types import FORMAT_ONNX, ModelArtifact
 from edgec.runtime_shims.ort import OrtRunner
 from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
 

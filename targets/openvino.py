@@ -60,8 +60,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler import fidelity
-from edgec.compiler.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
-from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
+from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
+from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.runtime_shims.openvino import RUNTIME_OPTIONS, OpenVinoRunner
 from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
 

@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
-from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
+from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
+from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.base import Runner, RunnerError
 from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target

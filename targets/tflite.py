@@ -42,14 +42,6 @@ from typing import Any
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.errors import (
-    CalibrationError,
-    ConfigError,
-    EdgecError,
-    ExportError,
-    MissingDependencyError,
-    UnsupportedError,
-)
 from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.importers.tensorflow import (
     FORMAT_KERAS,
@@ -59,7 +51,15 @@ from edgec.compiler.importers.tensorflow import (
     serving_saved_model,
     tf_module,
 )
-from edgec.compiler.types import FORMAT_ONNX, ModelArtifact, TensorSpec
+from edgec.core.errors import (
+    CalibrationError,
+    ConfigError,
+    EdgecError,
+    ExportError,
+    MissingDependencyError,
+    UnsupportedError,
+)
+from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec
 from edgec.runtime_shims.litert import LiteRtRunner, quantize
 from edgec.targets import _tflite_layers
 from edgec.targets._tflite_onnx import CHANNELS_LAST, channels_last, onnx_to_saved_model

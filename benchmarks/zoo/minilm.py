@@ -215,7 +215,7 @@ def embed_with_runner(runner: Any, sentences: list[str] | tuple[str, ...]) -> np
 
 def embed_with_bundle(bundle_dir: Path, sentences: list[str] | tuple[str, ...], threads: int | None = None) -> np.ndarray:
     """Embeddings ``(len(sentences), 384)`` from a built onnx bundle, run through the bundle's runtime shim."""
-    from edgec.compiler.bundle import load_manifest
+    from edgec.core.bundle import load_manifest
     from edgec.runtime_shims.ort import OrtRunner
 
     manifest = load_manifest(Path(bundle_dir))

@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edgec.compiler.errors import require
-from edgec.compiler.types import TensorSpec
+from edgec.core.errors import require
+from edgec.core.types import TensorSpec
 
 from .batching import DynamicBatcher
 from .drift import DriftTracker

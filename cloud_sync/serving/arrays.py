@@ -25,7 +25,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from edgec.compiler.types import TensorSpec
+from edgec.core.types import TensorSpec
 
 MB = 1024 * 1024
 MAX_DIMS = 64

@@ -41,7 +41,7 @@ def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from edgec.compiler.errors import ConfigError, require
+    from edgec.core.errors import ConfigError, require
 
     from .app import ServerState, create_app, uvicorn_config
     from .host import ModelHost, load_bundle
@@ -92,7 +92,7 @@ def _add_limit_flags(serve: Any) -> None:
 
 
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
-    from edgec.compiler.errors import ConfigError
+    from edgec.core.errors import ConfigError
 
     from .app import ServeOptions
 

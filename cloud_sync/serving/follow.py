@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.cloud_sync.serving.host import Release
-from edgec.compiler.errors import ConfigError, EdgecError
+from edgec.core.errors import ConfigError, EdgecError
 
 log = logging.getLogger("edgec.serve")
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.bundle import BundleManifest
-from edgec.compiler.errors import EdgecError
-from edgec.compiler.types import TensorSpec
+from edgec.core.bundle import BundleManifest
+from edgec.core.errors import EdgecError
+from edgec.core.types import TensorSpec
 
 Feed = dict[str, np.ndarray]
 

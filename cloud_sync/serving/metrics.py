@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgec.compiler.errors import require
+from edgec.core.errors import require
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)

@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.bundle import load_manifest
-from edgec.compiler.errors import ConfigError, require
+from edgec.core.bundle import load_manifest
+from edgec.core.errors import ConfigError, require
 
 EXTRA_FOR_TARGET = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.types import TensorSpec
+from edgec.core.types import TensorSpec
 
 from .arrays import MAX_DIMS, MB, BadRequest, check_dtype, check_shape, read_npy, read_npz
 

@@ -27,7 +27,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import ExportError
+from edgec.core.errors import ExportError
 
 MAX_MEMBERS = 100_000
 MAX_EXTRA_BYTES = 16 << 20

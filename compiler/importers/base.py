@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgec.compiler.cache import StageCache
-from edgec.compiler.errors import ConfigError
-from edgec.compiler.registry import Registry
-from edgec.compiler.types import ModelArtifact
+from edgec.core.errors import ConfigError
+from edgec.core.registry import Registry
+from edgec.core.types import ModelArtifact
 
 IMPORTERS: Registry[Importer] = Registry("importer", "edgec.compiler.importers")
 

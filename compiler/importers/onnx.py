@@ -7,9 +7,9 @@ from pathlib import Path
 
 from edgec.compiler import onnx_utils
 from edgec.compiler.cache import StageCache
-from edgec.compiler.errors import ConfigError, ExportError, require
 from edgec.compiler.importers.base import Feed, Importer, ImportResult
-from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
+from edgec.core.errors import ConfigError, ExportError, require
+from edgec.core.types import FORMAT_ONNX, ModelArtifact
 
 
 class OnnxImporter(Importer):

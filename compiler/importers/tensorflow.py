@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler.cache import StageCache
-from edgec.compiler.errors import ConfigError, ExportError, UnsupportedError, require
 from edgec.compiler.importers.base import Feed, Importer, ImportResult
-from edgec.compiler.types import ModelArtifact, TensorSpec, sha256_file, sha256_tree
+from edgec.core.errors import ConfigError, ExportError, UnsupportedError, require
+from edgec.core.types import ModelArtifact, TensorSpec, sha256_file, sha256_tree
 
 FORMAT_SAVEDMODEL = "savedmodel"
 FORMAT_KERAS = "keras"

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler.cache import StageCache, cache_key
-from edgec.compiler.errors import ConfigError, ExportError, UnsupportedError, require
 from edgec.compiler.importers._pt2_archive import check_pt2_archive
 from edgec.compiler.importers.base import Feed, Importer, ImportResult
-from edgec.compiler.types import FORMAT_PT2, ModelArtifact, TensorSpec, sha256_file
+from edgec.core.errors import ConfigError, ExportError, UnsupportedError, require
+from edgec.core.types import FORMAT_PT2, ModelArtifact, TensorSpec, sha256_file
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".ckpt")
 

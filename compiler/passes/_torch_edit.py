@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.errors import ConfigError, ExportError, UnsupportedError, require
 from edgec.compiler.importers.torch import _describe, _resolve_factory, safe_load_pt2
-from edgec.compiler.types import FORMAT_PT2, ModelArtifact, sha256_file
+from edgec.core.errors import ConfigError, ExportError, UnsupportedError, require
+from edgec.core.types import FORMAT_PT2, ModelArtifact, sha256_file
 
 EXAMPLE_DIM = 2
 """Size given to dynamic dims in the example inputs used for tracing and re-export (0 and 1 specialise)."""

@@ -14,9 +14,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.errors import CalibrationError, ConfigError, EdgecError, ExportError, UnsupportedError
-from edgec.compiler.registry import Registry
-from edgec.compiler.types import FORMAT_ONNX, ModelArtifact
+from edgec.core.errors import CalibrationError, ConfigError, EdgecError, ExportError, UnsupportedError
+from edgec.core.registry import Registry
+from edgec.core.types import FORMAT_ONNX, ModelArtifact
 
 PASSES: Registry[Pass] = Registry("pass", "edgec.compiler.passes")
 

@@ -21,10 +21,10 @@ import logging
 from typing import Any
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import ExportError, require
 from edgec.compiler.importers.torch import safe_load_pt2
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.compiler.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
+from edgec.core.errors import ExportError, require
+from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
 
 
 def rename_outputs(graph: Any, names: list[str]) -> None:

@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgec.compiler.errors import require
 from edgec.compiler.passes._torch_edit import (
     _channels,
     _submodule,
@@ -47,7 +46,8 @@ from edgec.compiler.passes._torch_edit import (
     run_finetune,
 )
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.compiler.types import FORMAT_PT2, ModelArtifact
+from edgec.core.errors import require
+from edgec.core.types import FORMAT_PT2, ModelArtifact
 
 
 class PruneOptions(PassOptions):

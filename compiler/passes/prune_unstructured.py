@@ -19,7 +19,6 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from edgec.compiler.errors import require
 from edgec.compiler.passes._torch_edit import (
     check_outputs,
     flat_outputs,
@@ -31,7 +30,8 @@ from edgec.compiler.passes._torch_edit import (
 )
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.compiler.passes.prune_structured import PruneOptions
-from edgec.compiler.types import FORMAT_PT2, ModelArtifact
+from edgec.core.errors import require
+from edgec.core.types import FORMAT_PT2, ModelArtifact
 
 EXPLOITED_BY = {"onnx": "size after compression", "openvino": "size after compression",
                 "tflite": "size after compression"}

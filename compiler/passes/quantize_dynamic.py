@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import require
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.compiler.types import ModelArtifact
+from edgec.core.errors import require
+from edgec.core.types import ModelArtifact
 
 
 class DynamicOptions(PassOptions):

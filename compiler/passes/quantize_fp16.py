@@ -7,9 +7,9 @@ wrapped in casts by that runtime (onnxruntime's CPU provider does so itself).
 from __future__ import annotations
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import require
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.compiler.types import ModelArtifact
+from edgec.core.errors import require
+from edgec.core.types import ModelArtifact
 
 
 class Fp16Options(PassOptions):

@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import require
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.compiler.types import ModelArtifact
+from edgec.core.errors import require
+from edgec.core.types import ModelArtifact
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 

@@ -8,9 +8,9 @@ Rules:
 from __future__ import annotations
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.errors import require
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
-from edgec.compiler.types import ModelArtifact
+from edgec.core.errors import require
+from edgec.core.types import ModelArtifact
 
 
 class Simplify(Pass):

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.compiler import errors
-from edgec.compiler.bundle import load_manifest
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
+from edgec.core import errors
+from edgec.core.bundle import load_manifest
 from edgec.targets.base import TARGETS
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 

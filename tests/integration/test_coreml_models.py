@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgec.compiler.bundle import check_files, load_manifest, read_golden
 from edgec.compiler.cache import StageCache, default_cache_dir
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.importers.torch import TorchImporter
 from edgec.compiler.pipeline import build
-from edgec.compiler.types import ModelArtifact
+from edgec.core.bundle import check_files, load_manifest, read_golden
+from edgec.core.types import ModelArtifact
 from edgec.targets.base import PrecisionRequest
 from edgec.targets.coreml import MODEL_DIR, CoreMLTarget
 

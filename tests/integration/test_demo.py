@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.conftest import run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 

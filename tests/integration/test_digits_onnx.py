@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgec.benchmarks.zoo import digits
-from edgec.compiler.bundle import load_manifest
+from edgec.core.bundle import load_manifest
 from edgec.runtime_shims.ort import OrtRunner
 from tests.conftest import run_cli
 

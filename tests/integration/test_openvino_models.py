@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgec.benchmarks.zoo import digits, minilm
-from edgec.compiler.bundle import load_manifest
+from edgec.core.bundle import load_manifest
 from edgec.runtime_shims.openvino import OpenVinoRunner
 from tests.conftest import run_cli
 

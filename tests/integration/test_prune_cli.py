@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from edgec.cloud_sync import rollout
 from edgec.cloud_sync.health import check_health
-from edgec.compiler.errors import EXIT_ACCURACY
+from edgec.core.errors import EXIT_ACCURACY
 from tests.unit.cloud_sync.conftest import MotoServer, bundles, cli, key_template, keys, moto_server  # noqa: F401 - fixtures
 
 DEVICES = [f"edge-{i:02d}" for i in range(8)]

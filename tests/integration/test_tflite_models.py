@@ -13,9 +13,9 @@ pytest.importorskip("tensorflow", reason="the tflite target: pip install 'edgec[
 pytest.importorskip("onnx2tf", reason="the tflite target's ONNX route: pip install 'edgec[tflite]'")
 
 from edgec.benchmarks.zoo import digits  # noqa: E402
-from edgec.compiler.bundle import load_manifest  # noqa: E402
 from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import build  # noqa: E402
+from edgec.core.bundle import load_manifest  # noqa: E402
 from edgec.runtime_shims.litert import LiteRtRunner  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 

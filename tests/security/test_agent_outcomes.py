@@ -18,7 +18,7 @@ from edgec.cloud_sync import agent as agent_mod
 from edgec.cloud_sync.publish import publish
 from edgec.cloud_sync.release import META, target_key
 from edgec.cloud_sync.store import Store, open_store
-from edgec.compiler.errors import EXIT_INTEGRITY
+from edgec.core.errors import EXIT_INTEGRITY
 from tests.unit.cloud_sync.conftest import (  # noqa: F401 - fixtures
     bundles,
     key_template,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.conftest import make_conv_onnx, run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 

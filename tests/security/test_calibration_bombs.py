@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from edgec.calibration.readers import read_path
-from edgec.compiler import errors
-from edgec.compiler.types import TensorSpec
+from edgec.core import errors
+from edgec.core.types import TensorSpec
 from tests.conftest import make_calib, make_conv_onnx
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 

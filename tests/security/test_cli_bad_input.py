@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.conftest import REPO, make_conv_onnx, run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 

@@ -23,7 +23,7 @@ import pytest
 from edgec.cloud_sync.publish import pack_bundle
 from edgec.cloud_sync.release import META
 from edgec.cloud_sync.store import Store, open_store
-from edgec.compiler.errors import EXIT_INTEGRITY
+from edgec.core.errors import EXIT_INTEGRITY
 from tests.unit.cloud_sync.conftest import (  # noqa: F401 - fixtures
     bundles,
     cli,

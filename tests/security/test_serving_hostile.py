@@ -27,9 +27,9 @@ import uvicorn
 from edgec.cloud_sync.serving import app as serving_app
 from edgec.cloud_sync.serving.app import ServeOptions, ServerState, create_app
 from edgec.cloud_sync.serving.host import ModelHost, load_bundle
-from edgec.compiler import errors
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
+from edgec.core import errors
 from edgec.runtime_shims.ort import OrtRunner
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgec.compiler.errors import EXIT_CONFIG, ConfigError
+from edgec.core.errors import EXIT_CONFIG, ConfigError
 from tests.unit.cloud_sync.conftest import cli, key_template, keys  # noqa: F401 - fixtures
 
 BAD_NAMES = ["../x", "a/b", "..", "a..b", "-x", ".hidden", "a b", "é", "x" * 200, ""]

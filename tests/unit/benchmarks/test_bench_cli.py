@@ -179,8 +179,8 @@ def test_progress_is_drawn_on_a_terminal_only(siblings: dict[str, Path]) -> None
 
 
 def test_build_speedup_gate_uses_the_sibling_beside_the_bundle(siblings: dict[str, Path]) -> None:
-    from edgec.compiler.bundle import load_manifest
     from edgec.compiler.config import BuildConfig
+    from edgec.core.bundle import load_manifest
 
     config = BuildConfig(source=str(siblings["onnx"]), out=siblings["int8"].parent, precision="int8", calib=siblings["calib"])
     messages: list[str] = []
@@ -193,8 +193,8 @@ def test_build_speedup_gate_uses_the_sibling_beside_the_bundle(siblings: dict[st
 
 
 def test_build_speedup_gate_builds_a_missing_sibling_in_a_temporary_folder(siblings: dict[str, Path], tmp_path: Path) -> None:
-    from edgec.compiler.bundle import load_manifest
     from edgec.compiler.config import BuildConfig
+    from edgec.core.bundle import load_manifest
 
     out = tmp_path / "out"
     config = BuildConfig(source=str(siblings["onnx"]), out=out, precision="int8", calib=siblings["calib"])
@@ -207,7 +207,7 @@ def test_build_speedup_gate_builds_a_missing_sibling_in_a_temporary_folder(sibli
 
 def test_build_speedup_gate_refuses_an_fp32_build(siblings: dict[str, Path]) -> None:
     from edgec.compiler.config import BuildConfig
-    from edgec.compiler.errors import ConfigError
+    from edgec.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="use it with --precision int8 or fp16"):
         bench.speedup_gate(BuildConfig(source=str(siblings["onnx"]), precision="fp32"))

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.compiler.bundle import load_manifest
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
+from edgec.core.bundle import load_manifest
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 from tests.unit.benchmarks.conftest import load_json, run_shim
 

@@ -27,7 +27,7 @@ def ratios(work: Path, runs: int) -> list[dict]:
 '''
 
 MISSING_MODULE = '''
-from edgec.compiler.errors import require
+from edgec.core.errors import require
 
 
 def ratios(work, runs):

@@ -9,8 +9,8 @@ import pytest
 
 from edgec.calibration import CalibrationSet, load_calibration
 from edgec.calibration.readers import ImagePreprocess
-from edgec.compiler.errors import CalibrationError, ConfigError
-from edgec.compiler.types import TensorSpec
+from edgec.core.errors import CalibrationError, ConfigError
+from edgec.core.types import TensorSpec
 
 IMG = (TensorSpec("x", ("batch", 3, 8, 8), "float32"),)
 TEXT = (TensorSpec("input_ids", ("b", "s"), "int64"), TensorSpec("attention_mask", ("b", "s"), "int64"))

@@ -21,7 +21,7 @@ from edgec.cloud_sync.health import HealthError, check_health, verify_files
 from edgec.cloud_sync.publish import publish
 from edgec.cloud_sync.release import META, target_key
 from edgec.cloud_sync.store import open_store
-from edgec.compiler.errors import EXIT_ACCURACY, EXIT_INTEGRITY, IntegrityError
+from edgec.core.errors import EXIT_ACCURACY, EXIT_INTEGRITY, IntegrityError
 from tests.unit.cloud_sync.conftest import repository
 
 BLOCKER = """
@@ -29,7 +29,7 @@ import sys
 class _Block:
     blocked = ("pydantic", "onnx", "onnxslim", "torch", "edgec.calibration", "edgec.targets", "edgec.benchmarks")
     def find_spec(self, name, path=None, target=None):
-        compiler = name.startswith("edgec.compiler.") and name != "edgec.compiler.errors"
+        compiler = name.startswith("edgec.compiler.") and name != "edgec.core.errors"
         if compiler or any(name == b or name.startswith(b + ".") for b in self.blocked):
             raise ImportError("blocked on this device: " + name)
         return None
@@ -331,8 +331,8 @@ def test_health_check_agrees_with_edgec_verify_and_catches_bad_golden_outputs(bu
 
     import numpy as np
 
-    from edgec.compiler.bundle import file_entry, load_manifest, read_golden, write_golden
     from edgec.compiler.verify import verify_bundle
+    from edgec.core.bundle import file_entry, load_manifest, read_golden, write_golden
 
     assert check_health(bundles["v1"]).parity == verify_bundle(bundles["v1"]).measured
     broken = tmp_path / "broken"

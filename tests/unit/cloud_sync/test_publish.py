@@ -14,7 +14,7 @@ import pytest
 from edgec.cloud_sync import publish as publish_mod
 from edgec.cloud_sync.release import META, target_key
 from edgec.cloud_sync.store import Conflict, open_store
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.unit.cloud_sync.conftest import cli, repository
 
 

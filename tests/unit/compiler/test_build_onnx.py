@@ -9,11 +9,11 @@ import numpy as np
 import onnx
 import pytest
 
-from edgec.compiler import errors
-from edgec.compiler.bundle import load_manifest, read_golden
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
-from edgec.compiler.types import sha256_file
+from edgec.core import errors
+from edgec.core.bundle import load_manifest, read_golden
+from edgec.core.types import sha256_file
 from tests.conftest import run_cli
 
 

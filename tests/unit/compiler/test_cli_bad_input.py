@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.conftest import make_calib, run_cli
 
 

@@ -16,10 +16,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.compiler import errors
-from edgec.compiler.bundle import load_manifest
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
+from edgec.core import errors
+from edgec.core.bundle import load_manifest
 from tests.conftest import run_cli
 
 CHANNELS = 8

@@ -10,11 +10,12 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from edgec.compiler import errors, flops
+from edgec.compiler import flops
 from edgec.compiler.importers.torch import TorchImporter, safe_load_pt2
 from edgec.compiler.passes._torch_edit import finetune_options, load_for_editing
 from edgec.compiler.passes.base import PassContext, make_pass
-from edgec.compiler.types import ModelArtifact
+from edgec.core import errors
+from edgec.core.types import ModelArtifact
 
 
 class Branchy(nn.Module):

@@ -11,7 +11,7 @@ import pytest
 
 from edgec.cloud_sync.serving.follow import current_release, first_bundle, follower, make_agent
 from edgec.cloud_sync.serving.host import Release
-from edgec.compiler import errors
+from edgec.core import errors
 from tests.unit.serving.test_serve import _free_port, serving
 
 pytest.importorskip("tuf")

@@ -13,10 +13,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from edgec.compiler import errors
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
+from edgec.core import errors
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 
@@ -95,7 +96,8 @@ def test_package_wheel_is_the_edgec_that_runs_here(bundle: Path, packaged: Path)
         names = set(archive.namelist())
         assert archive.read("edgec/cloud_sync/serving/package.py") == (REPO / "cloud_sync/serving/package.py").read_bytes()
         assert archive.read("edgec/compiler/cli.py") == (REPO / "compiler/cli.py").read_bytes()
-    folders = {"compiler", "targets", "calibration", "runtime_shims", "benchmarks", "cloud_sync"}
+    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    folders = set(package_dir.values())
     modules = [name.split("/", 1) for name in names if name.startswith("edgec/")]
     assert {name.split("/")[0] for _, name in modules} == folders  # no tests, nothing else
     assert all((REPO / name).is_file() for _, name in modules)  # nothing stale from an old build/ folder

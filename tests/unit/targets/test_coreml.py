@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.compiler import errors
-from edgec.compiler.bundle import check_files, load_manifest, read_golden
 from edgec.compiler.cli import main
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.importers.torch import TorchImporter
 from edgec.compiler.pipeline import build
-from edgec.compiler.types import ModelArtifact, TensorSpec, sha256_file
+from edgec.core import errors
+from edgec.core.bundle import check_files, load_manifest, read_golden
+from edgec.core.types import ModelArtifact, TensorSpec, sha256_file
 from edgec.runtime_shims.base import RunnerError
 from edgec.runtime_shims.coreml import CoreMLRunner
 from edgec.targets.base import PrecisionRequest

@@ -10,12 +10,13 @@ import pytest
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
 from edgec.calibration.nncf_adapter import to_nncf_dataset
-from edgec.compiler import errors, onnx_utils
-from edgec.compiler.bundle import load_manifest
+from edgec.compiler import onnx_utils
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
-from edgec.compiler.types import sha256_file
 from edgec.compiler.verify import verify_bundle
+from edgec.core import errors
+from edgec.core.bundle import load_manifest
+from edgec.core.types import sha256_file
 from edgec.runtime_shims.openvino import OpenVinoRunner
 from edgec.targets.base import PrecisionRequest
 from edgec.targets.openvino import OpenVinoTarget
@@ -209,7 +210,7 @@ def test_nncf_adapter_yields_the_calibration_feeds_in_order(conv_onnx: Path, con
 
 
 def test_nncf_adapter_keeps_integer_inputs_as_given(tmp_path: Path) -> None:
-    from edgec.compiler.types import TensorSpec
+    from edgec.core.types import TensorSpec
 
     specs = (TensorSpec("ids", ("b", "s"), "int64"), TensorSpec("mask", ("b", "s"), "int64"))
     ids = np.arange(24, dtype=np.int64).reshape(3, 8)

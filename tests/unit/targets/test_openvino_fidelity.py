@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from edgec.compiler import errors
-from edgec.compiler.bundle import load_manifest
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import BuildOutcome, build
+from edgec.core import errors
+from edgec.core.bundle import load_manifest
 from tests.conftest import run_cli
 from tests.unit.compiler.test_fidelity import fragile_assets
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.compiler import errors
-from edgec.compiler.bundle import load_manifest
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.onnx_utils import artifact_from_file
 from edgec.compiler.pipeline import build
-from edgec.compiler.types import TensorSpec
+from edgec.core import errors
+from edgec.core.bundle import load_manifest
+from edgec.core.types import TensorSpec
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.ort import OrtRunner
 from edgec.targets.base import PrecisionRequest

@@ -14,10 +14,10 @@ import pytest
 pytest.importorskip("tensorflow", reason="the tflite target: pip install 'edgec[tflite]'")
 pytest.importorskip("ai_edge_litert", reason="the tflite target: pip install 'edgec[tflite]'")
 
-from edgec.compiler import errors  # noqa: E402
-from edgec.compiler.bundle import load_manifest, read_golden  # noqa: E402
 from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import build  # noqa: E402
+from edgec.core import errors  # noqa: E402
+from edgec.core.bundle import load_manifest, read_golden  # noqa: E402
 from edgec.runtime_shims.litert import LiteRtRunner, dequantize, quantize  # noqa: E402
 from edgec.targets._tflite_onnx import rewrite_for_onnx2tf  # noqa: E402
 from edgec.targets.base import PrecisionRequest  # noqa: E402
@@ -313,7 +313,7 @@ def test_onnx2tf_rewrites_reduce_l2_and_torch_style_gelu_exactly() -> None:
 
 def test_int8_plan_is_full_integer_with_calibration_and_dynamic_range_without() -> None:
     from edgec.calibration.dataset import CalibrationSet
-    from edgec.compiler.types import TensorSpec
+    from edgec.core.types import TensorSpec
 
     calib = CalibrationSet.from_arrays({"x": np.zeros((4, 1, 3), np.float32)}, (TensorSpec("x", (1, 3), "float32"),))
     assert quant_plan(PrecisionRequest("int8", calibration=calib), "float").kind == "full"

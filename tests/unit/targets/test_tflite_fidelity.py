@@ -18,10 +18,10 @@ pytest.importorskip("tensorflow", reason="the tflite target: pip install 'edgec[
 pytest.importorskip("ai_edge_litert", reason="the tflite target: pip install 'edgec[tflite]'")
 pytest.importorskip("onnx2tf", reason="the tflite target's ONNX route: pip install 'edgec[tflite]'")
 
-from edgec.compiler import errors  # noqa: E402
-from edgec.compiler.bundle import load_manifest  # noqa: E402
 from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import BuildOutcome, build  # noqa: E402
+from edgec.core import errors  # noqa: E402
+from edgec.core.bundle import load_manifest  # noqa: E402
 from edgec.runtime_shims.litert import load_interpreter_class  # noqa: E402
 from edgec.targets._tflite_layers import source_layer  # noqa: E402
 from edgec.targets.base import PrecisionRequest  # noqa: E402

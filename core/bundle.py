@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgec.compiler.errors import IntegrityError
-from edgec.compiler.types import TensorSpec, sha256_file
+from edgec.core.errors import IntegrityError
+from edgec.core.types import TensorSpec, sha256_file
 from edgec.runtime_shims import bundle_files
 from edgec.runtime_shims.measure import read_golden as read_golden  # one reader for host and device code
 

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from edgec.compiler import onnx_utils
-from edgec.compiler.bundle import MANIFEST, bundle_path, load_manifest
-from edgec.compiler.errors import ConfigError
-from edgec.compiler.types import TensorSpec
+from edgec.core.bundle import MANIFEST, bundle_path, load_manifest
+from edgec.core.errors import ConfigError
+from edgec.core.types import TensorSpec
 
 
 def inspect_path(path: Path) -> dict[str, Any]:
