@@ -43,13 +43,13 @@ demo: $(DEMO_INSTALL)
 	$(BIN)/python -m edgec.benchmarks.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check core compiler targets calibration runtime_shims benchmarks cloud_sync tests
+	$(BIN)/ruff check core frameworks compiler targets calibration runtime_shims benchmarks cloud_sync tests
 
 typecheck: $(STAMP)
 	rm -rf $(VENV)/typecheck && mkdir -p $(VENV)/typecheck/edgec
-	for d in core compiler calibration cloud_sync targets runtime_shims benchmarks; do ln -s $(CURDIR)/$$d $(VENV)/typecheck/edgec/$$d; done
+	for d in core frameworks compiler calibration cloud_sync targets runtime_shims benchmarks; do ln -s $(CURDIR)/$$d $(VENV)/typecheck/edgec/$$d; done
 	cd $(VENV)/typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
-		--namespace-packages --explicit-package-bases -p edgec.core -p edgec.compiler -p edgec.calibration -p edgec.cloud_sync -p edgec.targets \
+		--namespace-packages --explicit-package-bases -p edgec.core -p edgec.frameworks -p edgec.compiler -p edgec.calibration -p edgec.cloud_sync -p edgec.targets \
 		-p edgec.runtime_shims -m edgec.benchmarks.bench -m edgec.benchmarks.report -m edgec.benchmarks.cli -m edgec.benchmarks.compare
 
 test: lint typecheck chromium

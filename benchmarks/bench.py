@@ -16,10 +16,11 @@ into a *not run* entry that says why, and the other bundles are still measured. 
 was measured does ``edgec bench`` fail (:func:`require_some_result`, exit 3).
 
 The host adds what it knows from the bundle on disk to each result it measured: ``model_bytes`` as the
-manifest counts it (every model file, e.g. openvino's ``.xml`` and ``.bin``), and, per class-score output,
-the golden top-1 agreement as counts (``top1_agree`` of ``top1_rows``) with ``near_ties``: golden rows whose
-FP32 top-two margin is within twice the measured ``max_abs`` error, the only rows where the bundle's top
-class can differ from FP32's.
+manifest counts it (every model file, e.g. openvino's ``.xml`` and ``.bin``). Per class-score output, the
+shim reports the golden top-1 agreement as counts (``top1_agree`` of ``top1_rows``) with ``near_ties``:
+golden rows whose FP32 top-two margin is within twice the measured ``max_abs`` error, the only rows where
+the bundle's top class can differ from FP32's (:func:`edgec.runtime_shims.measure.top1_counts`); for a
+bundle whose older shim gives only the fraction, the host computes them from the bundle's golden file.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from edgec.core.errors import EXIT_MISSING_DEPENDENCY, AccuracyGateError, ConfigError, EdgecError
+from edgec.runtime_shims.measure import near_tie_count
 
 SHIM_DIR = "edgec_shim"
 FP32 = "fp32"
@@ -237,7 +239,7 @@ def add_host_facts(result: dict[str, Any], bundle: Path) -> dict[str, Any]:
     manifest = load_manifest(bundle)
     result["bundle"]["model_bytes"] = manifest.model_bytes()
     outputs = (result.get("parity") or {}).get("outputs") or {}
-    scored = {name: m for name, m in outputs.items() if "top1_agreement" in m}
+    scored = {name: m for name, m in outputs.items() if "top1_agreement" in m and "near_ties" not in m}
     golden = _golden_outputs(bundle, manifest.golden) if scored else {}
     for name, metrics in scored.items():
         if name in golden and golden[name].ndim >= 2:
@@ -246,13 +248,12 @@ def add_host_facts(result: dict[str, Any], bundle: Path) -> dict[str, Any]:
 
 
 def agreement_counts(reference: np.ndarray, agreement: float, max_abs: float) -> dict[str, int]:
-    """``top1_agree`` of ``top1_rows`` golden rows, and ``near_ties``: rows whose FP32 top-two margin is at
-    most ``2 * max_abs``. Each score moves by at most ``max_abs``, so only near-ties can change class."""
-    rows = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
-    top2 = np.sort(rows, axis=1)[:, -2:]
-    margins = top2[:, 1] - top2[:, 0]
+    """Counts for a result from a shim older than :func:`measure.top1_counts` (which gives them itself):
+    ``top1_agree`` of ``top1_rows`` golden rows from the agreement fraction, and ``near_ties`` by the
+    shim's formula (:func:`measure.near_tie_count`)."""
+    rows = reference.reshape(-1, reference.shape[-1])
     return {"top1_rows": len(rows), "top1_agree": round(agreement * len(rows)),
-            "near_ties": int(np.sum(margins <= 2 * max_abs))}
+            "near_ties": near_tie_count(rows, max_abs)}
 
 
 def _golden_outputs(bundle: Path, name: str) -> dict[str, np.ndarray]:
@@ -381,18 +382,23 @@ def check_speedup(quantized: Path, fp32: Path, required: float = 1.0, options: B
 
 
 def speedup_gate(config: Any, required: float = 1.0, log: Callable[[str], None] = lambda m: None,
-                 options: BenchOptions | None = None) -> Callable[[Path, Any], None]:
+                 options: BenchOptions | None = None,
+                 build_sibling: Callable[[str, Path, str], Path] | None = None) -> Callable[[Path, Any], None]:
     """The ``edgec build --require-speedup`` check, as a callback on the staged bundle and its manifest.
 
     The fp32 sibling is ``OUT/NAME-TARGET-fp32`` when it exists and was built from the same source;
-    otherwise it is built (stage cache hits make that cheap) into a temporary folder and removed.
-    Raising from the callback makes the build fail without publishing the quantized bundle.
+    otherwise ``build_sibling`` builds it (stage cache hits make that cheap) into a temporary folder,
+    removed afterwards. Raising from the callback makes the build fail without publishing the quantized
+    bundle. The build hands this module what it needs (``build_sibling``): benchmarks never import the
+    build pipeline.
 
     Args:
         config: the build's ``BuildConfig``.
         required: the factor the quantized p50 must beat fp32 by (1.0: simply faster).
         log: progress messages.
         options: shim options; default batch 1, 100 runs.
+        build_sibling: ``(precision, out, name) -> bundle dir`` (``edgec.compiler.pipeline.sibling_builder``);
+            without it a missing fp32 sibling is a configuration error.
 
     Raises:
         ConfigError: (immediately) the build is fp32, so there is nothing to compare.
@@ -407,13 +413,11 @@ def speedup_gate(config: Any, required: float = 1.0, log: Callable[[str], None] 
         sibling = Path(config.out) / f"{manifest.name}-{manifest.target}-{FP32}"
         with tempfile.TemporaryDirectory(prefix="edgec-fp32-sibling-") as tmp:
             if not _same_source(sibling, manifest.source.get("sha256")):
-                from edgec.compiler.pipeline import build
-
+                if build_sibling is None:
+                    raise ConfigError(f"--require-speedup: no fp32 sibling {sibling} built from the same source; "
+                                      "build it first")
                 log("building the fp32 sibling for --require-speedup")
-                update = {"precision": FP32, "out": Path(tmp), "name": manifest.name, "force": False}
-                resets = {"max_drop": None, "report_layers": False, "require_speedup": None}
-                update.update({k: v for k, v in resets.items() if k in type(config).model_fields})
-                sibling = build(config.model_copy(update=update), log).bundle_dir
+                sibling = build_sibling(FP32, Path(tmp), manifest.name)
             log(f"benchmarking {manifest.name} {manifest.precision} against {sibling.name}")
             log(check_speedup(staging, sibling, required, options).describe())
 

@@ -51,6 +51,34 @@ def add_commands(sub: Any) -> dict[str, Handler]:
     return {"bench": cmd_bench}
 
 
+def add_build_options(build: argparse.ArgumentParser) -> None:
+    """Add the benchmarking options of ``edgec build`` (``--require-speedup``) to its parser."""
+    build.add_argument("--require-speedup", type=float, nargs="?", const=1.0, metavar="FACTOR",
+                       help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
+                            "beats its fp32 sibling's by more than FACTOR (default 1.0)")
+
+
+def build_checks(args: argparse.Namespace, config: Any, log: Callable[[str], None],
+                 build_sibling: Callable[[str, Path, str], Path]) -> list[Callable[[Path, Any], None]]:
+    """The checks ``edgec build`` runs on the staged bundle before publishing it, from the options that
+    :func:`add_build_options` added: the ``--require-speedup`` gate (:func:`bench.speedup_gate`).
+
+    Args:
+        args: the parsed ``edgec build`` arguments.
+        config: the build's ``BuildConfig``.
+        log: progress messages.
+        build_sibling: builds a sibling bundle at another precision (``(precision, out, name) -> bundle dir``).
+
+    Raises:
+        ConfigError: ``--require-speedup`` on an fp32 build, or with a factor not above 0.
+    """
+    if getattr(args, "require_speedup", None) is None:
+        return []
+    from edgec.benchmarks.bench import speedup_gate
+
+    return [speedup_gate(config, args.require_speedup, log, build_sibling=build_sibling)]
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run ``edgec bench``; see the module docstring."""
     from edgec.benchmarks import bench, report

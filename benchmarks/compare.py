@@ -95,7 +95,7 @@ def run_module(name: str, work: Path, runs: int, package: str = PACKAGE) -> Outc
     except ImportError as exc:
         return Outcome(name, title, skipped=f"needs the package {exc.name or exc} (not installed)",
                        seconds=time.perf_counter() - start)
-    except Exception as exc:  # one broken comparison must not hide the others' rows
+    except Exception as exc:  # one broken comparison (bug or not: traceback printed) must not hide the others' rows
         traceback.print_exc()
         return Outcome(name, title, failed=f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - start)
     return Outcome(name, title, rows, seconds=time.perf_counter() - start)

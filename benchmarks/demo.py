@@ -7,8 +7,11 @@ held-out accuracy, batch-1 latency on one thread and speedup over the same targe
 this host cannot execute (Core ML off macOS; TensorRT without an NVIDIA GPU) get a row that says why.
 It ends with the commands to verify, bench, inspect and publish what it built.
 
-Each build is what ``edgec build`` runs; the equivalent command lines are printed as they run. The results
-are also written to ``OUT/demo.json``.
+What it builds is the repository's recipe ``edgec.yaml`` (targets, precisions, per-target options, gates)
+for the model it trained, as one matrix build (:mod:`edgec.compiler.matrix`: the model imported once, the
+calibration data loaded and the FP32 reference computed once for every cell); ``--prepare-only`` trains and
+stops, and then ``edgec build -f edgec.yaml`` builds the same. Targets whose toolchain is not installed get
+rows saying what to install. The results are also written to ``OUT/demo.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ if TYPE_CHECKING:
 
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 THREADS = 1
+RECIPE = Path(__file__).resolve().parents[1] / "edgec.yaml"
+"""The demo's recipe (in a clone of the repository): what it builds, for the model it trains (its options
+include ExecuTorch's ``max_dim: {batch: 1}``: memory planned for one image per call, not the exported batch
+bound)."""
 """Runtime threads for the accuracy and latency runs: one, so targets compare kernel for kernel."""
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 """CPU features with int8 dot-product instructions (x86 VNNI/AMX, ARM dot product/i8mm), read from /proc/cpuinfo."""
@@ -53,6 +60,8 @@ class Row:
     speedup: float | None = None
     runtime: str = ""
     note: str = ""
+    exit_code: int = 0
+    """The exit code of a build that failed (not for a target that is not installed)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     try:
-        rows = run(args.out, args.runs, _target_list(args.targets), args.epochs)
+        if args.prepare_only:
+            return prepare_only(args.out, args.epochs)
+        rows = run(args.out, args.runs, _target_list(args.targets), args.epochs, args.recipe)
     except EdgecError as exc:
         print(exc.one_line(), file=sys.stderr)
         return exc.exit_code
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "demo.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     print(f"\ndemo took {time.perf_counter() - start:.0f}s; bundles are in {(args.out / 'bundles').resolve()}")
     print("\n".join(what_next(args.out, rows)))
-    return 0
+    return next((r.exit_code for r in rows if r.exit_code), 0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,39 +95,55 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--targets", default=None, help="comma-separated targets (default: every registered target)")
     parser.add_argument("--epochs", type=int, default=digits_wide.EPOCHS,
                         help=f"training epochs (default {digits_wide.EPOCHS}; fewer is quicker and less accurate)")
+    parser.add_argument("--recipe", type=Path, default=RECIPE, help=f"what to build (default {RECIPE.name} of the repository)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="train and write OUT/digits-wide.pt2, calib.npz and eval.npz, then stop "
+                             "(edgec build -f edgec.yaml builds them)")
     return parser
+
+
+def prepare_only(out: Path, epochs: int) -> int:
+    """Train the model and write what the recipe builds from; returns 0."""
+    _require_training_packages()
+    assets = digits_wide.prepare(out, epochs=epochs)
+    print(f"wrote {assets.pt2}, {assets.calib} and {assets.eval}; next: edgec build -f {RECIPE.name}")
+    return 0
 
 
 def _target_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
-def run(out: Path, runs: int, targets: list[str] | None = None, epochs: int = digits_wide.EPOCHS) -> list[Row]:
-    """Train, export, build, verify and measure; returns one row per bundle (and per target not installed).
+def run(out: Path, runs: int, targets: list[str] | None = None, epochs: int = digits_wide.EPOCHS,
+        recipe: Path = RECIPE) -> list[Row]:
+    """Train, export, build, verify and measure; returns one row per cell of the recipe (a failed or not
+    installed one says why in its note; a failed one has its exit code).
 
     Raises:
-        ConfigError: a name in ``targets`` is not a registered target, or ``runs``/``epochs`` is below 1.
+        ConfigError: a name in ``targets`` is not a registered target, ``runs``/``epochs`` is below 1, or the
+            recipe is missing or invalid.
         MissingDependencyError: torch or scikit-learn is not installed.
-        EdgecError: a build or a verification failed (its own family and exit code).
+        EdgecError: a verification failed (its own family and exit code).
     """
     from edgec.core.errors import ConfigError
 
     if runs < 1 or epochs < 1:
         raise ConfigError(f"--runs and --epochs must be at least 1 (got {runs} and {epochs})")
-    chosen = select_targets(targets)
+    select_targets(targets)
     _require_training_packages()
     start = time.perf_counter()
     assets = digits_wide.prepare(out, epochs=epochs)
     print(f"trained the {digits_wide.SIZE}x{digits_wide.SIZE} digits CNN ({epochs} epochs) on {len(assets.data.y_train)} "
           f"images in {time.perf_counter() - start:.1f}s; held-out set: {len(assets.data.y_test)} images")
     rows: list[Row] = []
-    for target, reason in chosen:
-        if reason:
-            rows += [Row(target, p, note=reason) for p in PRECISIONS]
+    for cell in build_recipe(recipe, assets, out / "bundles", targets):
+        if cell.bundle is None:
+            missing = cell.family == "missing dependency"
+            rows.append(Row(cell.target, cell.precision, note=f"not built: {cell.error}",
+                            exit_code=0 if missing else cell.exit_code))
             continue
-        for precision in PRECISIONS:
-            bundle = build_and_verify(assets, target, precision, out / "bundles")
-            rows.append(measure(bundle, assets.data, runs))
+        verify(Path(cell.bundle))
+        rows.append(measure(Path(cell.bundle), assets.data, runs))
     return sorted(with_speedups(rows), key=lambda r: r.latency_ms is None)  # measured rows first, order kept
 
 
@@ -155,22 +182,47 @@ def select_targets(names: list[str] | None) -> list[tuple[str, str | None]]:
     return chosen
 
 
-def build_and_verify(assets: digits.DigitsAssets, target: str, precision: Precision, out: Path) -> Path:
-    """``edgec build`` then ``edgec verify`` one bundle, printing the equivalent command lines."""
-    from edgec.compiler.config import BuildConfig
-    from edgec.compiler.pipeline import build
+def build_recipe(path: Path, assets: digits.DigitsAssets, out: Path, targets: list[str] | None) -> list[Any]:
+    """The recipe's cells (those of ``targets``, when given) for the trained model, data and ``out`` folder,
+    as one matrix build, printing the equivalent command; returns its :class:`~edgec.compiler.matrix.CellResult` s.
+
+    Raises:
+        ConfigError: the recipe is missing or invalid.
+    """
+    from edgec.compiler import matrix, recipe
+    from edgec.compiler.progress import Reporter
+
+    spec = recipe.read(path)
+    own_out = spec.out if spec.out.is_absolute() else path.parent / spec.out
+    model = spec.models[0]
+    calibration = model.calibration.model_copy(update={"data": assets.calib.resolve()}) if model.calibration else None
+    evaluation = model.eval.model_copy(update={"data": assets.eval.resolve()}) if model.eval else None
+    model = model.model_copy(update={"source": str(assets.pt2.resolve()), "calibration": calibration, "eval": evaluation})
+    spec = spec.model_copy(update={"out": out.resolve(), "models": [model], "force": True})
+    built = recipe.configs(path, spec, targets=targets or ())
+    moved = "" if out.resolve() == own_out.resolve() else f"    # with the model, data and bundles in {out.parent}"
+    print(f"$ edgec build -f {path} --force{moved}")
+    start, log = time.perf_counter(), Reporter()
+    try:
+        cells = matrix.build_matrix([list(m) for m in built.models], log)
+    finally:
+        log.close()
+    print(f"  {sum(c.bundle is not None for c in cells)} of {len(cells)} cells built in {time.perf_counter() - start:.1f}s")
+    return cells
+
+
+def verify(bundle: Path) -> None:
+    """``edgec verify`` one bundle, printing the command line.
+
+    Raises:
+        EdgecError: the bundle does not verify.
+    """
     from edgec.compiler.verify import verify_bundle
 
-    print(f"$ edgec build {assets.pt2} --target {target} --precision {precision} --calib {assets.calib} --out {out} --force")
-    start = time.perf_counter()
-    outcome = build(BuildConfig(source=str(assets.pt2), target=target, precision=precision, calib=assets.calib,
-                                out=out, force=True))
-    print(f"  built in {time.perf_counter() - start:.1f}s")
-    print(f"$ edgec verify {outcome.bundle_dir}")
-    report = verify_bundle(outcome.bundle_dir)
+    print(f"$ edgec verify {bundle}")
+    report = verify_bundle(bundle)
     print(f"  {report.files_checked} files checked, golden parity "
           f"{'measured' if report.measured else 'not measurable on this host'}")
-    return outcome.bundle_dir
 
 
 def measure(bundle: Path, data: digits.DigitsData, runs: int) -> Row:
@@ -184,7 +236,7 @@ def measure(bundle: Path, data: digits.DigitsData, runs: int) -> Row:
     cosines = [m["cosine"] for m in manifest.parity.get("outputs", {}).values() if "cosine" in m]
     row = Row(manifest.target, manifest.precision, bundle.name, manifest.model_bytes(), min(cosines, default=None),
               runtime=details.get("parity_runtime") or details.get("runtime", manifest.target))
-    if not target.measures_parity():
+    if not manifest.parity.get("measured", True):  # the build, on this host, could not run it
         return replace(row, runtime="-", note=_not_run_reason(manifest.target))
     accuracy, latency = _run_bundle(target, bundle, manifest, data, runs)
     row = replace(row, accuracy=accuracy, latency_ms=latency)
@@ -228,7 +280,7 @@ def with_speedups(rows: list[Row]) -> list[Row]:
 def format_table(rows: list[Row]) -> str:
     """A fixed-width table; '-' where a number was not measured on this host."""
     fp32_size = {r.target: r.size for r in rows if r.precision == "fp32" and r.size}
-    head = (f"{'target':9} {'precision':9} {'size':>9} {'vs fp32':>7} {'parity cos':>10} {'accuracy':>8} "
+    head = (f"{'target':10} {'precision':9} {'size':>9} {'vs fp32':>7} {'parity cos':>10} {'accuracy':>8} "
             f"{'latency ms':>10} {'speedup':>7}  runtime / note")
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -236,7 +288,7 @@ def format_table(rows: list[Row]) -> str:
         cells = (_fmt(r.size, lambda v: f"{v / 1e6:.2f} MB"), _fmt(ratio, "{:.2f}x"), _fmt(r.cosine, "{:.6f}"),
                  _fmt(r.accuracy, lambda v: f"{100 * v:.2f}%"), _fmt(r.latency_ms, "{:.3f}"), _fmt(r.speedup, "{:.2f}x"))
         tail = "; ".join(t for t in (r.runtime, r.note) if t and t != "-") or "-"
-        lines.append(f"{r.target:9} {r.precision:9} {cells[0]:>9} {cells[1]:>7} {cells[2]:>10} {cells[3]:>8} "
+        lines.append(f"{r.target:10} {r.precision:9} {cells[0]:>9} {cells[1]:>7} {cells[2]:>10} {cells[3]:>8} "
                      f"{cells[4]:>10} {cells[5]:>7}  {tail}")
     return "\n".join(lines)
 

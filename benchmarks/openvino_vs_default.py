@@ -39,12 +39,12 @@ from typing import Any
 import numpy as np
 
 from edgec.benchmarks.zoo import digits, minilm
+from edgec.core.types import Feed
 
 VARIANTS = ("fp32", "edgec", "default")
 WARMUP = 10
 ROUNDS = 5
 
-Feed = dict[str, np.ndarray]
 
 
 @dataclass

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from edgec.benchmarks.zoo import digits, minilm
+from edgec.core.types import Feed
 
 THREADS = 2
 WARMUP = 10
 ROUNDS = 5
 VARIANTS = ("fp32", "edgec", "default")
 
-Feed = dict[str, np.ndarray]
 
 
 @dataclass
@@ -137,7 +137,7 @@ def default_int8(fp32_model: Path, calib: Path, out: Path) -> Path:
     from onnxruntime import quantization as q
 
     from edgec.calibration.dataset import load_calibration
-    from edgec.compiler import onnx_utils
+    from edgec.frameworks import onnx_utils
 
     artifact = onnx_utils.artifact_from_file(fp32_model)
     calibration = load_calibration(calib, artifact.inputs)

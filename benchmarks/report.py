@@ -22,10 +22,10 @@ One **result** (what ``python -m edgec_shim bench BUNDLE`` prints, per bundle an
     memory             baseline_peak_rss_bytes (before loading), peak_rss_bytes (after the timed
                        runs, before --eval); null where the OS does not say
     parity             measured (false with --no-parity), samples, outputs {NAME: max_abs, mean_abs,
-                       cosine, top1_agreement (class scores only); edgec bench adds, from the
-                       bundle's golden file, top1_agree of top1_rows golden rows and near_ties: the
-                       rows whose FP32 top-two margin is at most 2 * max_abs, the only ones where
-                       the top class can differ)},
+                       cosine, and for class scores only: top1_agreement, top1_agree of top1_rows
+                       golden rows and near_ties: the rows whose FP32 top-two margin is at most
+                       2 * max_abs, the only ones where the top class can differ (edgec bench adds
+                       the counts from the golden file for bundles whose older shim lacks them)},
                        tolerance {NAME: max_abs, min_cosine},
                        tolerance_source ("manifest", or "default" when the bundle records none), ok,
                        failures (one string per violation)
@@ -53,12 +53,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from edgec.core.errors import ConfigError
+from edgec.core.errors import ConfigError, brief
 
 SCHEMA_VERSION = 1
 RESULT_KIND = "edgec.bench.result"
 REPORT_KIND = "edgec.bench.report"
-PALETTE = {"onnx": "#1f77b4", "openvino": "#9467bd", "tflite": "#ff7f0e", "coreml": "#2ca02c", "tensorrt": "#d62728"}
 EXTRA_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 MARKERS = {"fp32": "circle", "fp16": "square", "int8": "diamond"}
 
@@ -96,7 +95,7 @@ def load_merged(paths: list[Path]) -> tuple[list[dict[str, Any]], list[dict[str,
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--merge {path}: not a readable JSON file ({' '.join(str(exc).split())[:120]})") from None
+            raise ConfigError(f"--merge {path}: not a readable JSON file ({brief(exc, 120)})") from None
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind not in (RESULT_KIND, REPORT_KIND):
             raise ConfigError(f"--merge {path}: not an edgec bench result or report (kind {kind!r})")
@@ -267,11 +266,19 @@ def to_markdown(document: dict[str, Any]) -> str:
 
 # ----------------------------------------------------------------------------------------------- HTML
 
+def palette() -> dict[str, str]:
+    """The fixed color each registered target declares (``Target.color``)."""
+    from edgec.targets.base import TARGETS
+
+    return {cls.name: cls.color for cls in TARGETS.all() if cls.color}
+
+
 def color(target: str, targets: list[str]) -> str:
-    """A fixed color per known target; others get colors by their sorted position."""
-    if target in PALETTE:
-        return PALETTE[target]
-    unknown = [t for t in targets if t not in PALETTE]
+    """A target's own color; others get spare colors by their sorted position."""
+    fixed = palette()
+    if target in fixed:
+        return fixed[target]
+    unknown = [t for t in targets if t not in fixed]
     return EXTRA_COLORS[unknown.index(target) % len(EXTRA_COLORS)] if target in unknown else EXTRA_COLORS[0]
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from edgec.core.types import Feed
+
 TITLE = "tflite vs onnx"
 THREADS = 2
 WARMUP = 10
@@ -43,7 +45,6 @@ ROUNDS = 5
 MINILM_SEQ = 32
 MODELS = ("digits", "minilm")
 
-Feed = dict[str, np.ndarray]
 
 
 @dataclass
@@ -141,7 +142,7 @@ def build_bundles(case: Case, out: Path, timings: dict[str, float]) -> list[Vari
 def onnx2tf_default_int8(onnx_model: Path, calib: Path, work: Path) -> Variant:
     """onnx2tf's INT8 (``-oiqt``) on the same ONNX graph and calibration data, in a subprocess."""
     from edgec.calibration.dataset import load_calibration
-    from edgec.compiler import onnx_utils
+    from edgec.frameworks import onnx_utils
 
     work = work.resolve()
     onnx_model = onnx_model.resolve()

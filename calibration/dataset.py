@@ -8,7 +8,7 @@ and target sees the same frozen feeds, in the same order, with the same digest.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +46,20 @@ class CalibrationSet:
         return len(next(iter(self.arrays.values())))
 
     def feed(self, index: int) -> dict[str, np.ndarray]:
-        """The model feed for sample ``index``."""
-        return {name: arr[index] for name, arr in self.arrays.items()}
+        """The model feed for sample ``index``: arrays, 0-d ones included (never NumPy scalars, which
+        runtimes refuse)."""
+        return {name: np.asarray(arr[index]) for name, arr in self.arrays.items()}
 
     def feeds(self, limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Feeds in order, at most ``limit`` of them."""
         count = len(self) if limit is None else min(limit, len(self))
         for i in range(count):
             yield self.feed(i)
+
+    def select(self, index: Sequence[int]) -> CalibrationSet:
+        """The samples at ``index``, in that order, as a set of their own (its own digest)."""
+        feeds = {name: np.ascontiguousarray(arr[np.asarray(index, dtype=np.int64)]) for name, arr in self.arrays.items()}
+        return CalibrationSet(feeds, self.source, self.method, _digest(feeds))
 
     def summary(self, bins: int = 10) -> dict[str, dict[str, object]]:
         """Per input: mean, std and a quantile histogram (inner bin edges and the share of values per
@@ -110,17 +116,40 @@ def load_calibration(
     preprocess: ImagePreprocess | None = None,
     seed: int = 0,
     max_bytes: int = DEFAULT_MAX_MB * MIB,
+    values: Mapping[str, np.ndarray] | None = None,
 ) -> CalibrationSet:
     """Read calibration data from ``path`` (a .npz, a folder of .npy/.npz, or an image folder).
 
     At most ``max_bytes`` are decoded (``--calib-max-mb``); sizes are checked before reading.
 
+    Args:
+        values: inputs set to one value in every sample (``--input-value NAME=VALUE``, as an array of the
+            input's shape): the data need not hold them, and where it does the value wins. A name that is not
+            an input of ``inputs`` (an input folded into the graph) is dropped from the data.
+
     Raises:
         CalibrationError: when the data cannot be read, would decode to more than ``max_bytes``, or does
             not match the model inputs.
     """
-    raw = read_path(path, inputs, preprocess, max_bytes)
-    return CalibrationSet.from_arrays(raw, inputs, source=str(path), method=method, samples=samples, seed=seed)
+    given = dict(values or {})
+    raw = read_path(path, tuple(s for s in inputs if s.name not in given), preprocess, max_bytes)
+    transform = _with_values(given, inputs) if given else None
+    return CalibrationSet.from_arrays(raw, inputs, source=str(path), method=method, samples=samples, seed=seed,
+                                      transform=transform)
+
+
+def _with_values(values: dict[str, np.ndarray], inputs: tuple[TensorSpec, ...]) -> Transform:
+    """A transform that sets every sample of the inputs in ``values`` to their value and drops arrays named
+    in ``values`` that are not inputs (see :func:`load_calibration`)."""
+    names = {spec.name for spec in inputs}
+
+    def transform(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        kept = {k: v for k, v in arrays.items() if k not in values}
+        count = _sample_count({k: np.asarray(v) for k, v in kept.items()}, "the calibration data") if kept else 1
+        filled = {k: np.broadcast_to(v, (count, *np.shape(v))) for k, v in values.items() if k in names}
+        return {**kept, **filled}
+
+    return transform
 
 
 def _match_names(arrays: dict[str, np.ndarray], inputs: tuple[TensorSpec, ...], source: str) -> dict[str, np.ndarray]:
@@ -148,6 +177,15 @@ def _sample_count(arrays: dict[str, np.ndarray], source: str) -> int:
     if count == 0:
         raise CalibrationError(f"calibration data {source} holds no samples (first axis is 0)")
     return count
+
+
+def subset_indices(count: int, samples: int | None, seed: int = 0) -> np.ndarray:
+    """The sample indices ``samples=N`` (``--calib-samples``) keeps out of ``count``: all, or a sorted seeded draw.
+
+    Raises:
+        CalibrationError: ``samples`` below 1.
+    """
+    return _subset(count, samples, seed)
 
 
 def _subset(count: int, samples: int | None, seed: int) -> np.ndarray:

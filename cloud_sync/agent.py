@@ -28,7 +28,8 @@ still verifies keeps running, is health-checked again, and the repair is logged 
 Every attempt that fails is reported and exits non-zero with ``--once``: ``refused`` (signed metadata
 or bundle bytes that do not verify), ``download_failed`` (the store answered, but an object the metadata
 names is missing or was replaced during the download), ``failed`` (unpacking or a full disk),
-``rolled_back`` (health check). Only ``unreachable`` (the store did not answer) is not reported.
+``rolled_back`` (health check). Only ``unreachable`` (the store did not answer) is not reported; it
+exits with the sync code (9), the others with the integrity (8) or accuracy (7) code.
 Fault injection for tests: ``EDGEC_AGENT_FAILPOINT=<state>`` sends the agent SIGKILL on entering it.
 """
 
@@ -51,7 +52,16 @@ from typing import Any
 
 from edgec.cloud_sync.device import Device, fsync_dir
 from edgec.cloud_sync.names import check_channel, check_device_id
-from edgec.core.errors import EXIT_ACCURACY, EXIT_INTEGRITY, ConfigError, EdgecError, IntegrityError
+from edgec.core.errors import (
+    EXIT_ACCURACY,
+    EXIT_INTEGRITY,
+    EXIT_SYNC,
+    ConfigError,
+    EdgecError,
+    IntegrityError,
+    SyncError,
+    brief,
+)
 
 STATES = ("refresh", "select", "download", "verify", "unpack", "precheck", "switch", "health", "commit", "rollback", "report")
 FAILPOINT_ENV = "EDGEC_AGENT_FAILPOINT"
@@ -290,7 +300,7 @@ class Agent:
             return Outcome("download_failed", error=f"release metadata missing from the store ({exc})")
         except (DownloadError, StoreUnavailable) as exc:  # SlowRetrievalError included: no answer in time
             cause = exc.__cause__ or exc
-            return Outcome("unreachable", error=" ".join(str(cause).split())[:240])
+            return Outcome("unreachable", error=brief(cause, 240))
         except LookupError as exc:
             return Outcome("no_release", error=str(exc).strip("'\""))
         except IntegrityError as exc:
@@ -462,7 +472,7 @@ class Agent:
 
 
 EXIT_FOR = {"committed": 0, "up_to_date": 0, "no_release": 0, "skipped": 0, "rolled_back": EXIT_ACCURACY,
-            "refused": EXIT_INTEGRITY, "failed": EXIT_INTEGRITY, "unreachable": EXIT_INTEGRITY,
+            "refused": EXIT_INTEGRITY, "failed": EXIT_INTEGRITY, "unreachable": EXIT_SYNC,
             "download_failed": EXIT_INTEGRITY}
 
 
@@ -473,7 +483,8 @@ def run(config: AgentConfig) -> int:
     instead of retrying at once, and the agent never exits because of it in interval mode.
 
     Raises:
-        IntegrityError: with ``--once``, when the cycle was refused, failed or could not reach the store.
+        IntegrityError: with ``--once``, when the cycle was refused or failed.
+        SyncError: with ``--once``, when the cycle could not reach the store.
     """
     from edgec.cloud_sync.store import open_store
 
@@ -491,8 +502,8 @@ def run(config: AgentConfig) -> int:
             delay = config.interval
         time.sleep(delay * random.uniform(0.9, 1.1))
     code = EXIT_FOR.get(outcome.state, EXIT_INTEGRITY)
-    if config.interval is None and code == EXIT_INTEGRITY:
-        raise IntegrityError(f"agent {outcome.state}: {outcome.error}")
+    if config.interval is None and code in (EXIT_INTEGRITY, EXIT_SYNC):
+        raise (SyncError if code == EXIT_SYNC else IntegrityError)(f"agent {outcome.state}: {outcome.error}")
     return code
 
 

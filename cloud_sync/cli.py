@@ -95,7 +95,7 @@ def _add_release(sub: Any) -> None:
         _keys_args(action)
         action.add_argument("--channel", required=True)
         action.add_argument("--release", help="sha256 prefix or bundle name")
-    refresh = release_sub.add_parser("refresh", help="re-sign the timestamp metadata with a new expiry")
+    refresh = release_sub.add_parser("refresh", help="re-sign the timestamp metadata with a new expiry (one timestamp covers every channel)")
     _keys_args(refresh)
     refresh.add_argument("--expires-hours", type=float, help="lifetime of the new timestamp; default 24")
     listing = release_sub.add_parser("list", help="channels, releases and metadata expiry")

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgec.core.errors import EdgecError
+from edgec.core.errors import EdgecError, brief
 
 SLOTS = ("a", "b")
 STATE_KEYS = ("committed", "previous", "trial", "failed", "last_report")
@@ -93,7 +93,7 @@ class Device:
         try:
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            return fresh_state(), f"state.json is not JSON ({' '.join(str(exc).split())[:120]})"
+            return fresh_state(), f"state.json is not JSON ({brief(exc, 120)})"
         problem = state_problem(data)
         if problem:
             return fresh_state(), f"state.json has {problem}"

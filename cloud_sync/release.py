@@ -361,11 +361,13 @@ def _after(state: RepoState, md: Any) -> int:
 def _verify_chain(chain: list[Any], role: str, md: Any) -> None:
     """Signed by the newest root's keys, or (just after a key rotation, before the re-signing commit
     landed) by the keys of an earlier root; the next commit re-signs it with the current keys."""
+    from tuf.api.exceptions import UnsignedMetadataError
+
     for root in reversed(chain[:-1]):
         try:
             root.verify_delegate(role, md)
             return
-        except Exception:  # noqa: BLE001 - try the next older root
+        except (UnsignedMetadataError, ValueError):  # not signed by that root's keys (or it names no such role)
             continue
     _verify(chain[-1], role, md)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from edgec.core.errors import ConfigError, IntegrityError
+from edgec.core.errors import ConfigError, SyncError, brief
 
 CONNECT_TIMEOUT = "3s"
 REQUEST_TIMEOUT = "60s"
@@ -37,8 +37,11 @@ RETRY_TIMEOUT = timedelta(seconds=10)
 _S3_QUERY_KEYS = {"endpoint", "region", "virtual_hosted_style_request"}
 
 
-class StoreUnavailable(IntegrityError):
-    """The store could not be reached or answered with an error other than not-found or conflict."""
+class StoreUnavailable(SyncError):
+    """The store could not be reached or answered with an error other than not-found or conflict.
+
+    A sync error (exit 9), not an integrity error: nothing that was read failed a check.
+    """
 
 
 class Conflict(Exception):
@@ -200,7 +203,7 @@ class Store:
 
     @contextlib.contextmanager
     def _errors(self, key: str) -> Iterator[None]:
-        from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
+        from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
 
         try:
             yield
@@ -210,11 +213,11 @@ class Store:
             raise Conflict(key) from None
         except (Conflict, NotFound):
             raise
-        except Exception as exc:  # obstore raises GenericError and OSError subclasses for transport failures
-            text = " ".join(str(exc).split())
+        except (BaseError, OSError) as exc:  # obstore's GenericError & co. (remote), OSError subclasses (local)
+            text = brief(exc, None)
             if "412 Precondition Failed" in text or "409 Conflict" in text:
                 raise Conflict(key) from None
-            raise StoreUnavailable(f"store {self.url} failed on {key}: {text[:240]}",
+            raise StoreUnavailable(f"store {self.url} failed on {key}: {brief(text, 240)}",
                                    hint="check the store URL, network and credentials") from None
 
 
@@ -278,11 +281,12 @@ def _open_s3(parts: Any, url: str) -> Store:
 
 
 def _open_generic(url: str) -> Store:
+    from obstore.exceptions import BaseError
     from obstore.store import from_url
 
     try:
         backend = from_url(url, client_options=_client_options(None),  # type: ignore[call-overload]
                            retry_config={"max_retries": RETRIES, "retry_timeout": RETRY_TIMEOUT})
-    except Exception as exc:
-        raise ConfigError(f"cannot open store {url!r}: {' '.join(str(exc).split())[:200]}") from None
+    except (BaseError, ValueError) as exc:  # GenericError: the URL or its configuration; ValueError: bad options
+        raise ConfigError(f"cannot open store {url!r}: {brief(exc, 200)}") from None
     return Store(url, backend)

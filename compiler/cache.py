@@ -1,7 +1,19 @@
-"""Stage cache: outputs of importers and passes stored under a hash of input, stage, options and data.
+"""Stage cache: outputs of importers, passes, reference runs and target exports stored under a hash of
+input, stage, options and data.
 
 Like Olive's cache, each entry is a directory named by its key, written to a temporary directory and
 renamed into place, so a crashed build never leaves a half entry that a later build would trust.
+
+Rules that keep the cache safe while builds and ``edgec cache prune`` run at once:
+
+1. An entry is complete when its ``entry.json`` exists; it is written last, before the rename.
+2. A hit touches ``entry.json``: its mtime is the entry's last use, which pruning reads (least recently
+   used first).
+3. Entries being written live in ``.KEY-XXXX`` folders, which pruning leaves alone unless they are older
+   than :data:`STALE_TEMP_S` (debris of a killed build).
+4. Pruning first renames an entry to ``.trash-KEY-PID`` (one atomic step: a build that looks it up then sees
+   a miss, never half an entry), then deletes it; entries used in the last :data:`IN_USE_S` seconds are kept,
+   as a running build may still read their files.
 """
 
 from __future__ import annotations
@@ -11,19 +23,28 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 META = "entry.json"
+STAGE = "stage"
+"""A file in each entry naming its kind of stage (``import``, ``pass``, ``reference``, ``export``)."""
+STALE_TEMP_S = 24 * 3600
+"""Temporary folders older than this are debris of a killed build (no build writes one entry for a day)."""
+IN_USE_S = 3600
+"""Entries used this recently are never pruned: a build that is still running may read their files."""
 
 
 def default_cache_dir() -> Path:
-    """``$EDGEC_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgec``, else ``~/.cache/edgec``."""
+    """``$EDGEC_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgec``, else ``~/.cache/edgec``; absolute (a relative
+    variable is taken against the current directory now, not in a converter's worker)."""
     if env := os.environ.get("EDGEC_CACHE_DIR"):
-        return Path(env)
+        return Path(os.path.abspath(Path(env).expanduser()))
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "edgec"
+    return Path(os.path.abspath(Path(base).expanduser() / "edgec"))
 
 
 def cache_key(*parts: Any) -> str:
@@ -48,18 +69,23 @@ class StageCache:
         self.hits = 0
         self.misses = 0
 
-    def get_or_create(self, key: str, produce: Callable[[Path], dict[str, Any]]) -> tuple[Path, dict[str, Any], bool]:
-        """Return ``(entry_dir, meta, hit)``; on a miss ``produce(dir)`` writes files and returns JSON meta."""
+    def get_or_create(self, key: str, produce: Callable[[Path], dict[str, Any]],
+                      kind: str = "stage") -> tuple[Path, dict[str, Any], bool]:
+        """Return ``(entry_dir, meta, hit)``; on a miss ``produce(dir)`` writes files and returns JSON meta.
+
+        ``kind`` names the stage for ``edgec cache info``.
+        """
         final = self.root / key[:2] / key
-        if self.enabled and (final / META).is_file():
+        if self.enabled and (meta := _read_hit(final)) is not None:
             self.hits += 1
-            return final, json.loads((final / META).read_text()), True
+            return final, meta, True
         self.misses += 1
         parent = final.parent if self.enabled else (self.scratch or Path(tempfile.gettempdir()))
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=parent))
         try:
             meta = produce(tmp)
+            (tmp / STAGE).write_text(kind)
             (tmp / META).write_text(json.dumps(meta, sort_keys=True, indent=1))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -70,4 +96,158 @@ class StageCache:
             os.replace(tmp, final)
         except OSError:  # another build stored the same key first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
-        return final, json.loads((final / META).read_text()), False
+        stored = _read_hit(final)
+        return (final, stored, False) if stored is not None else (final, meta, False)
+
+
+def _read_hit(entry: Path) -> dict[str, Any] | None:
+    """The meta of a complete entry, touching it (rule 2); None when absent or pruned meanwhile (rule 4)."""
+    try:
+        meta: dict[str, Any] = json.loads((entry / META).read_text())
+        os.utime(entry / META)
+    except (OSError, ValueError):
+        return None
+    return meta
+
+
+# -- edgec cache info / prune --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One complete entry: its folder, stage kind, size in bytes and last use (epoch seconds)."""
+
+    path: Path
+    kind: str
+    size: int
+    used: float
+
+
+@dataclass
+class CacheInfo:
+    """What ``edgec cache info`` shows: complete entries and the debris of killed builds or prunes."""
+
+    root: Path
+    entries: list[Entry] = field(default_factory=list)
+    partial: list[Path] = field(default_factory=list)
+    """Folders being written, or left by a killed build (``.KEY-XXXX``, ``.trash-*``)."""
+
+    @property
+    def size(self) -> int:
+        """Bytes in complete entries."""
+        return sum(e.size for e in self.entries)
+
+    def by_kind(self) -> dict[str, dict[str, int]]:
+        """``{kind: {"entries": n, "bytes": b}}``, kinds sorted."""
+        kinds: dict[str, dict[str, int]] = {}
+        for entry in self.entries:
+            row = kinds.setdefault(entry.kind, {"entries": 0, "bytes": 0})
+            row["entries"] += 1
+            row["bytes"] += entry.size
+        return dict(sorted(kinds.items()))
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form for ``edgec cache info --json``."""
+        return {"path": str(self.root), "entries": len(self.entries), "bytes": self.size,
+                "stages": self.by_kind(), "partial": len(self.partial)}
+
+
+def scan(root: Path) -> CacheInfo:
+    """The entries under ``root`` (an absent folder is an empty cache)."""
+    info = CacheInfo(root)
+    for folder in _entry_folders(root):
+        if folder.name.startswith("."):
+            info.partial.append(folder)
+            continue
+        try:
+            used = (folder / META).stat().st_mtime
+            kind = (folder / STAGE).read_text().strip() if (folder / STAGE).is_file() else "unknown"
+        except OSError:  # not complete (rule 1), or pruned meanwhile
+            continue
+        info.entries.append(Entry(folder, kind, _tree_size(folder), used))
+    return info
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What a prune removed and kept."""
+
+    removed: int
+    freed: int
+    kept: int
+    kept_bytes: int
+    in_use: int
+    """Entries kept because they were used in the last :data:`IN_USE_S` seconds though the limits asked for them."""
+
+
+def prune(root: Path, older_than: float | None = None, max_size: int | None = None,
+          now: float | None = None, in_use_s: float = IN_USE_S) -> PruneResult:
+    """Delete entries unused for ``older_than`` seconds, then least recently used ones until at most
+    ``max_size`` bytes remain; entries used in the last ``in_use_s`` seconds are kept (rule 4), and stale
+    temporary folders are removed (rule 3)."""
+    now = time.time() if now is None else now
+    info = scan(root)
+    for folder in info.partial:
+        _remove_stale(folder, now)
+    doomed, in_use = _choose(sorted(info.entries, key=lambda e: e.used), older_than, max_size, now, in_use_s)
+    removed = [e for e in doomed if _remove(e.path)]
+    gone = {e.path for e in removed}
+    kept = [e for e in info.entries if e.path not in gone]
+    return PruneResult(len(removed), sum(e.size for e in removed), len(kept), sum(e.size for e in kept), in_use)
+
+
+def _choose(entries: list[Entry], older_than: float | None, max_size: int | None, now: float,
+            in_use_s: float) -> tuple[list[Entry], int]:
+    """The entries to delete, least recently used first, and how many the limits wanted but are in use."""
+    total = sum(e.size for e in entries)
+    doomed, in_use = [], 0
+    for entry in entries:
+        old = older_than is not None and now - entry.used > older_than
+        over = max_size is not None and total > max_size
+        if not (old or over):
+            continue
+        if now - entry.used < in_use_s:
+            in_use += 1
+            continue
+        doomed.append(entry)
+        total -= entry.size
+    return doomed, in_use
+
+
+def _remove(entry: Path) -> bool:
+    """Rename ``entry`` out of the way, then delete it (rule 4); False when it is already gone."""
+    trash = entry.with_name(f".trash-{entry.name}-{os.getpid()}")
+    try:
+        os.replace(entry, trash)
+    except OSError:
+        return False
+    shutil.rmtree(trash, ignore_errors=True)
+    return True
+
+
+def _remove_stale(folder: Path, now: float) -> None:
+    try:
+        stale = now - folder.stat().st_mtime > STALE_TEMP_S or folder.name.startswith(".trash-")
+    except OSError:
+        return
+    if stale:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _entry_folders(root: Path) -> Iterator[Path]:
+    if not root.is_dir():
+        return
+    for shard in sorted(root.iterdir()):
+        if shard.is_dir() and not shard.is_symlink() and len(shard.name) == 2:
+            yield from (p for p in sorted(shard.iterdir()) if p.is_dir() and not p.is_symlink())
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for base, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(base, name)).st_size
+            except OSError:
+                continue
+    return total

@@ -1,7 +1,9 @@
 """The ``edgec`` command line. Validates input at the boundary and maps errors to exit codes.
 
 Exit codes: 0 ok, 1 internal error (a bug, with traceback), 2 configuration, 3 missing dependency,
-4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity.
+4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity, 9 sync (store or network).
+A matrix build (several targets or precisions, ``-f RECIPE``) exits 0 when every cell was built, else with the
+code of the first failed cell in its summary table (see :mod:`edgec.compiler.matrix_cli`).
 
 A reader that goes away (``edgec inspect m.onnx --json | head -c 10``) changes nothing but where the rest
 of the output goes: the command runs to its end and exits with its own code, with nothing added on stderr
@@ -24,12 +26,15 @@ from typing import Any, NoReturn, TextIO
 
 from edgec.compiler import __version__
 from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
-from edgec.core.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError
+from edgec.core.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError, brief
 
 EXIT_CODES_HELP = """exit codes:
   0 ok, 1 internal error (a bug: please report the traceback), 2 configuration, 3 missing dependency,
-  4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity"""
+  4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity, 9 sync (store or network)"""
 
+MATRIX_EXIT_HELP = """
+  a matrix (several targets or precisions, or -f RECIPE) builds every cell it can and exits 0 when all were
+  built, else with the code of the first failed cell in its summary table (targets in order, precisions in order)"""
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage dump) and the config exit code."""
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                      epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_build(sub)
+    build = _add_build(sub)
     verify = sub.add_parser("verify", help="check a bundle's file hashes and golden-output parity")
     verify.add_argument("bundle", type=Path, nargs="+")
     verify.add_argument("--threads", type=int, default=None)
@@ -52,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="show inputs, outputs, ops, size and precision of a model or bundle")
     inspect.add_argument("path", type=Path)
     inspect.add_argument("--json", action="store_true")
-    sub.add_parser("targets", help="list targets, their precisions and whether their runtime is installed")
+    targets = sub.add_parser("targets", help="list targets, their precisions and whether what they need is installed")
+    targets.add_argument("--json", action="store_true", help="print the targets and what each lacks as JSON")
     debug = sub.add_parser("debug", help="rank the layers of a quantized bundle by the error they add versus FP32")
     debug.add_argument("bundle", type=Path)
     debug.add_argument("--reference", type=Path, help="FP32 bundle or .onnx; default: the sibling <name>-<target>-fp32 bundle")
@@ -60,18 +66,33 @@ def _parser() -> argparse.ArgumentParser:
     debug.add_argument("--out", type=Path, default=None,
                        help="where to write the JSON report; default <bundle name>.layers.json here (never inside the bundle)")
     debug.add_argument("--json", action="store_true")
+    recipe = sub.add_parser("recipe", help="recipe files for 'edgec build -f': print their JSON Schema, or check one")
+    recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True, parser_class=_Parser)
+    recipe_sub.add_parser("schema", help="print the JSON Schema of recipe files (for editors)")
+    recipe_sub.add_parser("check", help="validate a recipe without building").add_argument("file", type=Path)
+    from edgec.compiler import cache_cli
+
+    COMMANDS.update(cache_cli.add_commands(sub))
     for module in PLUGIN_MODULES:
         if importlib.util.find_spec(module) is not None:
-            COMMANDS.update(importlib.import_module(module).add_commands(sub))
+            plugin = importlib.import_module(module)
+            COMMANDS.update(plugin.add_commands(sub))
+            if hasattr(plugin, "add_build_options"):
+                plugin.add_build_options(build)
+                BUILD_PLUGINS[module] = plugin
     return parser
 
 
-def _add_build(sub: Any) -> None:
-    build = sub.add_parser("build", help="compile a model into a bundle", epilog=EXIT_CODES_HELP,
+def _add_build(sub: Any) -> argparse.ArgumentParser:
+    build = sub.add_parser("build", help="compile a model into a bundle", epilog=EXIT_CODES_HELP + MATRIX_EXIT_HELP,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_argument("source", help="model.onnx, model.pt2, path/to/file.py:factory or package.module:factory")
-    build.add_argument("--target", default="onnx", help="deployment target (see 'edgec targets'); default onnx")
-    build.add_argument("--precision", default="fp32", help="fp32, fp16 or int8; default fp32")
+    build.add_argument("source", nargs="?", help="model.onnx, model.pt2, path/to/file.py:factory or package.module:factory")
+    build.add_argument("-f", "--file", type=Path, metavar="RECIPE",
+                       help="build what a recipe (.yaml or .toml) lists instead of SOURCE; see 'edgec recipe schema'")
+    build.add_argument("--target", action="append", metavar="NAME[,NAME...]",
+                       help="deployment targets (see 'edgec targets'), comma-separated or repeated; default onnx")
+    build.add_argument("--precision", action="append", metavar="P[,P...]",
+                       help="fp32, fp16 and/or int8, comma-separated or repeated; default fp32")
     build.add_argument("--out", type=Path, default=Path("bundles"), help="output directory; default ./bundles")
     build.add_argument("--name", help="bundle name; default: the source's file or factory module name")
     build.add_argument("--calib", type=Path, help=".npz, folder of .npy/.npz, or folder of images")
@@ -84,54 +105,94 @@ def _add_build(sub: Any) -> None:
                        help="fix a dynamic input shape, e.g. input:1x3x224x224 (repeatable)")
     build.add_argument("--input-max-mb", type=int, default=DEFAULT_INPUT_MAX_MB, metavar="MB",
                        help=f"refuse synthetic golden inputs above MB MiB per sample (all inputs); default {DEFAULT_INPUT_MAX_MB}")
+    build.add_argument("--input-value", action="append", default=[], metavar="NAME=VALUE",
+                       help="set an input (e.g. a sample rate) to VALUE in every golden and calibration sample; "
+                            "non-float settings are never drawn at random (repeatable)")
+    build.add_argument("--fold-input-values", action="store_true",
+                       help="write the --input-value values into the graph as constants (ONNX route): the bundle no longer takes those inputs")
     build.add_argument("--int8-mode", default="auto", help="auto, static or dynamic; default auto")
     build.add_argument("--no-simplify", action="store_true", help="skip the onnxslim clean-up")
-    build.add_argument("--golden-samples", type=int, default=8, help="golden inputs stored in the bundle; default 8")
+    build.add_argument("--golden-samples", type=int, default=8, help="golden inputs parity is measured on; default 8")
+    build.add_argument("--golden-max-mb", type=float, metavar="MB",
+                       help="cap on the bundle's golden.npz (fewer samples are kept to fit); default 25%% of the "
+                            "model or 1 MiB, whichever is larger")
     build.add_argument("--min-cosine", type=float, help="fail when an output's cosine to FP32 is below this")
-    build.add_argument("--require-speedup", type=float, nargs="?", const=1.0, metavar="FACTOR",
-                       help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
-                            "beats its fp32 sibling's by more than FACTOR (default 1.0)")
+    build.add_argument("--allow-degraded", action="store_true",
+                       help="write a bundle even when its parity collapsed (an output, or a part of one on its own scale, "
+                            "below cosine 0.9, or top-1 agreement below 0.5 on --calib inputs); by default that fails with exit 7")
     build.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an option of the target (repeatable; 'edgec targets' lists them)")
-    build.add_argument("--palettize", choices=["4", "6", "8"], help="coreml: palettized weights with 2^N colours (= --target-option palettize=N)")
-    build.add_argument("--io-dtype", choices=["float", "int8"], help="tflite full-integer INT8: model input/output type (= --target-option io_dtype=...)")
-    build.add_argument("--trt-profile", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
-                       help="tensorrt optimization profile of a dynamic input, shapes as 1x3x224x224 (repeatable)")
+    _add_target_flags(build)
     build.add_argument("--prune", type=float, metavar="RATIO",
                        help="remove this fraction of channels (structured) or weights (unstructured); PyTorch sources only")
     build.add_argument("--prune-mode", default="structured", help="structured (default) or unstructured")
     build.add_argument("--finetune", metavar="MODULE:FUNCTION", help="finetune(module) -> module, run after pruning")
     build.add_argument("--report-layers", action="store_true", help="write a per-layer divergence report (layers.json) into the bundle")
     build.add_argument("--max-drop", type=float, help="accuracy budget, e.g. 0.01: keep the most sensitive layers in float until met")
-    build.add_argument("--metric", default="top1", help="what --max-drop measures: top1 (agreement with FP32), cosine, or accuracy (needs --eval)")
+    build.add_argument("--metric", default="top1", help="what --max-drop measures: top1 (agreement with FP32), decision "
+                       "(sigmoid outputs, see --threshold), cosine, accuracy (needs --eval), or pkg.module:function")
+    build.add_argument("--metric-reduce", default="mean", metavar="mean|min|pN",
+                       help="per-sample scores -> one: mean (default), min (the worst sample) or pN (percentile, e.g. p5)")
+    build.add_argument("--threshold", type=float, default=0.5, help="decision threshold of --metric decision; default 0.5")
     build.add_argument("--max-float-layers", type=int, help="with --max-drop: keep at most N layers in float (default 16)")
-    build.add_argument("--eval", type=Path, help=".npz of model inputs plus 'labels' for --metric accuracy")
+    build.add_argument("--max-builds", type=int, help="with --max-drop: build and measure at most N candidates (default 8)")
+    build.add_argument("--eval", type=Path, help=".npz of model inputs (plus 'labels' for --metric accuracy) that --max-drop "
+                       "measures on; default: a quarter of --calib held out from calibration")
     build.add_argument("--force", action="store_true", help="replace an existing bundle")
     build.add_argument("--no-cache", action="store_true", help="do not read or write the stage cache")
     build.add_argument("--cache-dir", type=Path, help="stage cache directory; default $EDGEC_CACHE_DIR or ~/.cache/edgec")
     build.add_argument("-v", "--verbose", action="store_true", help="progress messages even when not on a terminal")
     build.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    build.add_argument("--jobs", type=int, metavar="N", help="build the cells of a matrix in N worker processes; default 1")
+    build.add_argument("--json", action="store_true", help="print the cells built (status, exit code, bundle, size, parity) as JSON")
+    return build
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _add_target_flags(build: argparse.ArgumentParser) -> None:
+    """The named flags the targets declare on their options (``--palettize``): each adds ``KEY=VALUE`` pairs."""
+    from edgec.targets.base import named_flags
+
+    for flag in named_flags():
+        build.add_argument(flag.flag, dest=flag.dest, action="append", default=[], choices=flag.choices,
+                           metavar=flag.metavar, help=f"{'/'.join(flag.targets)}: {flag.help} "
+                                                      f"(= --target-option {flag.key}=...)")
+
+
+def _target_option_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``--target-option KEY=VALUE`` pairs, then those of the named flags given (a flag's last value wins
+    unless its option is repeatable).
+
+    Raises:
+        ConfigError: a ``--target-option`` without ``=``.
+    """
+    from edgec.compiler.config import parse_target_option
+    from edgec.targets.base import named_flags
+
+    pairs = [parse_target_option(text) for text in args.target_option]
+    for flag in named_flags():
+        values = getattr(args, flag.dest, None) or []
+        pairs += [(flag.key, v) for v in (values if flag.repeatable else values[-1:])]
+    return pairs
+
+
+def _config(args: argparse.Namespace, options: list[tuple[str, str]] | None = None) -> Any:
     from pydantic import ValidationError
 
-    from edgec.compiler.config import BuildConfig, parse_input_shape, parse_target_option
+    from edgec.compiler.config import BuildConfig, parse_input_shape, parse_input_value
 
     shapes = dict(parse_input_shape(text) for text in args.input)
-    options = [parse_target_option(text) for text in args.target_option]
-    options += [("palettize", args.palettize)] if args.palettize else []
-    options += [("io_dtype", args.io_dtype)] if args.io_dtype else []
-    options += [("trt_profile", text) for text in args.trt_profile]
+    values = dict(parse_input_value(text) for text in args.input_value)
+    options = _target_option_pairs(args) if options is None else options
     fields = {
         "source": args.source, "target": args.target, "precision": args.precision, "out": args.out,
         "name": args.name, "calib": args.calib, "calib_samples": args.calib_samples, "calib_max_mb": args.calib_max_mb,
         "calib_method": args.calib_method, "calib_preprocess": args.calib_preprocess, "input_shapes": shapes,
-        "input_max_mb": args.input_max_mb,
-        "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples,
-        "min_cosine": args.min_cosine, "target_options": tuple(options), "prune": args.prune, "prune_mode": args.prune_mode, "finetune": args.finetune,
+        "input_max_mb": args.input_max_mb, "input_values": values, "fold_input_values": args.fold_input_values,
+        "int8_mode": args.int8_mode, "simplify": not args.no_simplify, "golden_samples": args.golden_samples, "golden_max_mb": args.golden_max_mb,
+        "min_cosine": args.min_cosine, "allow_degraded": args.allow_degraded, "target_options": tuple(options), "prune": args.prune, "prune_mode": args.prune_mode, "finetune": args.finetune,
         "report_layers": args.report_layers, "max_drop": args.max_drop,
-        "metric": args.metric, "max_float_layers": args.max_float_layers, "eval": args.eval, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
+        "metric": args.metric, "metric_reduce": args.metric_reduce, "threshold": args.threshold,
+        "max_float_layers": args.max_float_layers, "max_builds": args.max_builds, "eval": args.eval, "force": args.force, "cache": not args.no_cache, "cache_dir": args.cache_dir,
     }
     try:
         return BuildConfig(**fields)
@@ -144,38 +205,85 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from edgec.compiler.pipeline import build
+    from edgec.compiler import matrix_cli
+    from edgec.compiler.pipeline import build, sibling_builder
     from edgec.compiler.progress import Reporter
+    from edgec.runtime_shims.measure import format_top1
 
+    if matrix_cli.is_matrix(args):
+        return matrix_cli.run(args, _config, _target_option_pairs(args), list(BUILD_PLUGINS), COMMANDS, _parser().parse_args)
+    if args.source is None:
+        raise ConfigError("edgec build needs a SOURCE model (or -f RECIPE)", hint="see 'edgec build --help'")
+    args.target, args.precision = (args.target or ["onnx"])[0], (args.precision or ["fp32"])[0]
     config = _config(args)
     reporter = Reporter(False if args.quiet else (True if args.verbose else None))
-    gate = None
-    if args.require_speedup is not None:
-        from edgec.benchmarks.bench import speedup_gate
-
-        gate = speedup_gate(config, args.require_speedup, reporter)
+    checks = [check for plugin in BUILD_PLUGINS.values()
+              for check in plugin.build_checks(args, config, reporter, sibling_builder(config, reporter))]
     try:
-        outcome = build(config, reporter, before_publish=gate)
+        outcome = build(config, reporter, before_publish=_all_checks(checks) if checks else None)
     finally:
         reporter.close()
     m = outcome.manifest
     print(f"built {outcome.bundle_dir} ({m.target}, {m.precision}, model {m.model_bytes():,} bytes)")
+    note = _precision_note(m.target, m.precision)
+    if note:
+        print(f"  {m.precision} on {m.target}: {note}")
     if not m.parity.get("measured", True):
         print(f"  parity not measured: {m.parity.get('reason')}")
     for name, metrics in m.parity.get("outputs", {}).items():
-        extra = f", top1 agreement {metrics['top1_agreement']:.4f}" if "top1_agreement" in metrics else ""
+        top1 = format_top1(metrics, m.parity.get("samples"))
+        extra = f", {top1}" if top1 else ""
         print(f"  parity {name}: cosine {metrics['cosine']:.6f}, max_abs {metrics['max_abs']:.3g}{extra}")
-    if outcome.mixed_precision_cost:
-        mp, cost = m.model_extra["mixed_precision"], outcome.mixed_precision_cost  # type: ignore[index]
-        print(f"  mixed precision: {mp['metric']} {mp['value']:.4f} vs fp32 {mp['fp32']:.4f} (drop {mp['drop']:.4f} <= {mp['max_drop']}); "
-              f"{len(mp['float_layers'])} layer{'' if len(mp['float_layers']) == 1 else 's'} kept in float: "
-              f"{', '.join(mp['float_layers']) or 'none'}")
-        print(f"  cost: size {cost['size']:,} vs {cost['size_all_quantized']:,} bytes all-quantized; "
-              f"latency {cost['latency_ms']:.3f} vs {cost['latency_ms_all_quantized']:.3f} ms (batch 1, this host)")
+    _print_golden_and_pruning(m.parity, outcome.warnings)
+    fidelity = outcome.fidelity
+    if fidelity is not None and fidelity.mixed_precision is not None and fidelity.cost is not None:
+        mp, cost = fidelity.mixed_precision, fidelity.cost
+        print(f"  mixed precision: {mp.label} {mp.value:.4f} vs fp32 {mp.fp32:.4f} (drop {mp.drop:.4f} <= {mp.max_drop}); "
+              f"{len(mp.float_layers)} layer{'' if len(mp.float_layers) == 1 else 's'} kept in float: "
+              f"{', '.join(mp.float_layers) or 'none'}")
+        print(f"  search: {mp.builds} candidate builds, measured on {mp.samples} {mp.measured_on} samples")
+        print(f"  cost: size {cost.size:,} vs {cost.size_all_quantized:,} bytes all-quantized; "
+              f"latency {cost.latency_ms:.3f} vs {cost.latency_ms_all_quantized:.3f} ms (batch 1, this host)")
     report = (m.model_extra or {}).get("layer_report")
     if report:
         print(f"  layer report: {outcome.bundle_dir / 'layers.json'} (worst: {', '.join(report['worst'])})")
     return 0
+
+
+def _print_golden_and_pruning(parity: dict[str, Any], warnings: tuple[str, ...]) -> None:
+    """Where the golden inputs came from; with pruning, parity against the unpruned model; warnings on stderr."""
+    from edgec.compiler.golden import describe
+    from edgec.runtime_shims.measure import format_top1
+
+    if parity.get("golden_source"):
+        print(f"  golden inputs: {describe(parity['golden_source'], parity.get('samples', 0))}")
+    stored = parity.get("golden_stored") or {}
+    if stored.get("samples", 0) < stored.get("of", 0):
+        print(f"  golden.npz keeps {stored['samples']} of {stored['of']} samples ({stored['bytes']:,} bytes, cap "
+              f"{stored['cap']}; --golden-max-mb raises it)")
+    unpruned = parity.get("unpruned") or {}
+    for name, metrics in unpruned.get("outputs", {}).items():
+        top1 = format_top1(metrics, unpruned.get("samples"))
+        print(f"  parity {name} against the unpruned model ({unpruned.get('compared')}): cosine {metrics['cosine']:.6f}"
+              f"{', ' + top1 if top1 else ''}")
+    for warning in warnings:
+        print(f"edgec: WARNING: {warning}", file=sys.stderr)
+
+
+def _precision_note(target: str, precision: str) -> str | None:
+    """The target's note on what ``precision`` buys (``Target.precision_notes``), if it has one."""
+    from edgec.targets.base import TARGETS
+
+    try:
+        return TARGETS.get(target).precision_notes.get(precision)
+    except KeyError:
+        return None
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    from edgec.compiler.matrix_cli import cmd_recipe as run_recipe_command
+
+    return run_recipe_command(args)
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
@@ -185,7 +293,7 @@ def cmd_debug(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([d.to_json() for d in layers], indent=2))
     else:
-        from edgec.compiler.fidelity import format_report
+        from edgec.frameworks.fidelity import format_report
 
         print(format_report(layers, args.top))
     print(f"layer report written to {path}", file=sys.stderr if args.json else sys.stdout)
@@ -202,8 +310,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if not args.json and not report.measured:
             print(f"ok {bundle}: {report.files_checked} files match; parity not checked: this host cannot run {report.manifest.target} models")
         elif not args.json:
-            worst = min(m["cosine"] for m in report.measured.values())
-            print(f"ok {bundle}: {report.files_checked} files match, parity within tolerance (min cosine {worst:.6f})")
+            print(f"ok {bundle}: {report.files_checked} files match, parity within tolerance ({report.parity_summary()})")
     if args.json:
         print(json.dumps(results, indent=2, sort_keys=True))
     return 0
@@ -218,27 +325,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from edgec.core.errors import MissingDependencyError
+    """Each target, its precisions and routes, and whether what its builds need is installed (looked up, not
+    imported: milliseconds, see :mod:`edgec.core.installed`)."""
     from edgec.targets.base import TARGETS
 
+    if args.json:
+        print(json.dumps([_target_json(cls) for cls in TARGETS.all()], indent=2))
+        return 0
     for cls in TARGETS.all():
-        try:
-            cls().check_available()
-            state = "ready"
-        except MissingDependencyError as exc:
-            state = f"not installed (pip install 'edgec[{exc.extra}]')"
+        state = cls.readiness().summary()
         print(f"{cls.name:10s} precisions {','.join(cls.precisions):16s} routes {','.join(cls.routes):22s} {state}")
-        for key, text in sorted(cls.option_help.items()):
+        for key, text in cls.Options.help_lines():
             print(f"{'':10s}   --target-option {key}=...  {text}")
+        for precision, note in cls.precision_notes.items():
+            print(f"{'':10s}   {precision}: {note}")
     return 0
 
 
+def _target_json(cls: Any) -> dict[str, Any]:
+    return {"name": cls.name, "extra": cls.extra, "precisions": list(cls.precisions),
+            **cls.readiness().to_json(), "options": dict(cls.Options.help_lines()),
+            "precision_notes": dict(cls.precision_notes)}
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "build": cmd_build, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets, "debug": cmd_debug,
+    "build": cmd_build, "recipe": cmd_recipe, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets, "debug": cmd_debug,
 }
 PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli", "edgec.cloud_sync.serving.cli"]
 """Modules of higher rooms (benchmarks, cloud_sync) that add subcommands: each has
-``add_commands(subparsers) -> {name: handler}`` and keeps heavy imports inside the handlers."""
+``add_commands(subparsers) -> {name: handler}`` and keeps heavy imports inside the handlers. A plugin may
+also add options to ``edgec build``: ``add_build_options(build_parser)``, and
+``build_checks(args, config, log, build_sibling) -> [check(staging_dir, manifest)]``, checks the build runs
+on the staged bundle before publishing it (``--require-speedup``). The compiler never imports them by name."""
+BUILD_PLUGINS: dict[str, Any] = {}
+"""The plugins that add ``edgec build`` options, by module name."""
+
+
+def _all_checks(checks: list[Callable[[Path, Any], None]]) -> Callable[[Path, Any], None]:
+    """One ``before_publish`` callback running ``checks`` in order."""
+    def run_all(staging: Path, manifest: Any) -> None:
+        for check in checks:
+            check(staging, manifest)
+
+    return run_all
 
 
 class _ClosedPipeSafe:
@@ -309,9 +438,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("edgec: interrupted", file=sys.stderr)
         return 130
-    except Exception:
+    except Exception as exc:  # InternalError, or any other exception that escaped: a bug in edgec
         traceback.print_exc()
-        print(f"edgec: internal error (a bug in edgec {__version__}); please report the traceback above", file=sys.stderr)
+        print(f"edgec: internal error (a bug in edgec {__version__}): {type(exc).__name__}: {brief(exc)}; "
+              "please report it with the traceback above", file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -7,10 +7,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from edgec.compiler.fidelity import LayerDivergence
 from edgec.compiler.pipeline import check_layer_support, get_target
 from edgec.core.bundle import bundle_path, load_manifest, read_checked_golden
 from edgec.core.errors import ConfigError
+from edgec.frameworks.fidelity import LayerDivergence
 
 REPORT_SUFFIX = ".layers.json"
 """The report is ``<bundle name>.layers.json`` in the working directory (or ``--out``). Never inside the
@@ -90,14 +90,14 @@ def debug_bundle(bundle: Path, reference: Path | None = None, out: Path | None =
     manifest = load_manifest(bundle)
     path = report_path(bundle, out)
     target = get_target(manifest.target)
-    check_layer_support(target, "edgec debug")
+    tools = check_layer_support(target, "edgec debug")
     target.check_available()
     model = bundle_path(bundle, manifest, "model_file")
     ref = reference_model(bundle, reference, manifest.name, manifest.target)
     if ref.suffix != model.suffix:
         raise ConfigError(f"--reference {ref} is not a {model.suffix} model like {model.name}")
     inputs, _ = read_checked_golden(bundle, manifest)
-    layers = target.compare_layers(ref, model, inputs)
+    layers = tools.compare_layers(ref, model, inputs)
     text = json.dumps({"bundle": str(bundle.resolve()), "reference": str(ref), "samples": len(inputs),
                        "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True)
     write_report(path, text)

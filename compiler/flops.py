@@ -68,7 +68,7 @@ def model_cost(model: Any, dims: dict[str, int] | None = None) -> ModelCost:
     fixed, used = _fix_inputs(onnx, model, dims or {})
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
-    except Exception:
+    except Exception:  # one onnx call, best effort: on a model it cannot infer (any error type), shapes stay unknown
         inferred = fixed
     shapes = _shapes(onnx, inferred)
     macs: Counter[str] = Counter()
@@ -162,7 +162,7 @@ def _weights(onnx: Any, model: Any) -> tuple[int, float]:
             continue
         try:
             values = numpy_helper.to_array(init)
-        except Exception:
+        except Exception:  # one onnx call, best effort: an initializer it cannot decode is left out of the sparsity
             continue
         weight_elems += count
         zeros += count - int(np.count_nonzero(values))

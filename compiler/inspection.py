@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler import onnx_utils
 from edgec.core.bundle import MANIFEST, bundle_path, load_manifest
 from edgec.core.errors import ConfigError
 from edgec.core.types import TensorSpec
+from edgec.frameworks import onnx_utils
+from edgec.runtime_shims import measure
 
 
 def inspect_path(path: Path) -> dict[str, Any]:
@@ -73,6 +74,7 @@ def _inspect_bundle(path: Path) -> dict[str, Any]:
         "inputs": manifest.inputs,
         "outputs": manifest.outputs,
         "parity": manifest.parity.get("outputs", {}),
+        "golden_samples": manifest.parity.get("samples"),
         "passes": [p["name"] for p in manifest.passes],
     }
     model = bundle_path(path, manifest, "model_file")
@@ -107,7 +109,8 @@ def format_text(info: dict[str, Any]) -> str:
     if info.get("parity"):
         lines.append("  parity vs FP32:")
         for name, m in info["parity"].items():
-            extra = f", top1 {m['top1_agreement']:.4f}" if "top1_agreement" in m else ""
+            top1 = measure.format_top1(m, info.get("golden_samples"))
+            extra = f", {top1}" if top1 else ""
             lines.append(f"    {name}: max_abs {m['max_abs']:.3g}, cosine {m['cosine']:.6f}{extra}")
     for entry in info.get("pruning", []):
         b, a = entry["before"], entry["after"]

@@ -1,30 +1,59 @@
 """The build pipeline: import -> conversion and clean-up passes -> precision passes -> target export ->
 parity against the FP32 reference -> bundle written atomically.
+
+A :class:`Build` holds what every stage needs (the config, target, importer, stage cache, toolchain and
+log) and has one method per stage::
+
+    claim_output -> import_source -> convert (prune, conversion, float clean-up) -> calibrate -> golden
+        -> fidelity (--max-drop / --report-layers) -> precision -> export -> parity -> assemble -> publish
+
+The import, the passes, the FP32 reference runs and the target's export go through the stage cache
+(:mod:`edgec.compiler.cached_stages`); parity is measured anew on every build.
+
+The stages up to :meth:`Build.golden` give a frozen :class:`Prepared`, which does not depend on the
+precision; :meth:`Build.finish` runs the rest on one. A :class:`Build` for another precision of the same
+target finishes the same :class:`Prepared` without importing, converting, calibrating or running the
+reference again (``tests/unit/compiler/test_build_stages.py``): the seam for builds of many cells from one
+import. Another target needs its own :meth:`Build.convert` (its route and ONNX rewrites), but
+:meth:`Build.import_source` can be shared.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
-from edgec.calibration.readers import ImagePreprocess, read_path
-from edgec.compiler import __version__, mixed_precision, outdir, parity
-from edgec.compiler.cache import StageCache, cache_key, default_cache_dir
-from edgec.compiler.config import BuildConfig
-from edgec.compiler.importers.base import Feed, ImportResult, find_importer
-from edgec.compiler.passes.base import PassContext, make_pass, wrap_failure
-from edgec.compiler.planner import PassStep, conversion_steps, float_steps, prune_steps
-from edgec.compiler.synthetic import check_sample_size, synthetic_feeds
-from edgec.core.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry, write_golden
+from edgec.calibration.readers import ImagePreprocess
+from edgec.compiler import (
+    __version__,
+    bundle_files,
+    fidelity_stage,
+    golden,
+    input_values,
+    mixed_precision,
+    outdir,
+    parity,
+)
+from edgec.compiler.cache import StageCache, default_cache_dir
+from edgec.compiler.cached_stages import cached_export, cached_reference
+from edgec.compiler.config import BuildConfig, absolute_path
+from edgec.compiler.fidelity_stage import Fidelity
+from edgec.compiler.golden import GoldenSet, PruningCheck
+from edgec.compiler.golden_size import model_bytes, write_sized_golden
+from edgec.compiler.importers.base import Feed, Importer, ImportResult, find_importer
+from edgec.compiler.pass_runner import PassRunner
+from edgec.compiler.planner import conversion_steps, float_steps, prune_steps, upgrade_steps
+from edgec.compiler.synthetic import check_sample_size
+from edgec.core.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry
 from edgec.core.errors import (
     AccuracyGateError,
     CalibrationError,
@@ -32,26 +61,81 @@ from edgec.core.errors import (
     EdgecError,
     ExportError,
     UnsupportedError,
+    brief,
+    raise_if_bug,
 )
-from edgec.core.types import ModelArtifact, TensorSpec
-from edgec.targets.base import TARGETS, ExportResult, PrecisionRequest, Target, package_versions
+from edgec.core.types import FORMAT_ONNX, ModelArtifact
+from edgec.targets.base import TARGETS, ExportResult, LayerTools, PrecisionRequest, Target, package_versions
 
 Log = Callable[[str], None]
-SHIM_DIR = "edgec_shim"
-LAYERS = "layers.json"
-BUDGET_SAMPLES = 128
-"""Calibration samples used to measure the metric of ``--max-drop`` when no ``--eval`` is given."""
+PublishCheck = Callable[[Path, BundleManifest], None]
+"""``check(staging_dir, manifest)``: runs on the complete staged bundle before it is published; raising stops it."""
+SiblingBuilder = Callable[[str, Path, str], Path]
+"""``build_sibling(precision, out, name) -> bundle dir``: see :func:`sibling_builder`."""
+
+
+def _quiet(message: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
 class BuildOutcome:
-    """Where the bundle went and what its manifest says."""
+    """Where the bundle went, what its manifest says, and what the build found on the way.
+
+    Args:
+        fidelity: the ``--max-drop`` / ``--report-layers`` outcome, when either was asked for.
+        warnings: one line each, for the user (e.g. pruning changed the model's answers).
+    """
 
     bundle_dir: Path
     manifest: BundleManifest
     cache_hits: int
     cache_misses: int
-    mixed_precision_cost: dict[str, Any] | None = None
+    fidelity: Fidelity | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def mixed_precision_cost(self) -> dict[str, Any] | None:
+        """The ``--max-drop`` cost as JSON (size and latency versus all-quantized), or None."""
+        cost = self.fidelity.cost if self.fidelity is not None else None
+        return cost.to_json() if cost is not None else None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What the stages before the precision produce, shared by every precision built from it.
+
+    Args:
+        imported: the import's result (the source model, before pruning).
+        source_art: the source model after pruning (the FP32 reference).
+        route: the format the target takes, which ``float_art`` is in.
+        float_art: the float model after conversion and clean-up passes.
+        records: the manifest records of the passes so far.
+        calibration: the calibration set, or None.
+        golden: the golden inputs and reference outputs.
+        holdout: calibration samples held out of ``calibration`` for ``--max-drop`` to measure on
+            (:func:`edgec.compiler.fidelity_stage.hold_out`); empty when none are.
+    """
+
+    imported: ImportResult
+    source_art: ModelArtifact
+    route: str
+    float_art: ModelArtifact
+    records: tuple[dict[str, Any], ...]
+    calibration: CalibrationSet | None
+    golden: GoldenSet
+    holdout: tuple[Feed, ...] = ()
+
+
+@dataclass(frozen=True)
+class PrecisionOutcome:
+    """What the precision stages chose: the model the target exports, the request it answers (with the
+    nodes kept in float), every pass record of the build, and the fidelity stage's outcome when it ran."""
+
+    artifact: ModelArtifact
+    request: PrecisionRequest
+    records: tuple[dict[str, Any], ...]
+    fidelity: Fidelity | None = None
 
 
 def get_target(name: str) -> Target:
@@ -66,8 +150,7 @@ def get_target(name: str) -> Target:
         raise ConfigError(f"unknown target {name!r}; expected one of {', '.join(TARGETS.names())}") from None
 
 
-def build(config: BuildConfig, log: Log = lambda m: None,
-          before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BuildOutcome:
+def build(config: BuildConfig, log: Log = _quiet, before_publish: PublishCheck | None = None) -> BuildOutcome:
     """Build one bundle.
 
     ``before_publish(staging_dir, manifest)``, when given, runs on the complete staged bundle before it
@@ -78,15 +161,14 @@ def build(config: BuildConfig, log: Log = lambda m: None,
         EdgecError: any user-facing failure; nothing is left in ``config.out`` then.
     """
     target = get_target(config.target)
-    if config.precision not in target.precisions:
-        raise UnsupportedError(f"the {target.name} target offers {', '.join(target.precisions)}, not {config.precision}")
-    target.check_options(config.target_options)
+    target.validate(PrecisionRequest(config.precision, config.int8_mode, options=config.target_options))  # before any import
     target.check_available()
     importer = find_importer(config.source)
+    check_data_paths(config)
     created = outdir.prepare(config.out)  # before any import: an unusable --out fails in a second, not after calibrating
     cache = StageCache(config.cache_dir or default_cache_dir(), enabled=config.cache, scratch=Path(tempfile.mkdtemp(prefix="edgec-")))
     try:
-        return _build(config, target, importer, cache, log, before_publish)
+        return Build(config, target, importer, cache, log).run(before_publish)
     except BaseException:
         outdir.remove_created(config.out, created)
         raise
@@ -95,296 +177,408 @@ def build(config: BuildConfig, log: Log = lambda m: None,
             shutil.rmtree(cache.scratch, ignore_errors=True)
 
 
-def _build(config: BuildConfig, target: Target, importer: Any, cache: StageCache, log: Log,
-           before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BuildOutcome:
-    log(f"importing {config.source}")
-    imported = importer.load(config.source, cache, log)
-    if config.calib is None:  # golden inputs will be drawn: size them before any pass runs
-        check_sample_size(imported.artifact.inputs, config.input_max_mb, config.input_shapes)
-    name = config.name or imported.name
-    suffix = target.bundle_suffix(PrecisionRequest(config.precision, config.int8_mode, options=config.target_options))
-    final = config.out / f"{name}-{target.name}-{config.precision}{suffix}"
-    restored = outdir.recover(final, log)
-    if final.exists() and not config.force:
-        why = " (restored: a build --force was killed before it finished replacing it)" if restored else ""
-        raise ConfigError(f"output bundle {final} already exists{why}", hint="remove it, pick another --out, or pass --force")
-    toolchain = _toolchain(target, importer)
-    records: list[dict[str, Any]] = []
-    source_art = _run_steps(prune_steps(config, imported.artifact.format), imported.artifact, None, cache, toolchain, records, log)
-    route, conversions = conversion_steps(source_art.format, target.routes, target.name, bool(config.input_shapes))
-    float_art = _run_steps(conversions + float_steps(config, route), source_art, None, cache, toolchain, records, log)
-    calibration = _calibration(config, float_art, log)
-    request = PrecisionRequest(config.precision, config.int8_mode, calibration, options=config.target_options)
-    golden_in = _golden_inputs(calibration, float_art.inputs, config)
-    log(f"computing FP32 reference outputs on {len(golden_in)} golden inputs")
-    golden_out = importer.reference(source_art, golden_in)  # after pruning: the model the user asked for
-    extras: dict[str, Any] = {"files": {}, "manifest": {"input_stats": calibration.summary()} if calibration else {}}
+def check_data_paths(config: BuildConfig) -> None:
+    """``--calib`` and ``--eval`` exist: checked before the source is imported, though read only after it.
 
-    def quantize(exclude: tuple[str, ...]) -> ModelArtifact:
-        attempt = list(records)
-        art = _run_steps(target.precision_passes(replace(request, exclude=exclude), float_art), float_art, calibration,
-                         cache, toolchain, attempt, log)
-        extras["records"] = attempt
-        return art
-
-    if config.max_drop is not None or config.report_layers:
-        final_art, request = _fidelity(config, target, request, float_art, quantize, calibration, golden_in, extras, cache, log)
-    else:
-        final_art = quantize(())
-    manifest = _assemble(config, target, imported, final_art, final, golden_in, golden_out, route, request,
-                         extras["records"], toolchain, log, extras, before_publish)
-    log(f"bundle written to {final}")
-    return BuildOutcome(final, manifest, cache.hits, cache.misses, extras.get("cost"))
+    Raises:
+        CalibrationError: one of them does not exist.
+    """
+    if config.calib is not None and not config.calib.exists():
+        raise CalibrationError(f"calibration path {config.calib} does not exist; expected a .npz file or a folder")
+    if config.eval is not None and not config.eval.exists():
+        raise CalibrationError(f"--eval {config.eval} does not exist; expected a .npz of model inputs plus a 'labels' array")
 
 
-def _fidelity(config: BuildConfig, target: Target, request: PrecisionRequest, float_art: ModelArtifact,
-              quantize: Callable[[tuple[str, ...]], ModelArtifact], calibration: CalibrationSet | None, golden_in: list[Feed],
-              extras: dict[str, Any], cache: StageCache, log: Log) -> tuple[ModelArtifact, PrecisionRequest]:
-    """``--max-drop`` and ``--report-layers``: candidates are built and measured with the target's own export
-    and runtime in scratch folders; the chosen exclusion set then goes into the real build, whose export is
-    the chosen candidate's files (``extras["exported"]``), not a second conversion."""
-    flag = "--max-drop" if config.max_drop is not None else "--report-layers"
-    if config.precision == "fp32":
-        raise ConfigError(f"{flag} compares a reduced-precision model with FP32; use it with --precision int8 or fp16")
-    check_layer_support(target, flag)
-    assert cache.scratch is not None
-    feeds, labels = _budget_feeds(config, float_art, calibration, golden_in) if config.max_drop is not None else (golden_in, None)
-    probe = mixed_precision.TargetProbe(target, request, float_art, quantize, feeds, cache.scratch / "fidelity")
-    exclude: tuple[str, ...] = ()
-    if config.max_drop is not None:
-        result = mixed_precision.search(probe, labels, config.metric, config.max_drop, log, config.max_float_layers)
-        exclude = result.exclude
-        _record_mixed_precision(config, probe, result, len(feeds), extras)
-    chosen = probe.build(exclude)
-    extras["exported"] = chosen
-    if config.report_layers:
-        log("comparing layers with the FP32 reference")
-        golden = target.bundle_feeds(golden_in, chosen.result)
-        layers = target.compare_layers(probe.reference.model, chosen.model, golden)
-        extras["files"][LAYERS] = json.dumps({"samples": len(golden), "layers": [d.to_json() for d in layers]}, indent=1, sort_keys=True) + "\n"
-        extras["manifest"]["layer_report"] = {"file": LAYERS, "worst": [d.layer for d in layers[:5]]}
-    return quantize(exclude), replace(request, exclude=exclude)
+def sibling_builder(config: BuildConfig, log: Log = _quiet) -> SiblingBuilder:
+    """A function that builds a sibling of ``config``'s bundle at another precision.
+
+    ``build_sibling(precision, out, name)`` builds the same source for the same target and options into
+    ``out`` under ``name`` (never replacing a bundle there), without ``--max-drop`` or ``--report-layers``,
+    and returns the bundle's folder; the stage cache makes the shared stages cheap. ``edgec build
+    --require-speedup`` hands it to the speedup check, which needs an fp32 sibling to compare with.
+    """
+    def build_sibling(precision: str, out: Path, name: str) -> Path:
+        update = {"precision": precision, "out": absolute_path(out), "name": name, "force": False, "max_drop": None, "report_layers": False}
+        return build(config.model_copy(update=update), log).bundle_dir
+
+    return build_sibling
 
 
-def check_layer_support(target: Target, what: str) -> None:
-    """Raise :class:`UnsupportedError` when the target cannot compare layers on this host.
+class Build:
+    """One build: what every stage needs, and one method per stage (see the module docstring).
+
+    Args:
+        config: the validated build configuration.
+        target: the target, already checked against the config.
+        importer: the importer that claims ``config.source``.
+        cache: the stage cache, with a scratch folder the caller removes.
+        log: progress messages.
+    """
+
+    def __init__(self, config: BuildConfig, target: Target, importer: Importer, cache: StageCache, log: Log = _quiet) -> None:
+        self.config, self.target, self.importer, self.cache, self.log = config, target, importer, cache, log
+
+    @cached_property
+    def toolchain(self) -> dict[str, str]:
+        """Versions of edgec, python, numpy, the importer's framework and the target's tools."""
+        versions = {"edgec": __version__, "python": platform.python_version(), "numpy": np.__version__}
+        extra = ("torch", "onnxscript") if self.importer.name == "torch" else ()
+        versions.update(package_versions(extra))
+        versions.update(self.target.toolchain())
+        return dict(sorted(versions.items()))
+
+    @cached_property
+    def passes(self) -> PassRunner:
+        """Runs passes through the stage cache (keyed with :attr:`toolchain`)."""
+        return PassRunner(self.cache, self.toolchain, self.log)
+
+    def request(self, calibration: CalibrationSet | None = None) -> PrecisionRequest:
+        """The precision request of this build (with nothing excluded)."""
+        return PrecisionRequest(self.config.precision, self.config.int8_mode, calibration, options=self.config.target_options)
+
+    def run(self, before_publish: PublishCheck | None = None) -> BuildOutcome:
+        """All stages, in order."""
+        final = self.claim_output()  # an existing bundle fails the build before the source is imported
+        imported = self.import_source()
+        return self.finish(self.prepare(imported), final, before_publish)
+
+    def prepare(self, imported: ImportResult) -> Prepared:
+        """The stages that do not depend on the precision: passes up to the float model, calibration, golden set."""
+        source_art, route, float_art, records = self.convert(imported)
+        calibration, holdout = fidelity_stage.hold_out(self.calibrate(float_art, self.input_values(imported)), self.config, self.log)
+        return Prepared(imported, source_art, route, float_art, tuple(records), calibration,
+                        self.golden(imported, source_art, float_art, calibration), holdout)
+
+    def finish(self, prepared: Prepared, final: Path, before_publish: PublishCheck | None = None) -> BuildOutcome:
+        """The stages that depend on the precision, ending with the bundle published at ``final``."""
+        config = self.config
+        request = self.request(prepared.calibration)
+        fidelity = self.fidelity(prepared, request) if config.max_drop is not None or config.report_layers else None
+        request = replace(request, exclude=fidelity.exclude if fidelity is not None else ())
+        artifact, records = self.precision(prepared, request)
+        manifest = self.assemble(prepared, PrecisionOutcome(artifact, request, tuple(records), fidelity), final, before_publish)
+        self.log(f"bundle written to {final}")
+        return BuildOutcome(final, manifest, self.cache.hits, self.cache.misses, fidelity, self.warnings(manifest))
+
+    # -- stages before the precision ---------------------------------------------------------------
+
+    def import_source(self) -> ImportResult:
+        """Load the source into the stage cache.
+
+        Raises:
+            ConfigError: no golden inputs can be drawn within ``--input-max-mb`` (checked before any pass).
+        """
+        self.log(f"importing {self.config.source}")
+        imported = self.importer.load(self.config.source, self.cache, self.log)
+        given = self.input_values(imported)
+        if self.config.calib is None:  # golden inputs will be drawn: size them before any pass runs
+            check_sample_size(imported.artifact.inputs, self.config.input_max_mb, self.config.input_shapes)
+            input_values.check_settings(imported.artifact.inputs, given)
+        return imported
+
+    def input_values(self, imported: ImportResult) -> dict[str, np.ndarray]:
+        """``--input-value`` as arrays for the source model's inputs (see :mod:`edgec.compiler.input_values`).
+
+        Raises:
+            ConfigError: a name that is not an input, or a value the input cannot take.
+        """
+        return input_values.value_arrays(imported.artifact.inputs, self.config.input_values, self.config.input_shapes)
+
+    def bundle_name(self, imported: ImportResult | None = None) -> str:
+        """``--name``, else the source's name, with ``-pruned30`` (``-sparse30`` unstructured) when pruning.
+
+        The source's name comes from the source string (:meth:`Importer.source_name`), so it is known
+        before the import; ``imported`` gives the same name.
+        """
+        if self.config.name:
+            return self.config.name
+        name = imported.name if imported is not None else self.importer.source_name(self.config.source)
+        if self.config.prune is None:
+            return name
+        kind = "pruned" if self.config.prune_mode == "structured" else "sparse"
+        return f"{name}-{kind}{self.config.prune * 100:g}"
+
+    def output_dir(self, imported: ImportResult | None = None) -> Path:
+        """``OUT/NAME-TARGET-PRECISION[SUFFIX]``, where the bundle goes (not checked: see :meth:`claim_output`)."""
+        suffix = self.request().options_as(self.target.Options).suffix()
+        return self.config.out / f"{self.bundle_name(imported)}-{self.target.name}-{self.config.precision}{suffix}"
+
+    def claim_output(self, imported: ImportResult | None = None) -> Path:
+        """The bundle's folder, ``OUT/NAME-TARGET-PRECISION[SUFFIX]``; known before the import.
+
+        Raises:
+            ConfigError: it exists and ``--force`` was not given.
+        """
+        config = self.config
+        final = self.output_dir(imported)
+        restored = outdir.recover(final, self.log)
+        if final.exists() and not config.force:
+            why = " (restored: a build --force was killed before it finished replacing it)" if restored else ""
+            raise ConfigError(f"output bundle {final} already exists{why}", hint="remove it, pick another --out, or pass --force")
+        return final
+
+    def convert(self, imported: ImportResult) -> tuple[ModelArtifact, str, ModelArtifact, list[dict[str, Any]]]:
+        """Pruning, then conversion to the target's route and the float clean-up passes.
+
+        Returns:
+            The pruned source model, the route, the float model and the passes' records.
+        """
+        records: list[dict[str, Any]] = []
+        route, conversions = conversion_steps(imported.artifact.format, self.target.routes, self.target.name,
+                                              bool(self.config.input_shapes))
+        self.target.check_available(route)  # what the route's converter needs (tflite's onnx2tf), before any pass runs
+        source_art = self.passes.run(prune_steps(self.config, imported.artifact.format), imported.artifact, None, records)
+        steps = conversions + upgrade_steps(source_art, route) + float_steps(self.config, route, self.target.onnx_rewrites)
+        float_art = self.passes.run(steps, source_art, None, records)
+        return source_art, route, float_art, records
+
+    def calibrate(self, artifact: ModelArtifact, values: dict[str, np.ndarray] | None = None) -> CalibrationSet | None:
+        """The calibration set matched to ``artifact``'s inputs, or None without ``--calib``; ``values``
+        (``--input-value``) set their inputs in every sample.
+
+        Raises:
+            CalibrationError: the data cannot be read or does not match the inputs.
+        """
+        config = self.config
+        if config.calib is None:
+            return None
+        preprocess = ImagePreprocess.parse(config.calib_preprocess) if config.calib_preprocess else None
+        calib = load_calibration(config.calib, artifact.inputs, method=config.calib_method, samples=fidelity_stage.calibration_samples(config),
+                                 preprocess=preprocess, max_bytes=config.calib_max_mb << 20, values=values)
+        self.log(f"calibration: {len(calib)} samples from {config.calib} (digest {calib.digest[:12]})")
+        return calib
+
+    def golden(self, imported: ImportResult, source_art: ModelArtifact, float_art: ModelArtifact,
+               calibration: CalibrationSet | None) -> GoldenSet:
+        """Golden inputs (see :mod:`edgec.compiler.golden`) and the source framework's FP32 outputs on them:
+        of the pruned model (the model the user asked for) and, when pruning ran, of the model before it."""
+        values = self.input_values(imported)
+
+        def reference(artifact: ModelArtifact, feeds: list[Feed]) -> list[Feed]:  # folded inputs: the source still takes them
+            return self.reference(artifact, input_values.complete(feeds, artifact.inputs, values))
+
+        samples = self.config.golden_samples
+        self.log(f"computing FP32 reference outputs on {samples if calibration is None else min(samples, len(calibration))} golden inputs")
+        if calibration is None:
+            inputs, outputs, source = golden.synthetic_reference(float_art.inputs, samples, self.config.input_max_mb, values,
+                                                                 lambda feeds: reference(source_art, feeds))
+        else:
+            inputs, source = golden.from_calibration(calibration, samples)
+            outputs = reference(source_art, inputs)
+        pruning = None
+        if self.config.prune is not None:
+            check_in, check_source = golden.pruning_inputs(calibration, inputs, source)
+            self.log(f"computing outputs of the model before and after pruning on {len(check_in)} inputs")
+            pruning = PruningCheck(check_in, check_source, reference(imported.artifact, check_in),
+                                   reference(source_art, check_in))
+        return GoldenSet(inputs, outputs, source, pruning)
+
+    def reference(self, artifact: ModelArtifact, feeds: list[Feed]) -> list[Feed]:
+        """The source framework's FP32 outputs of ``artifact`` on ``feeds``, through the stage cache."""
+        return cached_reference(self.cache, self.importer, artifact, feeds, self.toolchain)
+
+    # -- stages that depend on the precision -------------------------------------------------------
+
+    def precision(self, prepared: Prepared, request: PrecisionRequest) -> tuple[ModelArtifact, list[dict[str, Any]]]:
+        """The target's precision passes on the float model, keeping ``request.exclude`` in float.
+
+        Returns:
+            The model the target exports, and every pass record of the build.
+        """
+        records = list(prepared.records)
+        steps = self.target.precision_passes(request, prepared.float_art)
+        return self.passes.run(steps, prepared.float_art, prepared.calibration, records), records
+
+    def fidelity(self, prepared: Prepared, request: PrecisionRequest) -> Fidelity:
+        """``--max-drop`` and ``--report-layers``: candidates are built and measured with the target's own
+        export and runtime in scratch folders; the chosen candidate's files become the bundle's model, not a
+        second conversion.
+
+        Raises:
+            ConfigError: an fp32 build, or ``--metric accuracy`` without usable ``--eval`` data.
+            UnsupportedError: the target cannot compare layers on this host.
+            AccuracyGateError: the ``--max-drop`` budget cannot be met.
+        """
+        config = self.config
+        flag = "--max-drop" if config.max_drop is not None else "--report-layers"
+        if config.precision == "fp32":
+            raise ConfigError(f"{flag} compares a reduced-precision model with FP32; use it with --precision int8 or fp16")
+        check_layer_support(self.target, flag)
+        assert self.cache.scratch is not None
+        gold = prepared.golden
+        budget = fidelity_stage.budget_feeds(config, prepared.float_art, prepared.holdout, gold.inputs) if config.max_drop is not None else None
+        probe = mixed_precision.TargetProbe(self.target, request, prepared.float_art,
+                                            lambda exclude: self.precision(prepared, replace(request, exclude=exclude))[0],
+                                            budget.feeds if budget else gold.inputs,
+                                            Path(tempfile.mkdtemp(prefix="fidelity-", dir=self.cache.scratch)))
+        mixed, cost = fidelity_stage.search(probe, budget, config, self.log) if budget is not None else (None, None)
+        chosen = probe.build(mixed.float_nodes if mixed is not None else ())
+        report = None
+        if config.report_layers:
+            self.log("comparing layers with the FP32 reference")
+            report = fidelity_stage.layer_report(self.target, probe, chosen, gold.inputs)
+        return Fidelity(chosen, mixed, cost, report)
+
+    def export(self, chosen: PrecisionOutcome, staging: Path, work: Path, final: Path) -> ExportResult:
+        """The target's model files in ``staging``: the fidelity stage's chosen candidate's, else the target's
+        export, from the stage cache when an earlier build exported the same model with the same request,
+        options and toolchain (see :func:`~edgec.compiler.cached_stages.export_key`).
+
+        Raises:
+            EdgecError: the converter failed; its log is saved beside the bundle as ``NAME.failed.log``.
+        """
+        if chosen.fidelity is not None:  # --max-drop / --report-layers already exported exactly this model
+            self.log(f"using the {self.target.name} model built while measuring layers")
+            return bundle_files.copy_candidate(chosen.fidelity.chosen, staging)
+        try:
+            return cached_export(self.cache, self.target, chosen.artifact, chosen.request, self.toolchain,
+                                 staging, work, self.log)[0]
+        except EdgecError as exc:
+            if exc.log:
+                log_path = final.with_name(f"{final.name}.failed.log")
+                log_path.write_text(exc.log)
+                exc.message += f" (converter log: {log_path})"
+            raise
+
+    def parity(self, prepared: Prepared, staging: Path, exported: ExportResult) -> dict[str, Any]:
+        """The manifest's ``parity``: the bundle against the FP32 reference on the golden inputs (and, when
+        pruning ran, against the model before pruning); writes ``golden.npz``.
+
+        Raises:
+            AccuracyGateError: an output's cosine is below ``--min-cosine`` (fp32: 0.9999 by default).
+            ExportError: the built model does not run.
+        """
+        config, gold = self.config, prepared.golden
+        inputs = self.target.bundle_feeds(gold.inputs, exported)
+        outputs = self.target.bundle_outputs(gold.outputs, exported)
+        reference = f"{prepared.imported.source_format} fp32" + (f" after {config.prune_mode} pruning" if config.prune else "")
+        entry: dict[str, Any] = {"reference": reference, "samples": len(inputs), "golden_source": gold.source}
+        actual: list[Feed] = []
+        parts: parity.Parts = {}
+        if not self.target.measures_parity():
+            entry.update(measured=False, reason=f"the {self.target.name} runtime cannot execute models on this host; "
+                                                "run 'edgec verify' on a device")
+        else:
+            parts = parity.output_parts(prepared.float_art.path) if prepared.float_art.format == FORMAT_ONNX else {}
+            actual = self._run_bundle(staging, exported.model_file, inputs)
+            measured = parity.compare(outputs, actual, list(outputs[0]), parts)
+            _gate(config, measured)
+            entry.update(measured=True, outputs=measured, tolerance=parity.tolerance(measured, config.precision))
+            degraded = parity.collapsed(measured, not gold.synthetic)
+            if degraded:
+                _collapse_gate(config, degraded)
+                entry["degraded"] = degraded
+        if gold.pruning is not None:
+            entry["unpruned"] = self._unpruned(gold.pruning, prepared.imported.source_format, staging, exported, entry["measured"])
+        kept, entry["golden_stored"] = write_sized_golden(staging / GOLDEN, inputs, outputs,
+                                                         model_bytes(staging, exported.files), config.golden_max_mb)
+        if actual and len(kept) < len(inputs):  # verify runs the samples kept: its tolerance is theirs
+            stored = parity.compare([outputs[i] for i in kept], [actual[i] for i in kept], list(outputs[0]), parts)
+            entry["tolerance"] = parity.tolerance(stored, config.precision)
+        return entry
+
+    def assemble(self, prepared: Prepared, chosen: PrecisionOutcome, final: Path,
+                 before_publish: PublishCheck | None = None) -> BundleManifest:
+        """Export into a staging folder beside ``final``, add shims, golden data and the manifest, run
+        ``before_publish`` on it, then publish; nothing is left behind on failure."""
+        self.config.out.mkdir(parents=True, exist_ok=True)
+        staging = outdir.staging_dir(final)
+        work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
+        try:
+            exported = self.export(chosen, staging, work, final)
+            manifest = self._write_bundle(prepared, chosen, staging, exported, final)
+            if before_publish is not None:
+                before_publish(staging, manifest)
+            self.publish(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return manifest
+
+    def publish(self, staging: Path, final: Path) -> None:
+        """Rename the staged bundle into place (replacing one only with ``--force``)."""
+        outdir.publish(staging, final, self.config.force)
+
+    def warnings(self, manifest: BundleManifest) -> tuple[str, ...]:
+        """What the user should know about the built bundle (pruning that changed the model's answers, a
+        collapsed bundle written with ``--allow-degraded``)."""
+        unpruned = manifest.parity.get("unpruned")
+        warning = golden.pruning_warning(unpruned, self.config.finetune is not None) if unpruned else None
+        degraded = manifest.parity.get("degraded")
+        collapse = f"written with --allow-degraded although it collapsed: {'; '.join(degraded)}" if degraded else None
+        return tuple(w for w in (warning, collapse) if w)
+
+    # -- helpers of the stages ---------------------------------------------------------------------
+
+    def _write_bundle(self, prepared: Prepared, chosen: PrecisionOutcome, staging: Path, exported: ExportResult,
+                      final: Path) -> BundleManifest:
+        fidelity, request = chosen.fidelity, chosen.request
+        shims = bundle_files.ship_shims(staging)
+        parity_entry = self.parity(prepared, staging, exported)
+        extra_files = fidelity.files() if fidelity is not None else {}
+        for rel, text in extra_files.items():
+            (staging / rel).write_text(text)
+        extra_fields: dict[str, Any] = {"input_stats": prepared.calibration.summary()} if prepared.calibration is not None else {}
+        extra_fields.update(fidelity.manifest_fields() if fidelity is not None else {})
+        imported = prepared.imported
+        manifest = BundleManifest(
+            name=final.name.rsplit(f"-{self.target.name}-", 1)[0],
+            target=self.target.name,
+            precision=self.config.precision,
+            files=[file_entry(staging, f) for f in sorted({*exported.files, *shims, *extra_files, GOLDEN})],
+            inputs=[s.to_json() for s in exported.inputs],
+            outputs=[s.to_json() for s in exported.outputs],
+            source={"format": imported.source_format, "sha256": imported.source_sha256, "route": prepared.route},
+            passes=list(chosen.records),
+            calibration=request.calibration.to_manifest() if request.calibration else None,
+            parity=parity_entry,
+            toolchain=self.toolchain,
+            model_file=exported.model_file,
+            target_details=exported.details,
+            model_cost=bundle_files.model_cost(staging / exported.model_file),
+            **extra_fields,
+        )
+        (staging / MANIFEST).write_text(manifest.dumps())
+        return manifest
+
+    def _run_bundle(self, bundle: Path, model_file: str, inputs: list[Feed],
+                    what: str = "measuring parity against the FP32 reference") -> list[Feed]:
+        self.log(what)
+        try:
+            with self.target.runner(bundle, model_file) as runner:
+                return [runner.infer(feed) for feed in inputs]
+        except EdgecError:
+            raise
+        except Exception as exc:  # the runtime's own errors on the built model; a bug in edgec's runner is raised as one
+            raise_if_bug(exc, f"running the built {self.target.name} bundle")
+            raise ExportError(f"the built {self.target.name} model does not run: {type(exc).__name__}: "
+                              f"{brief(exc, 300)}") from exc
+
+    def _unpruned(self, check: PruningCheck, source_format: str, staging: Path, exported: ExportResult,
+                  runs: bool) -> dict[str, Any]:
+        """The bundle's outputs (or, where the target cannot run here, the pruned source model's) against
+        the model before pruning, on the pruning check's inputs."""
+        reference = f"{source_format} fp32 before pruning"
+        if not runs:
+            return golden.unpruned_entry(check, reference, "the pruned fp32 model", check.unpruned, check.pruned)
+        actual = self._run_bundle(staging, exported.model_file, self.target.bundle_feeds(check.inputs, exported),
+                                  f"comparing the bundle with the unpruned model on {len(check.inputs)} inputs")
+        return golden.unpruned_entry(check, reference, "the bundle", self.target.bundle_outputs(check.unpruned, exported), actual)
+
+
+def check_layer_support(target: Target, what: str) -> LayerTools:
+    """The target as :class:`LayerTools`, when it can compare layers on this host.
 
     Raises:
         UnsupportedError: naming the targets that can.
     """
-    if type(target).compare_layers is Target.compare_layers or not target.measures_parity():
-        able = [n for n in TARGETS.names() if TARGETS.get(n).compare_layers is not Target.compare_layers]
-        raise UnsupportedError(f"{what} needs per-layer comparison on this host, which the {target.name} target does not offer; "
-                               f"targets that do: {', '.join(able)}")
-
-
-def _record_mixed_precision(config: BuildConfig, probe: mixed_precision.TargetProbe, result: mixed_precision.SearchResult,
-                            samples: int, extras: dict[str, Any]) -> None:
-    all_quantized = probe.build(())
-    extras["manifest"]["mixed_precision"] = {
-        "metric": config.metric, "max_drop": config.max_drop, "samples": samples,
-        "fp32": round(result.baseline, 6), "value": round(result.value, 6), "drop": round(result.drop, 6),
-        "float_layers": result.float_layers, "float_nodes": list(result.exclude), "steps": result.steps,
-        "size_all_quantized": all_quantized.size, "size": result.candidate.size,
-    }
-    extras["cost"] = {"latency_ms_all_quantized": probe.latency_ms(all_quantized), "latency_ms": probe.latency_ms(result.candidate),
-                      "size_all_quantized": all_quantized.size, "size": result.candidate.size, "float_layers": result.float_layers}
-
-
-def _budget_feeds(config: BuildConfig, float_art: ModelArtifact, calibration: CalibrationSet | None,
-                  golden_in: list[Feed]) -> tuple[list[Feed], np.ndarray | None]:
-    if config.metric == "accuracy":
-        if config.eval is None:
-            raise ConfigError("--metric accuracy needs --eval DATA.npz (model inputs plus a 'labels' array)")
-        raw = read_path(config.eval, float_art.inputs, None, max_bytes=config.calib_max_mb << 20)
-        if "labels" not in raw:
-            raise CalibrationError(f"--eval {config.eval} has no 'labels' array; expected inputs plus labels")
-        data = CalibrationSet.from_arrays(raw, float_art.inputs, source=str(config.eval))
-        return list(data.feeds()), np.asarray(raw["labels"]).reshape(-1)
-    if calibration is not None:
-        return list(calibration.feeds(BUDGET_SAMPLES)), None
-    return golden_in, None
-
-
-def _toolchain(target: Target, importer: Any) -> dict[str, str]:
-    versions = {"edgec": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    extra = ("torch", "onnxscript") if importer.name == "torch" else ()
-    versions.update(package_versions(extra))
-    versions.update(target.toolchain())
-    return dict(sorted(versions.items()))
-
-
-def _run_steps(steps: list[PassStep], artifact: ModelArtifact, calibration: CalibrationSet | None, cache: StageCache,
-               toolchain: dict[str, str], records: list[dict[str, Any]], log: Log) -> ModelArtifact:
-    for pass_name, options in steps:
-        step = make_pass(pass_name, options)
-        calib_digest = calibration.digest if (calibration is not None and step.uses_calibration) else None
-        key = cache_key("pass", step.name, step.version, step.options_json(), artifact.digest, calib_digest, toolchain)
-
-        def produce(work: Path, step: Any = step, current: ModelArtifact = artifact) -> dict[str, Any]:
-            log(f"running pass {step.name}")
-            try:
-                result = step.run(current, PassContext(work, calibration, log))
-            except EdgecError:
-                raise
-            except Exception as exc:
-                raise wrap_failure(exc, step, [r["name"] for r in records]) from exc
-            return {
-                "file": result.artifact.path.name,
-                "format": result.artifact.format,
-                "digest": result.artifact.digest,
-                "inputs": [s.to_json() for s in result.artifact.inputs],
-                "outputs": [s.to_json() for s in result.artifact.outputs],
-                "modified": result.modified,
-                "stats": result.stats,
-            }
-
-        entry, meta, hit = cache.get_or_create(key, produce)
-        if hit:
-            log(f"pass {step.name}: cached")
-        artifact = ModelArtifact(
-            entry / meta["file"], meta["format"],
-            tuple(TensorSpec.from_json(s) for s in meta["inputs"]),
-            tuple(TensorSpec.from_json(s) for s in meta["outputs"]),
-            meta["digest"],
-        )
-        records.append({"name": step.name, "options": step.options_json(), "modified": meta["modified"], "stats": meta["stats"]})
-    return artifact
-
-
-def _calibration(config: BuildConfig, artifact: ModelArtifact, log: Log) -> CalibrationSet | None:
-    if config.calib is None:
-        return None
-    preprocess = ImagePreprocess.parse(config.calib_preprocess) if config.calib_preprocess else None
-    calib = load_calibration(config.calib, artifact.inputs, method=config.calib_method, samples=config.calib_samples, preprocess=preprocess,
-                              max_bytes=config.calib_max_mb << 20)
-    log(f"calibration: {len(calib)} samples from {config.calib} (digest {calib.digest[:12]})")
-    return calib
-
-
-def _golden_inputs(calibration: CalibrationSet | None, inputs: tuple[TensorSpec, ...], config: BuildConfig) -> list[Feed]:
-    if calibration is not None:
-        return list(calibration.feeds(config.golden_samples))
-    return synthetic_feeds(inputs, config.golden_samples, config.input_max_mb)
-
-
-def _assemble(config: BuildConfig, target: Target, imported: ImportResult, artifact: ModelArtifact, final: Path,
-              golden_in: list[Feed], golden_out: list[Feed], route: str, request: PrecisionRequest,
-              records: list[dict[str, Any]], toolchain: dict[str, str], log: Log, extras: dict[str, Any],
-              before_publish: Callable[[Path, BundleManifest], None] | None = None) -> BundleManifest:
-    config.out.mkdir(parents=True, exist_ok=True)
-    staging = outdir.staging_dir(final)
-    work = Path(tempfile.mkdtemp(prefix="edgec-export-"))
-    try:
-        exported = _export(target, artifact, staging, request, work, final, log, extras.get("exported"))
-        shims = ship_shims(staging)
-        golden_in = target.bundle_feeds(golden_in, exported)
-        golden_out = target.bundle_outputs(golden_out, exported)
-        parity_entry = _parity(config, target, staging, exported.model_file, golden_in, golden_out, imported, log)
-        write_golden(staging / GOLDEN, golden_in, golden_out)
-        for rel, text in extras["files"].items():
-            (staging / rel).write_text(text)
-        manifest = BundleManifest(
-            name=final.name.rsplit(f"-{target.name}-", 1)[0],
-            target=target.name,
-            precision=config.precision,
-            files=[file_entry(staging, f) for f in sorted({*exported.files, *shims, *extras["files"], GOLDEN})],
-            inputs=[s.to_json() for s in exported.inputs],
-            outputs=[s.to_json() for s in exported.outputs],
-            source={"format": imported.source_format, "sha256": imported.source_sha256, "route": route},
-            passes=records,
-            calibration=request.calibration.to_manifest() if request.calibration else None,
-            parity=parity_entry,
-            toolchain=toolchain,
-            model_file=exported.model_file,
-            target_details=exported.details,
-            model_cost=_model_cost(staging / exported.model_file),
-            **extras["manifest"],
-        )
-        (staging / MANIFEST).write_text(manifest.dumps())
-        if before_publish is not None:
-            before_publish(staging, manifest)
-        outdir.publish(staging, final, config.force)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return manifest
-
-
-def _model_cost(model: Path) -> dict[str, Any] | None:
-    """Params, MACs per sample and weight sparsity of an ONNX model file (None for other formats)."""
-    if model.suffix != ".onnx":
-        return None
-    from edgec.compiler import flops
-
-    return flops.file_cost(model).to_json()
-
-
-def ship_shims(bundle: Path) -> list[str]:
-    """Copy the runtime shims into ``bundle/edgec_shim/`` so the bundle runs with numpy + its runtime only.
-
-    Returns:
-        The copied files, relative to the bundle.
-    """
-    import edgec.runtime_shims as shims
-
-    source = Path(shims.__file__).parent
-    dest = bundle / SHIM_DIR
-    dest.mkdir()
-    copied = []
-    for path in sorted(source.glob("*.py")):
-        shutil.copyfile(path, dest / path.name)
-        copied.append(f"{SHIM_DIR}/{path.name}")
-    return copied
-
-
-def _export(target: Target, artifact: ModelArtifact, staging: Path, request: PrecisionRequest, work: Path,
-            final: Path, log: Log, prebuilt: mixed_precision.Candidate | None = None) -> ExportResult:
-    if prebuilt is not None:  # --max-drop / --report-layers already exported exactly this model
-        log(f"using the {target.name} model built while measuring layers")
-        for name in prebuilt.result.files:
-            source = prebuilt.model.parent / name
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, staging / name)
-            else:
-                shutil.copyfile(source, staging / name)
-        return prebuilt.result
-    log(f"exporting for {target.name}")
-    try:
-        return target.export(artifact, staging, request, work)
-    except EdgecError as exc:
-        if exc.log:
-            log_path = final.with_name(f"{final.name}.failed.log")
-            log_path.write_text(exc.log)
-            exc.message += f" (converter log: {log_path})"
-        raise
-
-
-def _parity(config: BuildConfig, target: Target, staging: Path, model_file: str, golden_in: list[Feed],
-            golden_out: list[Feed], imported: ImportResult, log: Log) -> dict[str, Any]:
-    reference = f"{imported.source_format} fp32" + (f" after {config.prune_mode} pruning" if config.prune else "")
-    if not target.measures_parity():
-        return {"measured": False, "reference": reference, "samples": len(golden_in),
-                "reason": f"the {target.name} runtime cannot execute models on this host; run 'edgec verify' on a device"}
-    measured = _measure(target, staging, model_file, golden_in, golden_out, log)
-    _gate(config, measured)
-    return {"measured": True, "reference": reference, "samples": len(golden_in), "outputs": measured,
-            "tolerance": parity.tolerance(measured, config.precision)}
-
-
-def _measure(target: Target, bundle: Path, model_file: str, golden_in: list[Feed], golden_out: list[Feed], log: Log) -> dict[str, Any]:
-    log("measuring parity against the FP32 reference")
-    try:
-        with target.runner(bundle, model_file) as runner:
-            actual = [runner.infer(feed) for feed in golden_in]
-    except EdgecError:
-        raise
-    except Exception as exc:
-        raise ExportError(f"the built {target.name} model does not run: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
-    return parity.compare(golden_out, actual, list(golden_out[0]))
+    if isinstance(target, LayerTools) and target.measures_parity():
+        return target
+    able = [n for n in TARGETS.names() if issubclass(TARGETS.get(n), LayerTools)]
+    raise UnsupportedError(f"{what} needs per-layer comparison on this host, which the {target.name} target does not offer; "
+                           f"targets that do: {', '.join(able)}")
 
 
 def _gate(config: BuildConfig, measured: dict[str, Any]) -> None:
@@ -397,3 +591,19 @@ def _gate(config: BuildConfig, measured: dict[str, Any]) -> None:
             f"output {worst[0]!r} has cosine {worst[1]['cosine']:.6f} to the FP32 reference, below the required {minimum}; "
             "no bundle written"
         )
+
+
+def _collapse_gate(config: BuildConfig, reasons: list[str]) -> None:
+    """Refuse a collapsed bundle (see :func:`edgec.compiler.parity.collapsed`) unless ``--allow-degraded``.
+
+    Raises:
+        AccuracyGateError: naming what collapsed and what to try.
+    """
+    if config.allow_degraded:
+        return
+    dynamic = config.precision == "int8" and (config.calib is None or config.int8_mode == "dynamic")
+    tries = "--int8-mode static with --calib DATA, " if dynamic else ""
+    raise AccuracyGateError(
+        f"the {config.precision} bundle has collapsed against the FP32 reference: {'; '.join(reasons)}; no bundle written",
+        hint=f"try {tries}--max-drop 0.01 (keeps the most sensitive layers in float), fp16, or --allow-degraded to "
+             "write it anyway")

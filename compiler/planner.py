@@ -6,7 +6,8 @@ from typing import Any
 
 from edgec.compiler.config import BuildConfig
 from edgec.core.errors import UnsupportedError
-from edgec.core.types import FORMAT_ONNX, FORMAT_PT2
+from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
+from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL
 
 PassStep = tuple[str, dict[str, Any]]
 
@@ -14,12 +15,14 @@ FORMAT_SOURCES = {
     "onnx": "an .onnx file",
     "pt2": "a PyTorch factory (file.py:function) or a torch.export .pt2 file",
     "savedmodel": "a TensorFlow SavedModel directory",
-    "keras": "a Keras .keras file",
+    "keras": "a Keras .keras or .h5 file",
 }
 """What a user gives edgec to get a model in each format (for error messages)."""
 
-CONVERSIONS: dict[tuple[str, str], str] = {(FORMAT_PT2, FORMAT_ONNX): "export_onnx"}
-"""(from format, to format) -> converting pass."""
+CONVERSIONS: dict[tuple[str, str], str] = {(FORMAT_PT2, FORMAT_ONNX): "export_onnx",
+                                           (FORMAT_SAVEDMODEL, FORMAT_ONNX): "tf2onnx", (FORMAT_KERAS, FORMAT_ONNX): "tf2onnx"}
+"""(from format, to format) -> converting pass. A target that takes a format directly lists it before ``onnx`` in
+its routes (openvino, tflite take TensorFlow models themselves; onnx and tensorrt get them through tf2onnx)."""
 
 
 def conversion_steps(source_format: str, routes: tuple[str, ...], target: str,
@@ -64,13 +67,33 @@ def prune_steps(config: BuildConfig, source_format: str) -> list[PassStep]:
     return [(f"prune_{config.prune_mode}", {"ratio": config.prune, **finetune_options(config.finetune)})]
 
 
-def float_steps(config: BuildConfig, route: str) -> list[PassStep]:
-    """Clean-up passes run on the float model before any precision change."""
+def upgrade_steps(source: ModelArtifact, route: str) -> list[PassStep]:
+    """For an ONNX source on the ONNX route: ``upgrade_opset`` when the model is older than opset 13 or keeps
+    weights in ``Constant`` nodes (see :mod:`edgec.compiler.passes.upgrade_opset`); nothing otherwise."""
+    if source.format != FORMAT_ONNX or route != FORMAT_ONNX:
+        return []
+    from edgec.compiler.passes.upgrade_opset import needs_upgrade
+
+    return [("upgrade_opset", {})] if needs_upgrade(source.path) else []
+
+
+def float_steps(config: BuildConfig, route: str, onnx_rewrites: tuple[str, ...] = ()) -> list[PassStep]:
+    """Passes run on the float model before any precision change: clean-up, then the target's rewrites.
+
+    Args:
+        onnx_rewrites: the passes the target's converter needs on its ONNX route (``Target.onnx_rewrites``);
+            run last, on that route only, so that the clean-up cannot undo them.
+    """
+    if config.fold_input_values and route != FORMAT_ONNX:
+        raise UnsupportedError(f"--fold-input-values rewrites the ONNX graph, and this build takes the {route} route; "
+                               "give the values with --input-value alone (the bundle then takes those inputs)")
     if route != FORMAT_ONNX:
         return []
     steps: list[PassStep] = []
+    if config.fold_input_values:
+        steps.append(("fold_inputs", {"values": dict(config.input_values)}))
     if config.input_shapes:
         steps.append(("fix_shapes", {"shapes": {k: list(v) for k, v in config.input_shapes.items()}}))
     if config.simplify:
         steps.append(("simplify", {}))
-    return steps
+    return steps + [(name, {}) for name in onnx_rewrites]

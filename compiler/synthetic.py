@@ -1,8 +1,11 @@
 """Synthetic inputs for models built without calibration data, sized before anything is allocated.
 
 Rules:
-1. A named (dynamic) dim is 1 for the batch (first) dim and :data:`SYNTHETIC_DIM` elsewhere, unless
-   ``--input NAME:DIMS`` fixes it.
+1. A dynamic dim is 1 for the batch and ``spatial`` (:data:`SYNTHETIC_DIM`, 16, at first) elsewhere, unless
+   ``--input NAME:DIMS`` fixes it. A named dim is the batch when it is the first dim of any input, and takes
+   one size in every input (a recurrent state ``[2, batch, 128]`` beside ``audio [batch, 512]``). A model
+   that cannot run at 16 (a stride-32 detector) is tried at the next of :data:`SYNTHETIC_DIMS`
+   (:func:`edgec.compiler.golden.synthetic_reference`).
 2. One sample (every input of the model once) may take at most ``--input-max-mb`` (default
    :data:`DEFAULT_INPUT_MAX_MB`); the size is computed with Python integers from the shape and dtype, so a
    declared ``10^9 x 10^9`` input is refused before numpy is asked for a single byte.
@@ -20,14 +23,32 @@ from edgec.core.errors import ConfigError, ExportError
 from edgec.core.types import TensorSpec
 
 SYNTHETIC_DIM = 16
-"""Size used for dynamic non-batch dims of synthetic golden inputs."""
+"""Size first used for dynamic non-batch dims of synthetic golden inputs."""
+SYNTHETIC_DIMS = (SYNTHETIC_DIM, 64, 224)
+"""Sizes tried in turn for dynamic non-batch dims until the FP32 reference runs (rule 1)."""
 DEFAULT_INPUT_MAX_MB = 256
 """Default bound, in MiB, on one synthetic sample (all inputs together)."""
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
-def synthetic_shape(spec: TensorSpec, fixed: tuple[int, ...] | None = None) -> tuple[int, ...]:
+def batch_names(inputs: tuple[TensorSpec, ...]) -> frozenset[str]:
+    """Names of the dims that are the first dim of some input (rule 1)."""
+    return frozenset(s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str))
+
+
+def has_spatial_dims(inputs: tuple[TensorSpec, ...]) -> bool:
+    """Whether some input has a dynamic dim that is not the batch: only then can another size help."""
+    batch = batch_names(inputs)
+    return any(not isinstance(d, int) and i > 0 and d not in batch for s in inputs for i, d in enumerate(s.shape))
+
+
+def synthetic_shape(spec: TensorSpec, fixed: tuple[int, ...] | None = None, batch: frozenset[str] = frozenset(),
+                    spatial: int = SYNTHETIC_DIM) -> tuple[int, ...]:
     """The concrete shape drawn for ``spec``: ``fixed`` when given (``--input``), else rule 1.
+
+    Args:
+        batch: dim names that are the batch (:func:`batch_names` of all the model's inputs).
+        spatial: the size of the other dynamic dims.
 
     Raises:
         ExportError: the model declares a negative dim.
@@ -38,7 +59,7 @@ def synthetic_shape(spec: TensorSpec, fixed: tuple[int, ...] | None = None) -> t
         if isinstance(dim, int) and dim < 0:
             raise ExportError(f"the model declares input {spec.name!r} with dim {dim} in shape {list(spec.shape)}; "
                               "expected sizes >= 0 or named (dynamic) dims")
-    return tuple(d if isinstance(d, int) else (1 if i == 0 else SYNTHETIC_DIM) for i, d in enumerate(spec.shape))
+    return tuple(d if isinstance(d, int) else (1 if i == 0 or d in batch else spatial) for i, d in enumerate(spec.shape))
 
 
 def human_bytes(count: int) -> str:
@@ -49,21 +70,24 @@ def human_bytes(count: int) -> str:
     return f"{count} B" if unit == 0 else f"{value:.3g} {_UNITS[unit]}"
 
 
-def check_sample_size(inputs: tuple[TensorSpec, ...], limit_mb: int, fixed: Mapping[str, tuple[int, ...]] | None = None) -> None:
+def check_sample_size(inputs: tuple[TensorSpec, ...], limit_mb: int, fixed: Mapping[str, tuple[int, ...]] | None = None,
+                      spatial: int = SYNTHETIC_DIM) -> None:
     """Refuse inputs whose one synthetic sample would exceed ``limit_mb`` MiB (rule 2), before allocating.
 
     Args:
         inputs: the model's input specs.
         limit_mb: the bound (``--input-max-mb``).
         fixed: shapes given with ``--input``, by input name.
+        spatial: the size of dynamic non-batch dims (rule 1).
 
     Raises:
         ConfigError: the sample is too big; names the largest input, its shape and size.
         ExportError: the model declares a negative dim.
     """
     sizes = []
+    batch = batch_names(inputs)
     for spec in inputs:
-        shape = synthetic_shape(spec, (fixed or {}).get(spec.name))
+        shape = synthetic_shape(spec, (fixed or {}).get(spec.name), batch, spatial)
         sizes.append((math.prod(shape) * np.dtype(spec.dtype).itemsize, spec, shape))
     total = sum(size for size, _, _ in sizes)
     if not sizes or total <= limit_mb * 2**20:
@@ -78,25 +102,29 @@ def check_sample_size(inputs: tuple[TensorSpec, ...], limit_mb: int, fixed: Mapp
     )
 
 
-def synthetic_feeds(inputs: tuple[TensorSpec, ...], count: int, limit_mb: int) -> list[dict[str, np.ndarray]]:
+def synthetic_feeds(inputs: tuple[TensorSpec, ...], count: int, limit_mb: int,
+                    values: Mapping[str, np.ndarray] | None = None, spatial: int = SYNTHETIC_DIM) -> list[dict[str, np.ndarray]]:
     """``count`` deterministic random samples for ``inputs`` (seed 0), checked against ``limit_mb`` first.
 
-    Float inputs are standard normal, booleans and ``*mask*`` inputs ones, other integers in ``[0, 100)``.
+    Inputs in ``values`` (``--input-value``) take their value; float inputs are standard normal, booleans
+    and ``*mask*`` inputs ones, other integers (token ids) in ``[0, 100)``. Every array keeps the input's
+    rank, 0-d included. Settings without a value are refused before (:func:`edgec.compiler.input_values.check_settings`).
 
     Raises:
         ConfigError: one sample would exceed ``limit_mb`` MiB.
         ExportError: the model declares a negative dim.
     """
-    check_sample_size(inputs, limit_mb)
+    check_sample_size(inputs, limit_mb, spatial=spatial)
     rng = np.random.default_rng(0)
-    return [{spec.name: _draw(spec, rng) for spec in inputs} for _ in range(count)]
+    batch, given = batch_names(inputs), dict(values or {})
+    return [{spec.name: given[spec.name] if spec.name in given else _draw(spec, rng, synthetic_shape(spec, None, batch, spatial))
+             for spec in inputs} for _ in range(count)]
 
 
-def _draw(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
-    shape = synthetic_shape(spec)
+def _draw(spec: TensorSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
+        return np.asarray(rng.standard_normal(shape), dtype)
     if dtype.kind == "b" or "mask" in spec.name.lower():
         return np.ones(shape, dtype)
-    return rng.integers(0, 100, size=shape).astype(dtype)
+    return np.asarray(rng.integers(0, 100, size=shape), dtype)

@@ -2,7 +2,7 @@
 
 The manifest lists every file with its sha256 and size, the tensor specs, provenance (source, passes,
 calibration, toolchain versions), and parity against the FP32 reference. It is written with sorted
-keys and no timestamps, and ``golden.npz`` is written with fixed zip dates, so rebuilding the same
+keys and no timestamps, and ``golden.npz`` is written deflated with fixed zip dates, so rebuilding the same
 inputs gives byte-identical files.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from edgec.core.errors import IntegrityError
-from edgec.core.types import TensorSpec, sha256_file
+from edgec.core.errors import IntegrityError, brief
+from edgec.core.types import Feed, TensorSpec, sha256_file
 from edgec.runtime_shims import bundle_files
 from edgec.runtime_shims.measure import read_golden as read_golden  # one reader for host and device code
 
@@ -26,7 +26,6 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 
-Feed = dict[str, np.ndarray]
 
 
 class FileEntry(BaseModel):
@@ -97,7 +96,7 @@ def load_manifest(bundle: Path) -> BundleManifest:
     try:
         manifest = BundleManifest.model_validate_json(path.read_text())
     except (ValidationError, ValueError, UnicodeDecodeError, OSError) as exc:
-        raise IntegrityError(f"{path} is not a valid edgec manifest: {' '.join(str(exc).split())[:200]}") from None
+        raise IntegrityError(f"{path} is not a valid edgec manifest: {brief(exc, 200)}") from None
     if manifest.schema_version > SCHEMA_VERSION:
         raise IntegrityError(f"{path} has schema_version {manifest.schema_version}; this edgec reads up to {SCHEMA_VERSION}")
     return manifest
@@ -142,27 +141,31 @@ def read_checked_golden(bundle: Path, manifest: BundleManifest) -> tuple[list[Fe
     try:
         inputs, outputs = read_golden(path)
     except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
-        raise IntegrityError(f"{manifest.golden} cannot be read as golden data: {' '.join(str(exc).split())[:200]}") from None
+        raise IntegrityError(f"{manifest.golden} cannot be read as golden data: {brief(exc, 200)}") from None
     if not inputs or not outputs:
         raise IntegrityError(f"{manifest.golden} cannot be read as golden data: it holds no samples")
     return inputs, outputs
 
 
 def write_golden(path: Path, inputs: list[Feed], outputs: list[Feed]) -> None:
-    """Write golden feeds as ``inputs/NAME`` and ``outputs/NAME`` arrays of shape ``(samples, ...)``."""
+    """Write golden feeds as ``inputs/NAME`` and ``outputs/NAME`` arrays of shape ``(samples, ...)``, deflated
+    (what ``np.savez_compressed`` writes, with fixed zip dates: a rebuild gives the same bytes)."""
     arrays: dict[str, np.ndarray] = {}
     for prefix, feeds in (("inputs", inputs), ("outputs", outputs)):
         for name in feeds[0]:
             arrays[f"{prefix}/{name}"] = np.stack([np.asarray(f[name]) for f in feeds])
-    write_npz(path, arrays)
+    write_npz(path, arrays, compress=True)
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An uncompressed ``.npz`` with fixed zip timestamps (``np.savez`` stamps the wall clock)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+def write_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:
+    """An ``.npz`` with fixed zip timestamps (``np.savez`` stamps the wall clock); ``compress``: deflated
+    members at zlib's default level, as ``np.savez_compressed`` writes them."""
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method) as archive:
         for name in sorted(arrays):
             buffer = io.BytesIO()
             np.lib.format.write_array(buffer, np.ascontiguousarray(arrays[name]), allow_pickle=False)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.external_attr = 0o644 << 16
+            info.compress_type = method  # a ZipInfo does not take the archive's compression
             archive.writestr(info, buffer.getvalue())

@@ -8,8 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 Dim = int | str | None
 """One dimension: a fixed size, a symbolic name, or None for unknown."""
+
+Feed = dict[str, np.ndarray]
+"""Input (or output) name -> array: one inference's worth of data (``edgec.runtime_shims.base`` keeps its own copy)."""
 
 FORMAT_ONNX = "onnx"
 FORMAT_PT2 = "pt2"

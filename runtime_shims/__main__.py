@@ -29,17 +29,15 @@ from typing import Any, NoReturn
 import numpy as np
 
 from . import bundle_files, measure
-from .base import Runner, RunnerError
+from .base import Feed, Runner, RunnerError, brief
 from .measure import non_negative_int, positive_int
-from .runners import make_runner
+from .runners import open_runner
 
 SCHEMA_VERSION = 1
 RESULT_KIND = "edgec.bench.result"
 EXIT_USAGE, EXIT_RUNTIME, EXIT_PARITY, EXIT_INTEGRITY = 2, 3, 7, 8
 EVAL_CHUNK = 64
 """Samples per inference during ``--eval`` when the model's batch dimension is dynamic."""
-
-Feed = dict[str, np.ndarray]
 
 
 class ShimError(Exception):
@@ -71,7 +69,7 @@ def read_manifest(path: str) -> dict[str, Any]:
         with open(manifest_path, encoding="utf-8") as fh:
             manifest = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise ShimError(f"{path}: unreadable bundle: {' '.join(str(exc).split())[:200]}", EXIT_INTEGRITY) from None
+        raise ShimError(f"{path}: unreadable bundle: {brief(exc, 200)}", EXIT_INTEGRITY) from None
     if not isinstance(manifest, dict) or "target" not in manifest or "model_file" not in manifest:
         raise ShimError(f"{manifest_path} is not an edgec manifest (no target or model_file)", EXIT_INTEGRITY)
     return manifest
@@ -102,7 +100,7 @@ def read_golden_arrays(path: str, manifest: dict[str, Any]) -> tuple[Feed, Feed]
         with np.load(golden, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ShimError(f"{path}: unreadable bundle: {' '.join(str(exc).split())[:200]}", EXIT_INTEGRITY) from None
+        raise ShimError(f"{path}: unreadable bundle: {brief(exc, 200)}", EXIT_INTEGRITY) from None
     inputs = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("inputs/")}
     outputs = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("outputs/")}
     if not inputs or not outputs:
@@ -126,7 +124,7 @@ def check_files(path: str, manifest: dict[str, Any]) -> int:
 def activate(path: str, manifest: dict[str, Any], threads: int | None) -> Runner:
     """Build and load the bundle's runner; runtime problems become one-line errors."""
     try:
-        runner = make_runner(path, manifest, threads)
+        runner = open_runner(path, manifest, threads)
     except RunnerError as exc:
         raise ShimError(str(exc), EXIT_RUNTIME) from None
     except bundle_files.BundleFileError as exc:
@@ -137,7 +135,7 @@ def activate(path: str, manifest: dict[str, Any], threads: int | None) -> Runner
         raise ShimError(str(exc), EXIT_RUNTIME) from None
     except Exception as exc:  # the runtime's own parse errors: the listed model file does not load
         raise ShimError(f"{manifest['model_file']} cannot be loaded by {runner.runtime}: "
-                        f"{' '.join(str(exc).split())[:200]}", EXIT_INTEGRITY) from None
+                        f"{brief(exc, 200)}", EXIT_INTEGRITY) from None
 
 
 def feeds_of(stacked: Feed) -> list[Feed]:
@@ -149,10 +147,11 @@ def feeds_of(stacked: Feed) -> list[Feed]:
 def parity(runner: Runner, manifest: dict[str, Any], golden_in: Feed, golden_out: Feed) -> dict[str, Any]:
     """Golden inputs through the runner, compared with the golden outputs and the manifest's tolerance."""
     actual = [runner.infer(feed) for feed in feeds_of(golden_in)]
-    measured = {name: measure.compare_output(ref, np.stack([np.asarray(a[name]) for a in actual]))
-                for name, ref in sorted(golden_out.items()) if all(name in a for a in actual)}
     recorded = manifest.get("parity") or {}
     tolerance = recorded.get("tolerance")
+    measured = {name: measure.compare_output(ref, np.stack([np.asarray(a[name]) for a in actual]),
+                                             measure.parts_in((tolerance or {}).get(name)))
+                for name, ref in sorted(golden_out.items()) if all(name in a for a in actual)}
     source = "manifest"
     if not tolerance:
         minimum = measure.DEFAULT_MIN_COSINE.get(str(manifest.get("precision")), 0.98)
@@ -213,7 +212,7 @@ def device_info(runner: Runner, label: str | None) -> dict[str, Any]:
             import importlib.metadata
 
             version = importlib.metadata.version(runner.runtime)
-        except Exception:
+        except (importlib.metadata.PackageNotFoundError, ValueError):  # not installed as a distribution, or no name
             version = None
     return {"label": label or platform.node() or "unknown", "system": platform.system(), "release": platform.release(),
             "machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
@@ -251,7 +250,7 @@ def _eval_arrays(data_path: str, manifest: dict[str, Any], golden_in: Feed) -> t
         with np.load(data_path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError) as exc:
-        raise ShimError(f"--eval {data_path}: cannot read: {' '.join(str(exc).split())[:160]}", EXIT_USAGE) from None
+        raise ShimError(f"--eval {data_path}: cannot read: {brief(exc, 160)}", EXIT_USAGE) from None
     labels = arrays.pop("labels", None)
     if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ShimError(f"--eval {data_path} needs a 1-D integer 'labels' array", EXIT_USAGE)
@@ -383,16 +382,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         report = verify(args)
     except ShimError as exc:
-        print(f"edgec_shim: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"edgec_shim: error: {brief(exc, None)}", file=sys.stderr)
         return exc.code
     except RunnerError as exc:
-        print(f"edgec_shim: runtime error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"edgec_shim: runtime error: {brief(exc, None)}", file=sys.stderr)
         return EXIT_RUNTIME
-    except Exception as exc:  # the runtime failed mid-inference: keep its traceback, end with one line
+    except Exception as exc:  # a runtime's unknown error on this model, or a bug: keep the traceback, end with one line
         import traceback
 
         traceback.print_exc()
-        print(f"edgec_shim: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}", file=sys.stderr)
+        print(f"edgec_shim: internal error: {type(exc).__name__}: {brief(exc, 300)}", file=sys.stderr)
         return 1
     if args.json:
         print(dumps(report))

@@ -11,6 +11,19 @@ from typing import Any
 
 import numpy as np
 
+Feed = dict[str, np.ndarray]
+"""Input (or output) name -> array: one inference's worth of data. The shims' copy of
+``edgec.core.types.Feed`` (the shims ship alone to devices and import nothing from edgec)."""
+
+
+def brief(exc: BaseException | str, limit: int | None = 300) -> str:
+    """An exception's text on one line, whitespace folded, cut to ``limit`` characters with "...".
+
+    The shims' copy of ``edgec.core.errors.brief`` (the shims import nothing from edgec).
+    """
+    text = " ".join(str(exc).split())
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
 
 class RunnerError(Exception):
     """A runner was misused (not active, wrong feed) or its runtime failed."""
@@ -45,14 +58,18 @@ class Runner:
         return self
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one feed (input name -> array) and return output name -> array."""
+        """Run one feed (input name -> array) and return output name -> array.
+
+        NumPy scalars (a 0-d input read back from a stacked array) are passed on as 0-d arrays: runtimes
+        refuse the scalars, and a 0-d input stays 0-d.
+        """
         if not self.is_active:
             raise RunnerError(f"{type(self).__name__} must be activated before infer()")
         missing = [n for n in self.input_names if n not in feed]
         extra = [n for n in feed if n not in self.input_names]
         if missing or extra:
             raise RunnerError(f"feed does not match the model inputs {self.input_names}: missing {missing}, unexpected {extra}")
-        return self.infer_impl(feed)
+        return self.infer_impl({name: np.asarray(value) for name, value in feed.items()})
 
     def deactivate(self) -> None:
         """Release the runtime's resources."""

@@ -13,6 +13,9 @@ import numpy as np
 
 from .base import Runner, RunnerError
 
+TARGETS = ("coreml",)
+"""Targets whose bundles this module runs (see :mod:`.runners`)."""
+
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")
 
 

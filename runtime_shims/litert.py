@@ -23,6 +23,9 @@ import numpy as np
 
 from .base import Runner, RunnerError
 
+TARGETS = ("tflite",)
+"""Targets whose bundles this module runs (see :mod:`.runners`)."""
+
 
 def load_interpreter_class() -> tuple[Any, str]:
     """The ``Interpreter`` class and the name of the package that provided it."""

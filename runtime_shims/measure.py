@@ -106,9 +106,10 @@ def looks_like_class_scores(arr: np.ndarray) -> bool:
     return not bool(np.all(np.abs(norms - 1.0) < 1e-3))
 
 
-def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """max_abs, mean_abs, cosine, the reference's largest magnitude (and top1_agreement for class scores)
-    of two arrays stacked over samples.
+def compare_output(ref: np.ndarray, got: np.ndarray, parts: tuple[int, list[int]] | None = None) -> dict[str, Any]:
+    """max_abs, mean_abs, cosine and the reference's largest magnitude of two arrays stacked over samples;
+    for class scores also the top-1 agreement, as a fraction (``top1_agreement``) and as counts
+    (``top1_agree`` of ``top1_rows``, with ``near_ties``: see :func:`top1_counts`).
 
     The one implementation of these metrics: the compiler's parity module, ``edgec verify``, the device
     agent's health check and the shim all use it (it needs numpy only, so it ships inside bundles).
@@ -122,16 +123,87 @@ def compare_output(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     diff = np.abs(ref64 - got64)
     denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
     cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
-    result = {"max_abs": sig6(float(diff.max()) if diff.size else 0.0),
+    result: dict[str, Any] = {"max_abs": sig6(float(diff.max()) if diff.size else 0.0),
               "mean_abs": sig6(float(diff.mean()) if diff.size else 0.0), "cosine": sig6(cosine),
               "ref_max_abs": sig6(float(np.abs(ref64).max()) if ref64.size else 0.0)}
     if looks_like_class_scores(ref):
         result["top1_agreement"] = sig6(float(np.mean(ref.argmax(-1) == got.argmax(-1))))
+        result.update(top1_counts(ref, got, result["max_abs"]))
+    if parts is not None:
+        cosines = part_cosines(ref, got, parts[0] + 1, parts[1])
+        if cosines is not None:
+            result.update(part_axis=parts[0], part_sizes=list(parts[1]), part_cosines=cosines, min_part_cosine=min(cosines))
     return result
 
 
-def check_tolerance(measured: dict[str, dict[str, float]], tolerance: dict[str, dict[str, float]]) -> list[str]:
-    """Failure descriptions (empty when every output is within its ``max_abs`` and ``min_cosine``)."""
+def parts_in(limits: dict[str, Any] | None) -> tuple[int, list[int]] | None:
+    """The split an output's tolerance records (``part_axis``, ``part_sizes``), for :func:`compare_output`."""
+    if not limits or "part_sizes" not in limits:
+        return None
+    return int(limits["part_axis"]), [int(s) for s in limits["part_sizes"]]
+
+
+def part_cosines(ref: np.ndarray, got: np.ndarray, axis: int, sizes: list[int]) -> list[float] | None:
+    """For an output that joins parts along ``axis`` (of the arrays stacked over samples; a detector's boxes
+    and class probabilities): each part's cosine of the deviations from that part's reference mean, so each
+    part is judged on its own scale and place (probabilities that all became one value score 0, however
+    well the boxes match). None when the arrays do not split into ``sizes`` along ``axis``.
+    """
+    if ref.shape != got.shape or not 0 < axis < ref.ndim or ref.shape[axis] != sum(sizes) or min(sizes, default=0) < 1:
+        return None
+    cuts = np.cumsum(sizes)[:-1]
+    cosines = []
+    for part_ref, part_got in zip(np.split(ref, cuts, axis), np.split(got, cuts, axis)):
+        r = part_ref.astype(np.float64).ravel()
+        g = part_got.astype(np.float64).ravel() - r.mean()
+        r = r - r.mean()
+        denom = float(np.linalg.norm(r) * np.linalg.norm(g))
+        value = float(r @ g) / denom if denom > 0 else float(np.allclose(r, g))
+        cosines.append(sig6(value) if abs(value) > 1e-9 else 0.0)  # no -0.0 from rounding
+    return cosines
+
+
+def top1_counts(ref: np.ndarray, got: np.ndarray, max_abs: float) -> dict[str, int]:
+    """Golden rows whose top class matches the reference's (``top1_agree`` of ``top1_rows``) and
+    ``near_ties``: rows whose reference top-two margin is at most ``2 * max_abs``.
+
+    Every score moves by at most ``max_abs``, so the top class can change only where the reference's two
+    best scores are within ``2 * max_abs`` of each other: ``top1_rows - top1_agree <= near_ties`` always.
+    A low agreement on a golden set made of near-ties is rounding, not lost accuracy.
+    """
+    rows = ref.reshape(-1, ref.shape[-1])
+    agree = int(np.sum(rows.argmax(-1) == got.reshape(rows.shape).argmax(-1)))
+    return {"top1_agree": agree, "top1_rows": len(rows), "near_ties": near_tie_count(rows, max_abs)}
+
+
+def near_tie_count(reference: np.ndarray, max_abs: float) -> int:
+    """Rows (over the last axis) whose two largest reference scores are within ``2 * max_abs``."""
+    rows = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    top2 = np.sort(rows, axis=1)[:, -2:]
+    return int(np.sum(top2[:, 1] - top2[:, 0] <= 2 * max_abs))
+
+
+def format_top1(metrics: dict[str, Any], samples: int | None = None) -> str:
+    """``top-1 4/8 (5 near-ties)`` from an output's metrics; ``top-1 4/8`` without near-ties (results
+    that recorded only the fraction, with the sample count); empty for outputs that are not class scores."""
+    if "top1_agree" in metrics and "top1_rows" in metrics:
+        agree, rows = int(metrics["top1_agree"]), int(metrics["top1_rows"])
+        ties = metrics.get("near_ties")
+        tail = f" ({int(ties)} near-tie{'' if ties == 1 else 's'})" if ties is not None else ""
+        return f"top-1 {agree}/{rows}{tail}"
+    if "top1_agreement" not in metrics:
+        return ""
+    fraction = float(metrics["top1_agreement"])
+    if samples:
+        agree_f = fraction * samples
+        if abs(agree_f - round(agree_f)) < 1e-3:
+            return f"top-1 {round(agree_f)}/{samples}"
+    return f"top-1 {fraction:.1%}"
+
+
+def check_tolerance(measured: dict[str, dict[str, Any]], tolerance: dict[str, dict[str, Any]]) -> list[str]:
+    """Failure descriptions (empty when every output is within its ``max_abs``, ``min_cosine`` and, for an
+    output joined from parts, ``min_part_cosine``)."""
     failures = []
     for name, limits in sorted(tolerance.items()):
         m = measured.get(name)
@@ -142,6 +214,9 @@ def check_tolerance(measured: dict[str, dict[str, float]], tolerance: dict[str, 
             failures.append(f"output {name!r}: cosine {m['cosine']:.6f} < {limits['min_cosine']:.6f}")
         if "max_abs" in limits and m["max_abs"] > limits["max_abs"]:
             failures.append(f"output {name!r}: max_abs {m['max_abs']:.3g} > {limits['max_abs']:.3g}")
+        if "min_part_cosine" in limits and m.get("min_part_cosine", 0.0) < limits["min_part_cosine"]:
+            failures.append(f"output {name!r}: a part has cosine {m.get('min_part_cosine', 0.0):.6f} < "
+                            f"{limits['min_part_cosine']:.6f} on its own scale")
     return failures
 
 
@@ -182,5 +257,5 @@ def read_golden(path: Any) -> tuple[list[dict[str, np.ndarray]], list[dict[str, 
     for prefix in ("inputs", "outputs"):
         names = [k.split("/", 1)[1] for k in arrays if k.startswith(prefix + "/")]
         count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
-        result[prefix] = [{n: arrays[f"{prefix}/{n}"][i] for n in names} for i in range(count)]
+        result[prefix] = [{n: np.asarray(arrays[f"{prefix}/{n}"][i]) for n in names} for i in range(count)]
     return result["inputs"], result["outputs"]

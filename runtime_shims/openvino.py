@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import Runner, RunnerError
+from .base import Runner, RunnerError, brief
+
+TARGETS = ("openvino",)
+"""Targets whose bundles this module runs (see :mod:`.runners`)."""
 
 DEFAULT_INFERENCE_PRECISION = "f32"
 DEFAULT_PERFORMANCE_HINT = "LATENCY"
@@ -73,19 +76,21 @@ class OpenVinoRunner(Runner):
         self.compile_config: dict[str, Any] = {}
         self._compiled: Any = None
         self._request: Any = None
+        self._output_aliases: list[set[str]] = []
 
     def activate_impl(self) -> None:
         ov = _import_openvino()
         core = ov.Core()
         try:
             model = core.read_model(self.model_path)
-        except Exception as exc:
-            raise RunnerError(f"OpenVINO cannot read {self.model_path}: {' '.join(str(exc).split())[:300]}") from exc
+        except Exception as exc:  # one call: OpenVINO raises RuntimeError (C++) and ValueError/TypeError for a bad file
+            raise RunnerError(f"OpenVINO cannot read {self.model_path}: {brief(exc, 300)}") from exc
         self.compile_config = self._config(declared_options(model))
         self._compiled = core.compile_model(model, self.device, self.compile_config)
         self._request = self._compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self._compiled.inputs]
         self.output_names = [port.get_any_name() for port in self._compiled.outputs]
+        self._output_aliases = [set(port.get_names()) for port in self._compiled.outputs]
 
     def _config(self, declared: dict[str, str]) -> dict[str, Any]:
         precision = self.inference_precision or declared.get("INFERENCE_PRECISION_HINT") or DEFAULT_INFERENCE_PRECISION
@@ -98,13 +103,25 @@ class OpenVinoRunner(Runner):
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._request is not None
-        inputs = {name: np.ascontiguousarray(feed[name]) for name in self.input_names}
+        inputs = {name: np.asarray(feed[name], order="C") for name in self.input_names}  # keeps 0-d inputs 0-d
         try:
             results = self._request.infer(inputs)
-        except Exception as exc:
-            raise RunnerError(f"OpenVINO inference failed: {' '.join(str(exc).split())[:300]}") from exc
-        by_port = {port.get_any_name(): value for port, value in results.items()}
-        return {name: np.array(by_port[name], copy=True) for name in self.output_names}
+        except Exception as exc:  # one call: OpenVINO's RuntimeError (C++) or its wrappers' errors on this feed
+            raise RunnerError(f"OpenVINO inference failed: {brief(exc, 300)}") from exc
+        return {name: np.array(value, copy=True) for name, value in zip(self.output_names, self._match(results))}
+
+    def _match(self, results: Any) -> list[Any]:
+        """The result of each compiled output, found by any of its tensor names (an output an ``If`` node
+        produces carries its branch's name too, and ``get_any_name()`` may pick either), else by position."""
+        values = list(results.values())
+        by_name = {name: value for port, value in results.items() for name in port.get_names()}
+        matched = []
+        for index, aliases in enumerate(self._output_aliases):
+            found = next((by_name[n] for n in sorted(aliases) if n in by_name), None)
+            if found is None and index >= len(values):
+                raise RunnerError(f"OpenVINO returned {len(values)} outputs; the model declares {len(self._output_aliases)}")
+            matched.append(values[index] if found is None else found)
+        return matched
 
     def property(self, name: str) -> Any:
         """A property of the compiled model as OpenVINO resolved it (e.g. ``INFERENCE_PRECISION_HINT``)."""

@@ -8,6 +8,9 @@ import numpy as np
 
 from .base import Runner, RunnerError
 
+TARGETS = ("onnx",)
+"""Targets whose bundles this module runs (see :mod:`.runners`)."""
+
 
 class OrtRunner(Runner):
     """Runs an ``.onnx`` file with onnxruntime.

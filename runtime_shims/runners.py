@@ -1,22 +1,25 @@
-"""Which runner runs a bundle: ``manifest["target"]`` -> shim module and runner class.
+"""Which runner runs a bundle: the runtime shim module that declares the bundle's target.
 
-Runner modules are imported lazily, relative to this package, so the same code works as
-``edgec.runtime_shims`` on the host and as ``edgec_shim`` copied into a bundle. A runner whose module
-or runtime is missing is a :class:`RunnerError` naming what to install, never an ImportError traceback.
+A shim module named like the target runs its bundles (``openvino.py``); one named otherwise says which
+targets it runs, ``TARGETS = ("onnx",)`` in ``ort.py``. Adding a target is one shim file and no table. Modules are imported lazily, relative to this package, so the same code works
+as ``edgec.runtime_shims`` on the host and as ``edgec_shim`` copied into a bundle. A runner whose module or
+runtime is missing is a :class:`RunnerError` naming what to install, never an ImportError traceback.
 
 Resolution, first match wins:
 
 1. ``manifest["target_details"]["runner"]`` = ``"module:Class"`` (a target may record its own runner);
-2. :data:`RUNNERS` below;
-3. a shim module named like the target, holding exactly one :class:`Runner` subclass.
+2. the module named like the target (``openvino.py``), unless its ``TARGETS`` leaves the target out;
+3. the one module of this package whose ``TARGETS`` names the target (``ort.py`` runs ``onnx``).
 
 Construction, first match wins, for runners that need more than the model path (settings files,
 engines, quantization parameters):
 
-1. the shim module's ``open_runner(bundle_dir, model_file, threads) -> Runner`` (it may also pick
+1. the module's ``open_runner(bundle_dir, model_file, threads, **options) -> Runner`` (it may also pick
    another runner, e.g. TensorRT falling back to onnxruntime where no GPU is present);
-2. the class's ``from_bundle(bundle_dir, manifest, threads)`` classmethod;
-3. ``Class(bundle_dir / manifest["model_file"], threads=threads)``.
+2. the recorded class, or the module's only :class:`Runner` subclass:
+   ``Class(bundle_dir / model_file, threads=threads, **options)``.
+
+``options`` are keywords the compiler passes for its own runs (Core ML's ``compute_units``); devices pass none.
 """
 
 from __future__ import annotations
@@ -24,53 +27,82 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import pkgutil
+from types import ModuleType
 from typing import Any
 
 from . import bundle_files
 from .base import Runner, RunnerError
 
-RUNNERS: dict[str, tuple[str, str]] = {
-    "onnx": ("ort", "OrtRunner"),
-    "openvino": ("openvino", "OpenVinoRunner"),
-    "tflite": ("litert", "LiteRtRunner"),
-    "coreml": ("coreml", "CoreMLRunner"),
-    "tensorrt": ("tensorrt", "TensorRTRunner"),
-}
-"""Target name -> (shim module, runner class)."""
+TARGETS: tuple[str, ...] = ()
+"""None: this module's :func:`open_runner` is the lookup, not a target's runner."""
 
 
-def runner_spec(manifest: dict[str, Any]) -> tuple[str, str | None]:
-    """``(module, class or None)`` for a manifest; None means: the module's only Runner subclass."""
+def _package() -> str:
+    return __package__ or "edgec_shim"
+
+
+def _import(name: str) -> ModuleType | None:
+    """The shim module ``name`` of this package, or None when there is none (or the name is not a plain
+    public module name: manifests are untrusted).
+
+    Raises:
+        RunnerError: the module exists but cannot be imported.
+    """
+    if not name.isidentifier() or name.startswith("_"):
+        return None
+    try:
+        return importlib.import_module(f".{name}", package=_package())
+    except ModuleNotFoundError as exc:
+        if exc.name == f"{_package()}.{name}":
+            return None
+        raise RunnerError(f"the {name} runner cannot be imported: {exc}") from None
+
+
+def declares(module: ModuleType, target: str) -> bool:
+    """Whether a shim module runs ``target`` bundles (its ``TARGETS`` names it)."""
+    declared = getattr(module, "TARGETS", ())
+    return isinstance(declared, (tuple, list)) and target in declared
+
+
+def shim_module(target: str) -> ModuleType:
+    """The shim module that runs ``target`` bundles (see the module docstring).
+
+    Raises:
+        RunnerError: no module of this shim declares the target, or two do.
+    """
+    named = _import(target)
+    if named is not None and (not hasattr(named, "TARGETS") or declares(named, target)):
+        return named
+    package = importlib.import_module(_package())
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = None if info.name.startswith("_") else _import(info.name)
+        if module is not None and declares(module, target):
+            found.append(module)
+    if len(found) > 1:
+        raise RunnerError(f"shim modules {', '.join(m.__name__ for m in found)} all declare target {target!r}")
+    if not found:
+        raise RunnerError(f"no runner for target {target!r}: this shim has no module for it "
+                          "(rebuild the bundle with an edgec that supports it)")
+    return found[0]
+
+
+def _recorded(manifest: dict[str, Any]) -> tuple[str, str] | None:
     details = manifest.get("target_details") or {}
     recorded = details.get("runner") if isinstance(details, dict) else None
     if isinstance(recorded, str) and ":" in recorded:
         module, cls = recorded.split(":", 1)
         return module, cls
-    target = str(manifest.get("target", ""))
-    if target in RUNNERS:
-        return RUNNERS[target]
-    return target, None
+    return None
 
 
-def _shim_module(manifest: dict[str, Any]) -> tuple[Any, str | None]:
-    module_name, class_name = runner_spec(manifest)
-    package = __package__ or "edgec_shim"
-    try:
-        return importlib.import_module(f".{module_name}", package=package), class_name
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.endswith(f".{module_name}"):
-            raise RunnerError(f"no runner for target {manifest.get('target')!r}: this shim has no module "
-                              f"{module_name!r} (rebuild the bundle with an edgec that supports it)") from None
-        raise RunnerError(f"the {module_name} runner cannot be imported: {exc}") from None
-
-
-def runner_class(manifest: dict[str, Any]) -> type[Runner]:
-    """Import the runner class for a manifest.
+def runner_class(module: ModuleType, class_name: str | None = None) -> type[Runner]:
+    """The runner class ``class_name`` of a shim module, or its only :class:`Runner` subclass.
 
     Raises:
-        RunnerError: unknown target, or its shim module is not in this package.
+        RunnerError: no such class, or not exactly one runner in the module.
     """
-    module, class_name = _shim_module(manifest)
     if class_name is not None:
         cls = getattr(module, class_name, None)
         if isinstance(cls, type) and issubclass(cls, Runner):
@@ -83,8 +115,41 @@ def runner_class(manifest: dict[str, Any]) -> type[Runner]:
     return found[0]
 
 
-def make_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None = None) -> Runner:
-    """An inactive runner for the bundle (see the module docstring for the construction protocol).
+def open_model(target: str, bundle_dir: str, model_file: str, threads: int | None = None,
+               runner: str | None = None, **options: Any) -> Runner:
+    """An inactive runner for ``model_file`` in ``bundle_dir``, from ``target``'s shim module.
+
+    Args:
+        target: the target name (a manifest's ``target``).
+        bundle_dir: the folder holding the model.
+        model_file: the model's path relative to ``bundle_dir``; not checked here (see :func:`open_runner`).
+        threads: intra-op threads; None lets the runtime decide.
+        runner: ``"module:Class"`` to use instead of the target's module.
+        options: keywords for the runner (see the module docstring).
+
+    Raises:
+        RunnerError: no runner for the target here.
+    """
+    module_name, class_name = runner.split(":", 1) if runner and ":" in runner else (None, None)
+    if module_name is not None:
+        module = _import(module_name)
+        if module is None:
+            raise RunnerError(f"no runner for target {target!r}: this shim has no module {module_name!r} "
+                              "(rebuild the bundle with an edgec that supports it)")
+    else:
+        module = shim_module(target)
+    opener = getattr(module, "open_runner", None)
+    if class_name is None and callable(opener):
+        made = opener(bundle_dir, model_file, threads, **options)
+    else:
+        made = runner_class(module, class_name)(os.path.join(bundle_dir, model_file), threads=threads, **options)
+    if not isinstance(made, Runner):
+        raise RunnerError(f"the {target} shim returned {type(made).__name__}, not a Runner")
+    return made
+
+
+def open_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None = None, **options: Any) -> Runner:
+    """An inactive runner for a bundle: the one way the compiler, the shim, the agent and serve open one.
 
     Raises:
         BundleFileError: ``model_file`` is not a plain relative path to listed files inside the bundle.
@@ -92,17 +157,6 @@ def make_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None =
     """
     model_file = bundle_files.field_name(manifest, "model_file")
     bundle_files.named_path(bundle_dir, manifest, "model_file")
-    module, _ = _shim_module(manifest)
-    opener = getattr(module, "open_runner", None)
-    if callable(opener):
-        runner = opener(bundle_dir, model_file, threads)
-    else:
-        cls = runner_class(manifest)
-        factory = getattr(cls, "from_bundle", None)
-        if callable(factory):
-            runner = factory(bundle_dir, manifest, threads)
-        else:
-            runner = cls(os.path.join(bundle_dir, model_file), threads=threads)
-    if not isinstance(runner, Runner):
-        raise RunnerError(f"the {manifest.get('target')} shim returned {type(runner).__name__}, not a Runner")
-    return runner
+    recorded = _recorded(manifest)
+    return open_model(str(manifest.get("target", "")), str(bundle_dir), model_file, threads,
+                      runner=":".join(recorded) if recorded else None, **options)

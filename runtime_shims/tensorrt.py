@@ -31,6 +31,9 @@ from . import bundle_files
 from .base import Runner, RunnerError
 from .ort import OrtRunner
 
+TARGETS = ("tensorrt",)
+"""Targets whose bundles this module runs (see :mod:`.runners`)."""
+
 SETTINGS_FILE = "tensorrt.json"
 ENGINE_FILE = "model.plan"
 CC_MAJOR_ATTR = 75

@@ -14,7 +14,8 @@ Rules:
 3. Source layers: TensorFlow names an op's output after the ops fused into it, ``MODEL/LAYER/Op;MODEL/LAYER/Op``;
    the Keras layer is the second scope. Keras sources keep their own layer names; for ONNX sources the
    onnx2tf worker renames the Keras layers after the ONNX model's layers (:func:`name_keras_layers`). An op
-   whose output carries no scope (a signature output such as ``PartitionedCall:0``) takes its weights' layer.
+   whose output carries no scope (a signature output such as ``PartitionedCall:0``) takes the layer of the
+   constants only it reads (a constant shared by several ops names none of them).
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler import fidelity
-from edgec.compiler.fidelity import LayerDivergence, NodeInfo
-from edgec.compiler.importers.tensorflow import tf_module
 from edgec.core.errors import ConfigError, UnsupportedError
+from edgec.core.types import Feed
+from edgec.frameworks import fidelity
+from edgec.frameworks.fidelity import LayerDivergence, NodeInfo
+from edgec.frameworks.tf_utils import tf_module
 from edgec.runtime_shims.litert import _quiet_native_stderr, dequantize, load_interpreter_class, quantize
 
-Feed = dict[str, np.ndarray]
 SHAPE_OPS = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "GATHER"})
 """Ops that move values without requantizing them: an int8 activation stays int8 through them."""
 
@@ -65,6 +66,10 @@ def graph_nodes(interpreter: Any) -> list[NodeInfo]:
     ops = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
     produced = {int(i) for op in ops for i in op["outputs"]}
     graph_inputs = {int(d["index"]) for d in interpreter.get_input_details()}
+    readers: dict[int, int] = {}
+    for op in ops:
+        for i in {int(i) for i in op["inputs"] if i >= 0}:
+            readers[i] = readers.get(i, 0) + 1
     nodes = []
     for op in ops:
         outputs = [int(i) for i in op["outputs"] if i >= 0]
@@ -72,7 +77,8 @@ def graph_nodes(interpreter: Any) -> list[NodeInfo]:
             continue
         inputs = [int(i) for i in op["inputs"] if i >= 0]
         name = _tensor(interpreter, outputs[0])["name"]
-        weights = [_tensor(interpreter, i)["name"] for i in inputs if i not in produced and i not in graph_inputs]
+        weights = [_tensor(interpreter, i)["name"] for i in inputs  # constants of its own: a shared one names nothing
+                   if i not in produced and i not in graph_inputs and readers[i] == 1]
         layer = next((x for x in map(source_layer, [name, *weights]) if x), name)
         nodes.append(NodeInfo(name, op["op_name"], layer, name, tuple(_tensor(interpreter, i)["name"] for i in inputs)))
     return nodes
@@ -99,7 +105,8 @@ def compare_layers(reference: Path, candidate: Path, feeds: list[Feed]) -> list[
     """Per-node divergence of the ``candidate`` model from the FP32 ``reference``, largest growth first.
 
     ``feeds`` are in the candidate bundle's layout; integer feeds (``io_dtype=int8``) are dequantized with
-    the candidate's input parameters for the float reference.
+    the candidate's input parameters for the float reference. Both models run one feed at a time and only
+    running sums are kept (:class:`~edgec.frameworks.fidelity.ErrorSums`).
 
     Raises:
         UnsupportedError: the feeds lack an input of a model, or the models share no tensor names.
@@ -107,13 +114,19 @@ def compare_layers(reference: Path, candidate: Path, feeds: list[Feed]) -> list[
     ref_interp, cand_interp = _interpreter(reference, preserve=True), _interpreter(candidate, preserve=True)
     nodes = graph_nodes(ref_interp)
     cand_inputs = _inputs(cand_interp)
-    ref_values = _run(ref_interp, feeds, [n.output for n in nodes], cand_inputs)
-    cand_values = _run(cand_interp, feeds, list(ref_values), cand_inputs)
-    ref_values = {n: v for n, v in ref_values.items() if n in cand_values and cand_values[n].size == v.size}
-    if not ref_values:
+    ref_read = _readable(ref_interp, {n.output for n in nodes})
+    cand_read = _readable(cand_interp, {d["name"] for d in ref_read.values()})
+    shared = {d["name"] for d in cand_read.values()}
+    sums = fidelity.ErrorSums()
+    for feed in feeds:
+        ref_values = _run(ref_interp, feed, {i: d for i, d in ref_read.items() if d["name"] in shared}, cand_inputs)
+        for name, got in _run(cand_interp, feed, cand_read, cand_inputs).items():
+            sums.add(name, ref_values[name], got)
+    errors = sums.errors()
+    if not errors:
         raise UnsupportedError(f"{candidate.name} shares no tensor names with the reference {reference}",
                                hint="compare bundles built from the same model by the same edgec version")
-    return fidelity.rank(nodes, ref_values, cand_values)
+    return fidelity.rank_errors(nodes, errors)
 
 
 def _signature(interpreter: Any) -> Any:
@@ -141,25 +154,23 @@ def _as_input(array: np.ndarray, detail: dict[str, Any], source: dict[str, Any] 
     return np.ascontiguousarray(quantize(array, detail)).astype(want, copy=False)
 
 
-def _run(interpreter: Any, feeds: list[Feed], names: list[str], feed_details: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Every float or quantized op output named in ``names``, dequantized, all feeds concatenated."""
+def _run(interpreter: Any, feed: Feed, readable: dict[int, dict[str, Any]], feed_details: dict[str, dict[str, Any]]) -> dict[str, np.ndarray]:
+    """The ``readable`` op outputs (:func:`_readable`) of one run on ``feed``, dequantized.
+
+    Raises:
+        UnsupportedError: the feed lacks an input of the model.
+    """
     runner = _signature(interpreter)
     inputs = _inputs(interpreter)
-    missing = sorted(set(inputs) - set(feeds[0])) if feeds else []
+    missing = sorted(set(inputs) - set(feed))
     if missing:
         raise UnsupportedError(f"the models to compare have different inputs: {', '.join(missing)} is not fed")
-    readable = _readable(interpreter, set(names))
-    collected: dict[str, list[np.ndarray]] = {}
-    for feed in feeds:
-        args = {n: _as_input(feed[n], d, feed_details.get(n)) for n, d in inputs.items()}
-        if runner is not None:
-            runner(**args)
-        else:
-            _invoke(interpreter, inputs, args)
-        for index, detail in readable.items():
-            values = dequantize(np.asarray(interpreter.get_tensor(index)), detail)
-            collected.setdefault(detail["name"], []).append(np.asarray(values, np.float64).ravel())
-    return {name: np.concatenate(parts) for name, parts in collected.items()}
+    args = {n: _as_input(feed[n], d, feed_details.get(n)) for n, d in inputs.items()}
+    if runner is not None:
+        runner(**args)
+    else:
+        _invoke(interpreter, inputs, args)
+    return {detail["name"]: dequantize(np.asarray(interpreter.get_tensor(index)), detail) for index, detail in readable.items()}
 
 
 def _readable(interpreter: Any, wanted: set[str]) -> dict[int, dict[str, Any]]:
@@ -285,7 +296,7 @@ def onnx2tf_tensors() -> Iterator[dict[str, Any]]:
 
 def name_keras_layers(onnx_model: Any, tensors: dict[str, Any]) -> int:
     """Rename the Keras layers onnx2tf made for each ONNX node after the node's layer
-    (:func:`edgec.compiler.fidelity.layer_names`: ``conv3`` for a Conv and its Relu, ``features.3`` for a
+    (:func:`edgec.frameworks.fidelity.layer_names`: ``conv3`` for a Conv and its Relu, ``features.3`` for a
     PyTorch module), so that TFLite tensor names carry it (rule 3). Returns how many layers were renamed.
 
     A node's layers are found walking back from its output tensors to the outputs of other nodes and the

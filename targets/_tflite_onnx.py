@@ -1,7 +1,8 @@
 """The ``tflite`` target's ONNX route: onnx2tf turns the ONNX graph into a Keras graph in a subprocess (it is
 slow to import, prints a lot and may exit the interpreter on errors); the worker saves it as a SavedModel
-whose signature keeps the ONNX input/output names and reports which tensors it made channels-last, and
-two exact ONNX rewrites (ReduceL2, written-out GELU) make transformers convert (see :mod:`edgec.targets.tflite`).
+whose signature keeps the ONNX input/output names and reports which tensors it made channels-last. The
+model it gets has been through the passes in ``TfliteTarget.onnx_rewrites`` (exact rewrites of what onnx2tf
+cannot turn into TFLite builtins; see :mod:`edgec.targets.tflite`).
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ from typing import Any
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.importers.tensorflow import SERVING
 from edgec.core.bundle import write_npz
-from edgec.core.errors import (
-    ExportError,
-    MissingDependencyError,
-)
-from edgec.core.types import ModelArtifact
+from edgec.core.errors import ExportError
+from edgec.core.installed import require_installed
+from edgec.core.types import Feed, ModelArtifact
+from edgec.frameworks.tf_utils import SERVING
 from edgec.targets import _tflite_layers
-
-Feed = dict[str, np.ndarray]
 
 CHANNELS_LAST = {3: ("NCW", "NWC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
 ONNX2TF_MODULES = ("onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psutil", "onnx", "onnxruntime")
@@ -47,11 +44,10 @@ in this process reuse it (onnx2tf takes seconds for a CNN and minutes for a tran
 
 
 def onnx_to_saved_model(artifact: ModelArtifact, calibration: CalibrationSet | None) -> tuple[
-        Path, dict[str, tuple[int, ...]], dict[str, int]]:
+        Path, dict[str, tuple[int, ...]]]:
     """Convert an ONNX artifact with onnx2tf into a SavedModel named like the ONNX model.
 
-    Returns the SavedModel directory, per transposed tensor the permutation source -> bundle, and the
-    graph rewrites applied for onnx2tf (see :func:`rewrite_for_onnx2tf`).
+    Returns the SavedModel directory and, per transposed tensor, the permutation source -> bundle.
 
     Raises:
         MissingDependencyError: onnx2tf or one of its run-time modules is missing.
@@ -70,7 +66,7 @@ def onnx_to_saved_model(artifact: ModelArtifact, calibration: CalibrationSet | N
             raise
         _CONVERTED[key] = folder
     io = json.loads((folder / "io.json").read_text())
-    return folder / "saved_model", _read_perms(io, (folder / "onnx2tf.log").read_text(errors="replace")), io["rewrites"]
+    return folder / "saved_model", _read_perms(io, (folder / "onnx2tf.log").read_text(errors="replace"))
 
 
 def _run_onnx2tf(artifact: ModelArtifact, folder: Path, calibration: CalibrationSet | None) -> None:
@@ -97,11 +93,7 @@ def _run_onnx2tf(artifact: ModelArtifact, folder: Path, calibration: Calibration
 
 
 def _check_onnx2tf() -> None:
-    import importlib.util
-
-    for module in ONNX2TF_MODULES:
-        if importlib.util.find_spec(module) is None:
-            raise MissingDependencyError(module, "tflite", "the tflite target's ONNX route (onnx2tf)")
+    require_installed(ONNX2TF_MODULES, "tflite", "the tflite target's ONNX route (onnx2tf)")
 
 
 def _check_feed(artifact: ModelArtifact, calibration: CalibrationSet | None) -> Feed:
@@ -194,7 +186,6 @@ def onnx2tf_worker(args_json: str) -> int:
         print(f"missing module: {exc}")
         return 3
     model = onnx.load(args["onnx"])
-    rewrites = rewrite_for_onnx2tf(model)
     input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     output_names = [o.name for o in model.graph.output]
     try:
@@ -209,7 +200,7 @@ def onnx2tf_worker(args_json: str) -> int:
     serve = _save_serving(tf, keras_model, input_names, output_names, Path(args["saved"]))
     shapes = [tuple(t.shape) for t in keras_model.inputs]
     report = _layout_report(serve, shapes, args, input_names, output_names)
-    Path(args["io"]).write_text(json.dumps({**report, "rewrites": rewrites}))
+    Path(args["io"]).write_text(json.dumps(report))
     return 0
 
 
@@ -217,99 +208,9 @@ def _name_layers(model: Any, tensors: dict[str, Any]) -> None:
     """Keras layers named after the ONNX layers (best effort: onnx2tf's names stay where this fails)."""
     try:
         print(f"edgec: {_tflite_layers.name_keras_layers(model, tensors)} Keras layers named after ONNX layers")
-    except Exception:
+    except Exception:  # names are cosmetic: any failure, bugs included, keeps onnx2tf's; the traceback goes to the log
         traceback.print_exc()
         print("edgec: Keras layers keep onnx2tf's names")
-
-
-def rewrite_for_onnx2tf(model: Any) -> dict[str, int]:
-    """Rewrite what onnx2tf 1.28 cannot turn into TFLite builtins, in place; returns what was rewritten, how often.
-
-    1. ``ReduceL2(x) -> Sqrt(ReduceSumSquare(x))`` (same axes and keepdims; exact): onnx2tf passes a
-       single axis to ``tf.norm`` as a numpy integer, which TF rejects with numpy 2 ("'axis' must be
-       None, an integer, or a tuple of 2 unique integers"). MiniLM's final L2 normalisation hits it.
-    2. Exact GELU written out, ``x * 0.5 * (1 + Erf(x / sqrt(2)))`` (either order of the two ``Mul``),
-       becomes one ``Gelu`` node (opset 20; the default-domain opset is raised to 20 when needed):
-       onnx2tf maps it to ``tf.nn.gelu`` (TFLite builtin ``GELU``), while a bare ``Erf`` becomes
-       ``tf.Erf``, which TFLite has no builtin kernel for. onnx2tf fuses the pattern itself only in
-       the other order, which ``torch.onnx.export`` does not emit.
-    """
-    rewrites = {"ReduceL2 -> Sqrt(ReduceSumSquare)": _split_reduce_l2(model), "x*0.5*(1+Erf(x/sqrt2)) -> Gelu": _fuse_gelu(model)}
-    return {k: v for k, v in rewrites.items() if v}
-
-
-def _split_reduce_l2(model: Any) -> int:
-    from onnx import helper
-
-    nodes, count = [], 0
-    for node in model.graph.node:
-        if node.op_type != "ReduceL2" or node.domain not in ("", "ai.onnx"):
-            nodes.append(node)
-            continue
-        squared = f"{node.output[0]}__edgec_sum_square"
-        reduce = helper.make_node("ReduceSumSquare", list(node.input), [squared], name=f"{node.name}__sum_square")
-        reduce.attribute.extend(node.attribute)
-        nodes += [reduce, helper.make_node("Sqrt", [squared], list(node.output), name=node.name)]
-        count += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    return count
-
-
-def _fuse_gelu(model: Any) -> int:
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                   if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers.setdefault(name, []).append(n)
-
-    def is_scalar(name: str, value: float) -> bool:
-        return name in consts and consts[name].size == 1 and abs(float(consts[name].reshape(-1)[0]) - value) <= 1e-4 * value
-
-    def only_consumer(node: Any, op: str) -> Any:
-        found = consumers.get(node.output[0], [])
-        return found[0] if len(found) == 1 and found[0].op_type == op and found[0].domain in ("", "ai.onnx") else None
-
-    def other_input(node: Any, name: str) -> str:
-        return node.input[1] if node.input[0] == name else node.input[0]
-
-    replaced: dict[int, Any] = {}
-    for erf in [n for n in graph.node if n.op_type == "Erf"]:
-        scale = producer.get(erf.input[0])
-        if scale is None or only_consumer(scale, "Erf") is not erf:
-            continue
-        if scale.op_type == "Div" and is_scalar(scale.input[1], 2 ** 0.5):
-            x = scale.input[0]
-        elif scale.op_type == "Mul" and any(is_scalar(i, 2 ** -0.5) for i in scale.input):
-            x = scale.input[0] if is_scalar(scale.input[1], 2 ** -0.5) else scale.input[1]
-        else:
-            continue
-        add = only_consumer(erf, "Add")
-        mul1 = only_consumer(add, "Mul") if add is not None and is_scalar(other_input(add, erf.output[0]), 1.0) else None
-        mul2 = only_consumer(mul1, "Mul") if mul1 is not None else None
-        if add is None or mul1 is None or mul2 is None:
-            continue
-        factors = [other_input(mul1, add.output[0]), other_input(mul2, mul1.output[0])]
-        half = factors[1] if factors[0] == x else factors[0]
-        if x not in factors or not is_scalar(half, 0.5):
-            continue
-        gelu = helper.make_node("Gelu", [x], list(mul2.output), name=f"{erf.name}__gelu")
-        replaced.update({id(n): None for n in (scale, erf, add, mul1)})
-        replaced[id(mul2)] = gelu
-    if replaced:
-        nodes = [replaced.get(id(n), n) for n in graph.node]
-        del graph.node[:]
-        graph.node.extend([n for n in nodes if n is not None])
-        for opset in model.opset_import:
-            if opset.domain in ("", "ai.onnx") and opset.version < 20:
-                opset.version = 20
-    return sum(1 for n in replaced.values() if n is not None)
 
 
 def _save_serving(tf: Any, keras_model: Any, input_names: list[str], output_names: list[str], out: Path) -> Any:

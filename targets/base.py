@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import importlib.metadata
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.core.errors import ConfigError, UnsupportedError, require
+from edgec.core.errors import ConfigError, MissingDependencyError, UnsupportedError
+from edgec.core.installed import Readiness, readiness, require_installed
 from edgec.core.registry import Registry
-from edgec.core.types import ModelArtifact, TensorSpec
+from edgec.core.types import Feed, ModelArtifact, TensorSpec
 from edgec.runtime_shims.base import Runner
+from edgec.runtime_shims.runners import open_model
+from edgec.targets.options import NamedFlag, TargetOptions, merge_flags
 
 if TYPE_CHECKING:
-    from edgec.compiler.fidelity import LayerDivergence
+    from edgec.frameworks.fidelity import LayerDivergence
 
 TARGETS: Registry[Target] = Registry("target", "edgec.targets")
 
 PassStep = tuple[str, dict[str, Any]]
-Feed = dict[str, np.ndarray]
+OptionsT = TypeVar("OptionsT", bound=TargetOptions)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class PrecisionRequest:
         int8_mode: ``auto``, ``static`` or ``dynamic``.
         calibration: the calibration set, if given.
         exclude: nodes to keep in float.
+        options: the target's typed options (its :attr:`Target.Options`); None: the defaults.
     """
 
     precision: str
@@ -40,18 +44,20 @@ class PrecisionRequest:
     calibration: CalibrationSet | None = None
     exclude: tuple[str, ...] = ()
     """Nodes to keep in float (mixed precision under an accuracy budget), named as the target's
-    :meth:`Target.compare_layers` names them (``LayerDivergence.node``)."""
-    options: tuple[tuple[str, str], ...] = ()
-    """Target-specific options (``--target-option KEY=VALUE`` and named flags such as ``--palettize``)."""
+    :meth:`LayerTools.compare_layers` names them (``LayerDivergence.node``)."""
+    options: TargetOptions | None = None
 
-    def option(self, key: str, default: str | None = None) -> str | None:
-        """The value of one target option (the last one given wins)."""
-        found = [v for k, v in self.options if k == key]
-        return found[-1] if found else default
+    def options_as(self, cls: type[OptionsT]) -> OptionsT:
+        """The options as the target's ``Options`` model (its defaults when none were given).
 
-    def option_values(self, key: str) -> list[str]:
-        """Every value given for a repeatable option, in order."""
-        return [v for k, v in self.options if k == key]
+        Raises:
+            ConfigError: the options are another target's.
+        """
+        if self.options is None:
+            return cls()
+        if not isinstance(self.options, cls):
+            raise ConfigError(f"target options are {type(self.options).__name__}, expected {cls.__name__}")
+        return self.options
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,14 @@ class ExportResult:
 
 
 class Target:
-    """Base class; subclasses set the class attributes and implement the methods."""
+    """Base class; subclasses set the class attributes and implement the methods.
+
+    The hooks a target implements: :meth:`precision_passes` and :meth:`export`; it may override
+    :meth:`validate`, :meth:`check_available`, :meth:`check_runtime`, :meth:`bundle_feeds` and
+    :meth:`bundle_outputs`. Everything else is a declared attribute. Its bundles run with the runtime shim
+    module named like the target, or declaring it in its ``TARGETS`` (see :mod:`edgec.runtime_shims.runners`);
+    per-layer tools are the optional :class:`LayerTools` protocol.
+    """
 
     name: ClassVar[str]
     extra: ClassVar[str]
@@ -74,48 +87,84 @@ class Target:
     """Artifact formats accepted, in order of preference."""
     precisions: ClassVar[tuple[str, ...]]
     modules: ClassVar[tuple[str, ...]] = ()
-    """Python modules the target needs to build bundles."""
+    """Python modules every build of the target needs (looked up, not imported: :mod:`edgec.core.installed`)."""
+    route_modules: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Modules a route format needs on top of :attr:`modules` (tflite's ONNX route: onnx2tf and what it imports)."""
     runtime_modules: ClassVar[tuple[str, ...] | None] = None
     """Python modules needed to run its bundles (``edgec verify``, ``edgec serve``); None: :attr:`modules`."""
     packages: ClassVar[tuple[str, ...]] = ()
     """Distribution names whose versions go into the manifest's toolchain."""
-    option_help: ClassVar[dict[str, str]] = {}
-    """Target options this target reads (``--target-option KEY=VALUE``), with a one-line description."""
+    precision_notes: ClassVar[dict[str, str]] = {}
+    """One line per precision on what it buys on this target, measured (``benchmarks/fp16_vs_fp32.py``):
+    shown by ``edgec targets`` and in the summary of a build of that precision."""
+    Options: ClassVar[type[TargetOptions]] = TargetOptions
+    """The target's typed options (``--target-option KEY=VALUE`` and the named flags its fields declare)."""
+    runs_on: ClassVar[tuple[str, ...] | None] = None
+    """``sys.platform`` values where its runtime executes models (Core ML: ``darwin``); None: anywhere."""
+    runner_options: ClassVar[dict[str, Any]] = {}
+    """Keywords for its shim runner when the compiler runs a model (parity, verify, layer probes)."""
+    serves: ClassVar[bool] = True
+    """Whether its bundles can be served behind HTTP (``edgec serve``, ``edgec package``)."""
+    sparsity_gain: ClassVar[str | None] = None
+    """What it gains from weights zeroed by unstructured pruning (recorded in that pass's stats); None: nothing."""
+    color: ClassVar[str | None] = None
+    """Its color in benchmark plots (``#rrggbb``); None: one from the report's spare colors."""
+    onnx_rewrites: ClassVar[tuple[str, ...]] = ()
+    """Passes (by name, in order) that the target's converter needs on its ONNX route; the planner runs them
+    after the clean-up passes, so they are cached and listed in the manifest like any pass."""
+    export_version: ClassVar[str] = "1"
+    """Part of the cache key of its exports: bump it when :meth:`export` writes other files for the same
+    model, request and toolchain versions, so that no rebuild reuses an export of the old code."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
             TARGETS.add(cls.name, cls)
 
-    def check_options(self, options: tuple[tuple[str, str], ...]) -> None:
-        """Reject options this target does not read.
+    def validate(self, request: PrecisionRequest) -> None:
+        """Check a request before anything is imported, converted or calibrated (overrides call this first).
 
         Raises:
-            ConfigError: naming the unknown key and the keys the target accepts.
+            UnsupportedError: the precision is not one of :attr:`precisions`, or a combination the target
+                cannot build.
+            ConfigError: the options are not this target's :attr:`Options`.
         """
-        for key, _ in options:
-            if key not in self.option_help:
-                accepted = ", ".join(sorted(self.option_help)) or "none"
-                raise ConfigError(f"the {self.name} target has no option {key!r}; it accepts: {accepted}")
+        if request.precision not in self.precisions:
+            raise UnsupportedError(f"the {self.name} target offers {', '.join(self.precisions)}, not {request.precision}")
+        request.options_as(self.Options)
 
-    def check_available(self) -> None:
-        """Raise :class:`MissingDependencyError` naming the extra when a needed module is missing."""
-        for module in self.modules:
-            require(module, self.extra, f"the {self.name} target")
+    def check_available(self, route: str | None = None) -> None:
+        """Raise :class:`MissingDependencyError` naming the command that installs a missing module (nothing is
+        imported): one of :attr:`modules`, or with ``route`` one that route needs (:attr:`route_modules`)."""
+        require_installed(self.modules, self.extra, f"the {self.name} target")
+        if route is not None:
+            require_installed(self.route_modules.get(route, ()), self.extra, f"the {self.name} target's {route} route")
 
     def check_runtime(self) -> None:
         """Raise :class:`MissingDependencyError` naming the extra when the runtime for its bundles is missing
-        (a server or a device needs the runtime, not the converters)."""
-        for module in self.modules if self.runtime_modules is None else self.runtime_modules:
-            require(module, self.extra, f"running {self.name} bundles")
+        (a server or a device needs the runtime, not the converters); nothing is imported."""
+        modules = self.modules if self.runtime_modules is None else self.runtime_modules
+        require_installed(modules, self.extra, f"running {self.name} bundles")
+
+    @classmethod
+    def readiness(cls) -> Readiness:
+        """What the target's builds (every route) and its runtime lack here, looked up without importing."""
+        try:
+            cls().check_runtime()
+            runtime = True
+        except MissingDependencyError:
+            runtime = False
+        return readiness(cls.modules, cls.route_modules, cls.routes, cls.extra, runtime)
 
     def toolchain(self) -> dict[str, str]:
         """Installed versions of the target's packages."""
         return package_versions(self.packages)
 
-    def bundle_suffix(self, request: PrecisionRequest) -> str:
-        """Extra text for the bundle name when options change the model beyond its precision (``-p4``)."""
-        return ""
+    def export_cache_key(self) -> dict[str, Any]:
+        """What decides :meth:`export`'s files besides the model, the request and the toolchain versions
+        (part of its cache key): :attr:`export_version`; a target whose export depends on the host (an
+        engine built for this GPU) adds the host here."""
+        return {"export_version": self.export_version}
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         """Passes that bring a float model to the requested precision."""
@@ -142,14 +191,27 @@ class Target:
         return outputs
 
     def measures_parity(self) -> bool:
-        """False where this host cannot execute the bundle (Core ML on Linux): parity is then not measured."""
-        return True
+        """False where this host cannot execute the bundle (see :attr:`runs_on`): parity is then not measured."""
+        return self.runs_on is None or sys.platform in self.runs_on
 
     def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> Runner:
-        """A runtime shim runner for the bundle's model."""
-        raise NotImplementedError
+        """An inactive runner for ``model_file`` in ``bundle_dir``, from the target's runtime shim module
+        (:func:`edgec.runtime_shims.runners.open_model`) with :attr:`runner_options`.
 
-    # ---- fidelity: per-layer comparison and mixed precision (``edgec debug``, ``--report-layers``, ``--max-drop``)
+        Raises:
+            RunnerError: no shim module runs this target here.
+        """
+        return open_model(self.name, str(bundle_dir), model_file, threads, **self.runner_options)
+
+
+@runtime_checkable
+class LayerTools(Protocol):
+    """Per-layer comparison and mixed precision (``edgec debug``, ``--report-layers``, ``--max-drop``).
+
+    Optional: a target that can read intermediate tensors implements :meth:`compare_layers`; subclassing
+    this protocol gives it the default :meth:`float_group` and :meth:`float_nodes`. The compiler checks
+    ``isinstance(target, LayerTools)``.
+    """
 
     def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[LayerDivergence]:
         """Per-layer divergence of a reduced-precision model file of this target from its FP32 model file.
@@ -159,12 +221,9 @@ class Target:
         what :attr:`PrecisionRequest.exclude` takes to keep it in float in the next :meth:`export`.
 
         Returns:
-            Divergences, largest growth first (see :func:`edgec.compiler.fidelity.rank`).
-
-        Raises:
-            UnsupportedError: the target has no way to read intermediate tensors.
+            Divergences, largest growth first (see :func:`edgec.frameworks.fidelity.rank`).
         """
-        raise UnsupportedError(f"per-layer comparison is not available for the {self.name} target")
+        ...
 
     def float_group(self, reference: Path, layer: str, ranked: list[LayerDivergence]) -> list[str]:
         """Layers to keep in float together with ``layer`` so that it really runs in float (default: itself)."""
@@ -173,6 +232,37 @@ class Target:
     def float_nodes(self, reference: Path, layers: list[str], ranked: list[LayerDivergence]) -> tuple[str, ...]:
         """The :attr:`PrecisionRequest.exclude` names that keep ``layers`` in float (default: their ranked nodes)."""
         return tuple(d.node for d in ranked if d.layer in layers)
+
+
+def target_class(name: str) -> type[Target]:
+    """The registered target class called ``name``.
+
+    Raises:
+        ConfigError: no target has that name.
+    """
+    try:
+        return TARGETS.get(name)
+    except KeyError:
+        raise ConfigError(f"unknown target {name!r}; expected one of {', '.join(TARGETS.names())}") from None
+
+
+def target_options(name: str, given: TargetOptions | Iterable[tuple[str, str]] | None) -> TargetOptions:
+    """Target ``name``'s typed options from what a user (``KEY=VALUE`` pairs) or a recipe (a model) gave.
+
+    Raises:
+        ConfigError: an unknown target, another target's options model, or a bad option.
+    """
+    options = target_class(name).Options
+    if isinstance(given, TargetOptions):
+        if not isinstance(given, options):
+            raise ConfigError(f"the {name} target takes {options.__name__}, not {type(given).__name__}")
+        return given
+    return options.from_pairs(given or (), name)
+
+
+def named_flags() -> list[NamedFlag]:
+    """The ``edgec build`` flags the registered targets declare on their options (``--palettize``)."""
+    return merge_flags(flag for cls in TARGETS.all() for flag in cls.Options.named_flags(cls.name))
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:

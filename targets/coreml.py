@@ -12,7 +12,8 @@ Precisions (applied here, inside :meth:`CoreMLTarget.export`, by coremltools its
    (``linear_quantize_weights``). Every weight of rank >= 2 with more than :data:`WEIGHT_THRESHOLD`
    elements is quantized: coremltools' default threshold (2048) would leave small models such as
    the digits CNN's first convolution in float.
-4. ``--palettize 4|6|8`` (with fp16 or fp32): weights become k-means look-up tables of 2**n entries.
+4. ``--palettize 4|6|8`` (with fp16 or fp32; :class:`CoreMLOptions`): weights become k-means look-up
+   tables of 2**n entries.
 5. ``int8`` with ``--int8-mode static``: activations are quantized too, calibrated on ``--calib``
    (``linear_quantize_activations``). coremltools calibrates by running the Core ML model, which it can
    only do on macOS, so on other hosts this is refused rather than approximated.
@@ -39,6 +40,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -48,15 +50,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.importers.tensorflow import native_output_to
-from edgec.core.errors import ConfigError, EdgecError, ExportError, UnsupportedError, require
-from edgec.core.types import FORMAT_PT2, ModelArtifact, TensorSpec
-from edgec.runtime_shims.coreml import CoreMLRunner
-from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
+from pydantic import field_validator
 
-FORMAT_SAVEDMODEL = "savedmodel"
-FORMAT_KERAS = "keras"
-"""As in ``edgec.compiler.importers.tensorflow`` (not imported here: discovery must stay cheap)."""
+from edgec.core.errors import (
+    ConfigError,
+    EdgecError,
+    ExportError,
+    UnsupportedError,
+    brief,
+    raise_if_bug,
+    require,
+)
+from edgec.core.types import FORMAT_PT2, ModelArtifact, TensorSpec
+from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL, native_output_to
+from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
+from edgec.targets.options import TargetOptions, option
+
 MODEL_DIR = "model.mlpackage"
 WEIGHTS_DIR = "Data/com.apple.CoreML/weights"
 SPEC_FILE = "Data/com.apple.CoreML/model.mlmodel"
@@ -106,12 +115,39 @@ class CoreMLPlan:
         return self.compute
 
 
-def make_plan(request: PrecisionRequest, palettize: int | None, deployment_target: str) -> CoreMLPlan:
-    """Resolve the precision request into a :class:`CoreMLPlan`.
+class CoreMLOptions(TargetOptions):
+    """Options of the coreml target (unknown keys rejected)."""
+
+    palettize: int | None = option(None, "4, 6 or 8: k-means palettized weights (2^N-entry tables) with fp16/fp32 compute",
+                                   flag="--palettize", choices=tuple(map(str, PALETTE_BITS)), metavar="N")
+    min_deployment_target: str = option(DEFAULT_DEPLOYMENT_TARGET,
+                                        "minimum OS as a coremltools target name, e.g. iOS17 or macOS14")
+
+    @field_validator("palettize")
+    @classmethod
+    def _palette_bits(cls, value: int | None) -> int | None:
+        if value is not None and value not in PALETTE_BITS:
+            raise ValueError(f"must be one of {', '.join(map(str, PALETTE_BITS))}")
+        return value
+
+    @field_validator("min_deployment_target")
+    @classmethod
+    def _target_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]+[0-9]+(_[0-9]+)?", value):
+            raise ValueError("not a coremltools target name")
+        return value
+
+    def suffix(self) -> str:
+        """``-p<bits>`` for palettized bundles, so they do not replace the plain fp16/fp32 one."""
+        return f"-p{self.palettize}" if self.palettize else ""
+
+
+def check_request(request: PrecisionRequest, palettize: int | None) -> None:
+    """What can be refused before anything is converted: bad palette bits, impossible combinations.
 
     Raises:
         ConfigError: bad palette bits.
-        UnsupportedError: a combination coremltools cannot build on this host or deployment target.
+        UnsupportedError: a combination coremltools cannot build (on this host).
     """
     if palettize is not None and palettize not in PALETTE_BITS:
         raise ConfigError(f"--palettize must be one of {', '.join(map(str, PALETTE_BITS))}, got {palettize}")
@@ -119,11 +155,29 @@ def make_plan(request: PrecisionRequest, palettize: int | None, deployment_targe
         raise UnsupportedError(f"the coreml target has no precision {request.precision!r}")
     if request.precision == "int8" and palettize is not None:
         raise UnsupportedError("--palettize replaces int8 weight quantization", hint="use --precision fp16 --palettize N")
+    if request.precision == "int8" and request.int8_mode == "static" and sys.platform != "darwin":
+        raise UnsupportedError(
+            "Core ML activation INT8 (--int8-mode static) calibrates by running the Core ML model, which "
+            "coremltools can only do on macOS",
+            hint="build it on a Mac, or use --int8-mode auto on this host (int8 weights, float16 activations)",
+        )
+
+
+def make_plan(request: PrecisionRequest, palettize: int | None, deployment_target: str) -> CoreMLPlan:
+    """Resolve the precision request into a :class:`CoreMLPlan`.
+
+    Raises:
+        ConfigError: bad palette bits.
+        UnsupportedError: a combination coremltools cannot build on this host or deployment target, or
+            activation INT8 without calibration data.
+    """
+    check_request(request, palettize)
     compute = "fp32" if request.precision == "fp32" else "fp16"
     weights = "palettize" if palettize else ("int8" if request.precision == "int8" else "float")
     activations = "int8" if request.precision == "int8" and request.int8_mode == "static" else "float"
     plan = CoreMLPlan(compute, weights, palettize, activations, deployment_target, _threshold(weights, palettize))
-    _check_plan(plan, request)
+    if plan.activations == "int8" and request.calibration is None:
+        raise UnsupportedError("Core ML activation INT8 needs calibration data", hint="pass --calib")
     return plan
 
 
@@ -133,68 +187,45 @@ def _threshold(weights: str, nbits: int | None) -> int:
     return WEIGHT_THRESHOLD
 
 
-def _check_plan(plan: CoreMLPlan, request: PrecisionRequest) -> None:
-    if plan.activations != "int8":
-        return
-    if sys.platform != "darwin":
-        raise UnsupportedError(
-            "Core ML activation INT8 (--int8-mode static) calibrates by running the Core ML model, which "
-            "coremltools can only do on macOS",
-            hint="build it on a Mac, or use --int8-mode auto on this host (int8 weights, float16 activations)",
-        )
-    if request.calibration is None:
-        raise UnsupportedError("Core ML activation INT8 needs calibration data", hint="pass --calib")
-
-
 class CoreMLTarget(Target):
-    """Core ML ``.mlpackage`` bundles (ML programs) for iOS, macOS, watchOS and tvOS.
-
-    Args:
-        palettize: palette bits (4, 6 or 8) for k-means weight palettization; None for none.
-        deployment_target: minimum OS, a ``coremltools.target`` name such as ``iOS16`` or ``macOS14``.
-    """
+    """Core ML ``.mlpackage`` bundles (ML programs) for iOS, macOS, watchOS and tvOS (options: :class:`CoreMLOptions`)."""
 
     name = "coreml"
     extra = "coreml"
     routes = (FORMAT_PT2, FORMAT_SAVEDMODEL, FORMAT_KERAS)
     precisions = ("fp32", "fp16", "int8")
     modules = ("coremltools",)
+    route_modules = {FORMAT_PT2: ("torch",), FORMAT_SAVEDMODEL: ("tensorflow",), FORMAT_KERAS: ("tensorflow",)}
     packages = ("coremltools",)
-    option_help = {
-        "palettize": "4, 6 or 8: k-means palettized weights (2^N-entry tables) with fp16/fp32 compute",
-        "min_deployment_target": f"minimum OS as a coremltools target name, e.g. iOS17 or macOS14 (default {DEFAULT_DEPLOYMENT_TARGET})",
-    }
+    Options = CoreMLOptions
+    runs_on = ("darwin",)
+    runner_options = {"compute_units": PARITY_COMPUTE_UNITS}
+    serves = False
+    color = "#2ca02c"
 
-    def __init__(self, palettize: int | None = None, deployment_target: str = DEFAULT_DEPLOYMENT_TARGET) -> None:
-        self.palettize = palettize
-        self.deployment_target = deployment_target
+    def validate(self, request: PrecisionRequest) -> None:
+        super().validate(request)
+        check_request(request, request.options_as(CoreMLOptions).palettize)
 
-    def check_available(self) -> None:
-        _coremltools()
-
-    def bundle_suffix(self, request: PrecisionRequest) -> str:
-        bits = _int_option(request, "palettize") or self.palettize
-        return f"-p{bits}" if bits else ""
+    # check_available is the base class's, by module lookup only: importing coremltools costs 8 s or more,
+    # which a rebuild whose export is cached never needs (the export imports it and checks the deployment
+    # target before converting)
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
-        with _captured():  # refuse impossible combinations before anything is converted
-            _check_target(_coremltools(), self.plan(request))
+        self.plan(request)  # refuse impossible combinations before anything is converted
         return []  # coremltools applies the precision during export
 
-    def plan(self, request: PrecisionRequest, palettize: int | None = None,
-             deployment_target: str | None = None) -> CoreMLPlan:
-        """The build plan: explicit arguments win, then the request's target options, then the constructor's.
+    def plan(self, request: PrecisionRequest) -> CoreMLPlan:
+        """The build plan for a request and its :class:`CoreMLOptions`.
 
         Raises:
-            ConfigError: a malformed option value.
+            UnsupportedError: see :func:`make_plan`.
         """
-        bits = palettize if palettize is not None else _int_option(request, "palettize")
-        target = deployment_target or request.option("min_deployment_target") or self.deployment_target
-        return make_plan(request, bits if bits is not None else self.palettize, target)
+        options = request.options_as(CoreMLOptions)
+        return make_plan(request, options.palettize, options.min_deployment_target)
 
-    def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path,
-               palettize: int | None = None, deployment_target: str | None = None) -> ExportResult:
-        plan = self.plan(request, palettize, deployment_target)
+    def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
+        plan = self.plan(request)
         log = io.StringIO()
         with _converter_errors(log), _captured(log):
             ct = _coremltools()
@@ -214,21 +245,6 @@ class CoreMLTarget(Target):
         dtypes = {s.name: s.dtype for s in result.inputs}
         return [{k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feed.items()} for feed in feeds]
 
-    def measures_parity(self) -> bool:
-        return sys.platform == "darwin"
-
-    def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> CoreMLRunner:
-        return CoreMLRunner(str(bundle_dir / model_file), threads=threads, compute_units=PARITY_COMPUTE_UNITS)
-
-
-def _int_option(request: PrecisionRequest, key: str) -> int | None:
-    text = request.option(key)
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(f"--target-option {key}={text!r}: expected an integer") from None
 
 
 @contextlib.contextmanager
@@ -247,16 +263,14 @@ def _converter_errors(log: io.StringIO) -> Iterator[None]:
     except EdgecError:
         raise  # edgec's own checks: the message says it all
     except NotImplementedError as exc:
-        raise UnsupportedError(f"coremltools cannot convert this model: {_short(exc)}",
+        raise_if_bug(exc, "converting with coremltools")
+        raise UnsupportedError(f"coremltools cannot convert this model: {brief(exc)}",
                                log=log.getvalue() + traceback.format_exc()) from exc
-    except Exception as exc:
-        raise ExportError(f"coremltools failed: {type(exc).__name__}: {_short(exc)}",
+    except Exception as exc:  # coremltools' errors (any type) on this model; a bug in edgec's steps is raised as one
+        raise_if_bug(exc, "converting with coremltools")
+        raise ExportError(f"coremltools failed: {type(exc).__name__}: {brief(exc)}",
                           log=log.getvalue() + traceback.format_exc()) from exc
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
 
 
 def _coremltools() -> Any:
@@ -291,7 +305,7 @@ def _convert(ct: Any, artifact: ModelArtifact, plan: CoreMLPlan, work_dir: Path)
     common = {"convert_to": "mlprogram", "compute_precision": precision, "outputs": outputs,
               "minimum_deployment_target": ct.target[plan.deployment_target]}
     if artifact.format == FORMAT_PT2:
-        from edgec.compiler.importers.torch import safe_load_pt2
+        from edgec.frameworks.torch_utils import safe_load_pt2
 
         program = safe_load_pt2(artifact.path).run_decompositions()
         return ct.convert(program, **common)
@@ -306,7 +320,7 @@ def _convert_tensorflow(ct: Any, artifact: ModelArtifact, work_dir: Path, common
     The serving SavedModel comes from the TensorFlow importer (Keras models are exported to one);
     outputs are renamed afterwards to the source's names, since TensorFlow names graph outputs itself.
     """
-    from edgec.compiler.importers.tensorflow import serving_saved_model, tf_module
+    from edgec.frameworks.tf_utils import serving_saved_model, tf_module
 
     tf_module()
     saved = serving_saved_model(artifact, work_dir / "savedmodel")
@@ -401,8 +415,9 @@ def validate_package(package: Path, artifact: ModelArtifact, plan: CoreMLPlan
     try:
         spec = ct.utils.load_spec(str(package))
         program = load_program(package, spec)
-    except Exception as exc:
-        raise ExportError(f"the saved {MODEL_DIR} does not load: {_short(exc)}") from exc
+    except Exception as exc:  # coremltools' errors (any type) reading the package back; edgec's bugs raised as such
+        raise_if_bug(exc, f"reading the saved {MODEL_DIR} back")
+        raise ExportError(f"the saved {MODEL_DIR} does not load: {brief(exc)}") from exc
     inputs, ranges = _check_inputs(spec, artifact.inputs)
     outputs = _check_outputs(program, artifact.outputs)
     storage = weight_storage(program)

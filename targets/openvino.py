@@ -1,12 +1,16 @@
 """``openvino`` target: OpenVINO IR (``model.xml`` + ``model.bin``) for Intel CPUs, GPUs and NPUs.
 
-Routes, in preference order (:attr:`OpenVinoTarget.routes`):
+Routes (:attr:`OpenVinoTarget.routes` lists them in preference order: pt2, savedmodel, keras, onnx):
 1. ``pt2``: a torch source goes straight through ``openvino.convert_model(ExportedProgram)``, OpenVINO's
    own PyTorch frontend: no ONNX export, no onnxscript. Static dims and tensor names are restored from
    the artifact's specs (the frontend leaves every dim dynamic and names outputs after torch ops).
    Measured on the digits CNN and MiniLM: same fidelity as through ONNX, latency equal within noise.
    A program the frontend rejects is an export error whose hint is to build from an ONNX export instead.
 2. ``onnx``: ONNX sources (after edgec's clean-up passes) through ``openvino.convert_model(path)``.
+3. ``savedmodel`` / ``keras``: TensorFlow sources through OpenVINO's TensorFlow frontend,
+   ``openvino.convert_model(saved_model_dir)`` on the ``serving_default`` signature (a Keras model, ``.keras``
+   or ``.h5``, is first exported to one, as for the tflite target). The frontend orders and names ports by
+   the signature's keys, so the artifact's specs are matched by name, not position.
 The route taken is recorded in ``target_details`` (``route``, ``converter``).
 
 Precision is applied here with OpenVINO's own tools, so :meth:`OpenVinoTarget.precision_passes` is empty:
@@ -25,7 +29,7 @@ samples of per-tensor min/max), ``percentile`` -> ``MEAN_QUANTILE``, ``entropy``
 MiniLM mean cosine, measured: 0.9966, 0.9937 and 0.9963 respectively.
 
 Options (:class:`OpenVinoOptions`: model type, preset, bias correction, ignored op types, inference
-precision) are constructor keywords, validated once; ``edgec build`` uses the defaults.
+precision) come typed in the request (``--target-option KEY=VALUE``), validated before anything is built.
 
 OpenVINO's CPU plugin runs float layers in bf16 by default on CPUs that have it; the bundle declares
 ``INFERENCE_PRECISION_HINT`` (f32 unless the ``inference_precision`` option says otherwise) in the model's
@@ -51,19 +55,29 @@ import contextlib
 import io
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import field_validator
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler import fidelity
-from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
+from edgec.core.errors import (
+    CalibrationError,
+    ConfigError,
+    ExportError,
+    UnsupportedError,
+    brief,
+    raise_if_bug,
+    require,
+)
 from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
-from edgec.runtime_shims.openvino import RUNTIME_OPTIONS, OpenVinoRunner
-from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
+from edgec.frameworks import fidelity
+from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL
+from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
+from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
+from edgec.targets.options import TargetOptions, option
 
 MODEL_FILE = "model.xml"
 WEIGHTS_FILE = "model.bin"
@@ -77,73 +91,41 @@ _CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupCo
 _RANGES = {"minmax": None, "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
 
 
-class OpenVinoOptions(BaseModel):
-    """Target options (unknown keys rejected).
+class OpenVinoOptions(TargetOptions):
+    """Options of the openvino target (unknown keys rejected)."""
 
-    Args:
-        model_type: nncf model type for static INT8: ``auto`` picks ``transformer`` when MatMuls
-            outnumber convolutions; ``default`` is nncf's generic (CNN) scheme.
-        preset: nncf quantization preset: ``auto`` (nncf's choice per model type), ``performance``
-            (symmetric activations) or ``mixed`` (asymmetric activations).
-        fast_bias_correction: nncf's fast (True) or full bias correction.
-        ignored_types: OpenVINO op types left in float by static INT8 (e.g. ``["Softmax"]``).
-        inference_precision: ``INFERENCE_PRECISION_HINT`` the bundle declares (``f32`` for FP32 parity).
-    """
+    model_type: Literal["auto", "transformer", "default"] = option(
+        "auto", "nncf model type for static INT8: auto (transformer when MatMuls outnumber convs), transformer, default")
+    preset: Literal["auto", "performance", "mixed"] = option(
+        "auto", "nncf preset: auto, performance (symmetric activations), mixed (asymmetric)")
+    fast_bias_correction: bool = option(True, "true or false (nncf's full bias correction)")
+    ignored_types: tuple[str, ...] = option(
+        (), "comma-separated OpenVINO op types kept in float by INT8, e.g. Softmax,MVN")
+    inference_precision: Literal["f32", "bf16", "f16"] = option(
+        "f32", "INFERENCE_PRECISION_HINT the bundle declares: f32 (FP32 parity), bf16, f16")
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    model_type: Literal["auto", "transformer", "default"] = "auto"
-    preset: Literal["auto", "performance", "mixed"] = "auto"
-    fast_bias_correction: bool = True
-    ignored_types: tuple[str, ...] = ()
-    inference_precision: Literal["f32", "bf16", "f16"] = "f32"
+    @field_validator("ignored_types", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
 
 
-class OpenVinoTarget(Target):
+class OpenVinoTarget(Target, LayerTools):
     """OpenVINO IR bundles, run with the OpenVINO runtime (CPU here; GPU/NPU on devices)."""
 
     name = "openvino"
     extra = "openvino"
-    routes = (FORMAT_PT2, FORMAT_ONNX)
+    routes = (FORMAT_PT2, FORMAT_SAVEDMODEL, FORMAT_KERAS, FORMAT_ONNX)
+    route_modules = {FORMAT_SAVEDMODEL: ("tensorflow",), FORMAT_KERAS: ("tensorflow",)}
     precisions = ("fp32", "fp16", "int8")
     modules = ("openvino", "nncf")
     runtime_modules = ("openvino",)
     packages = ("openvino", "nncf")
-
-    def __init__(self, **options: Any) -> None:
-        try:
-            self.options = OpenVinoOptions(**options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "options"
-            raise ConfigError(f"bad option for target 'openvino': {where}: {first['msg']}") from None
-
-    option_help: ClassVar[dict[str, str]] = {
-        "model_type": "nncf model type for static INT8: auto (transformer when MatMuls outnumber convs), transformer, default",
-        "preset": "nncf preset: auto, performance (symmetric activations), mixed (asymmetric)",
-        "fast_bias_correction": "true (default) or false: nncf's full bias correction",
-        "ignored_types": "comma-separated OpenVINO op types kept in float by INT8, e.g. Softmax,MVN",
-        "inference_precision": "INFERENCE_PRECISION_HINT the bundle declares: f32 (default, FP32 parity), bf16, f16",
-    }
-
-    def effective_options(self, request: PrecisionRequest) -> OpenVinoOptions:
-        """The target's options overridden by ``--target-option`` values of this build.
-
-        Raises:
-            ConfigError: a value does not parse.
-        """
-        given: dict[str, Any] = {}
-        for key, value in request.options:
-            if key == "fast_bias_correction":
-                given[key] = value.lower() in ("1", "true", "yes")
-            elif key == "ignored_types":
-                given[key] = tuple(v.strip() for v in value.split(",") if v.strip())
-            else:
-                given[key] = value
-        try:
-            return OpenVinoOptions(**{**self.options.model_dump(), **given})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ConfigError(f"bad --target-option {'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    precision_notes = {"fp16": "halves storage; weights are decompressed to f32 when compiled: 1.00x fp32 latency "
+                               "(measured); fp16 compute: --target-option inference_precision=f16"}
+    Options = OpenVinoOptions
+    sparsity_gain = "size after compression"
+    color = "#9467bd"
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         if request.precision not in self.precisions:
@@ -152,24 +134,21 @@ class OpenVinoTarget(Target):
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
         ov = require("openvino", self.extra, "the openvino target")
-        self.options = self.effective_options(request)
-        model, details = convert(ov, artifact)
+        options = request.options_as(OpenVinoOptions)
+        model, details = convert(ov, artifact, work_dir)
         canonical_names(model)  # before quantization: the names compare_layers reports and exclude gives
         if request.precision == "int8":
             _check_names(model, request.exclude)
-            model, details["quantization"] = self._int8(model, request)
+            model, details["quantization"] = _int8(model, request, options)
         details["weights"] = {"fp32": "f32", "fp16": "f16 (compress_to_fp16)", "int8": "int8"}[request.precision]
-        options = {"INFERENCE_PRECISION_HINT": self.options.inference_precision}
-        for key, value in options.items():
+        declared = {"INFERENCE_PRECISION_HINT": options.inference_precision}
+        for key, value in declared.items():
             model.set_rt_info(value, [RUNTIME_OPTIONS, key])
-        details["runtime_options"] = options
+        details["runtime_options"] = declared
         canonical_names(model)
         _save(ov, model, bundle_dir / MODEL_FILE, compress_to_fp16=request.precision == "fp16")
         details["runtime"] = "openvino"
         return ExportResult(MODEL_FILE, (MODEL_FILE, WEIGHTS_FILE), artifact.inputs, artifact.outputs, details)
-
-    def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> OpenVinoRunner:
-        return OpenVinoRunner(str(bundle_dir / model_file), threads=threads)
 
     def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[fidelity.LayerDivergence]:
         """Per-op divergence of an IR from the FP32 IR of the same model (see the module docstring)."""
@@ -189,24 +168,30 @@ class OpenVinoTarget(Target):
             if twin is not None and twin.get_type_name() == op.get_type_name():
                 ref_ports.append((name, op.output(0)))
                 cand_ports.append((name, twin.output(0)))
-        return fidelity.rank(nodes, _run_ports(core, ref_model, ref_ports, feeds), _run_ports(core, cand_model, cand_ports, feeds))
-
-    def _int8(self, model: Any, request: PrecisionRequest) -> tuple[Any, dict[str, Any]]:
-        mode = request.int8_mode
-        if mode == "static" and request.calibration is None:
-            raise CalibrationError("static INT8 for the openvino target needs calibration data",
-                                   hint="give --calib PATH, or --int8-mode dynamic for weight-only INT8")
-        if mode == "dynamic" or request.calibration is None:
-            reason = "--int8-mode dynamic" if mode == "dynamic" else "no calibration data given"
-            model, details = compress_weights_int8(model, reason, request.exclude)
-        else:
-            model, details = quantize_static(model, request.calibration, self.options, request.exclude)
-        if request.exclude:
-            details["kept_float"] = list(request.exclude)
-        return model, details
+        ref_run, cand_run = _probe(core, ref_model, [p for _, p in ref_ports]), _probe(core, cand_model, [p for _, p in cand_ports])
+        sums = fidelity.ErrorSums()  # one feed at a time: memory stays near one inference of each model
+        for feed in feeds:
+            for (name, _), ref, got in zip(ref_ports, ref_run(feed), cand_run(feed)):
+                sums.add(name, ref, got)
+        return fidelity.rank_errors(nodes, sums.errors())
 
 
-def convert(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
+def _int8(model: Any, request: PrecisionRequest, options: OpenVinoOptions) -> tuple[Any, dict[str, Any]]:
+    mode = request.int8_mode
+    if mode == "static" and request.calibration is None:
+        raise CalibrationError("static INT8 for the openvino target needs calibration data",
+                               hint="give --calib PATH, or --int8-mode dynamic for weight-only INT8")
+    if mode == "dynamic" or request.calibration is None:
+        reason = "--int8-mode dynamic" if mode == "dynamic" else "no calibration data given"
+        model, details = compress_weights_int8(model, reason, request.exclude)
+    else:
+        model, details = quantize_static(model, request.calibration, options, request.exclude)
+    if request.exclude:
+        details["kept_float"] = list(request.exclude)
+    return model, details
+
+
+def convert(ov: Any, artifact: ModelArtifact, work_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """The artifact as an ``openvino.Model`` with the artifact's tensor names and dims, and how it got there.
 
     Raises:
@@ -218,14 +203,16 @@ def convert(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
         details: dict[str, Any] = {"route": FORMAT_ONNX, "converter": "openvino.convert_model(onnx file)"}
     elif artifact.format == FORMAT_PT2:
         model, details = _convert_pt2(ov, artifact)
+    elif artifact.format in (FORMAT_SAVEDMODEL, FORMAT_KERAS) and work_dir is not None:
+        model, details = _convert_tf(ov, artifact, work_dir)
     else:
-        raise UnsupportedError(f"the openvino target takes pt2 or onnx models, not {artifact.format}")
+        raise UnsupportedError(f"the openvino target takes pt2, onnx, savedmodel or keras models, not {artifact.format}")
     _apply_specs(ov, model, artifact)
     return model, details
 
 
 def _convert_pt2(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
-    from edgec.compiler.importers.torch import safe_load_pt2
+    from edgec.frameworks.torch_utils import safe_load_pt2
 
     program = safe_load_pt2(artifact.path)
     model = _convert_or_raise(ov, program, "torch.export program",
@@ -233,13 +220,21 @@ def _convert_pt2(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]
     return model, {"route": FORMAT_PT2, "converter": "openvino.convert_model(torch.export.ExportedProgram)"}
 
 
+def _convert_tf(ov: Any, artifact: ModelArtifact, work_dir: Path) -> tuple[Any, dict[str, Any]]:
+    from edgec.frameworks.tf_utils import serving_saved_model
+
+    saved = serving_saved_model(artifact, work_dir / "serving")
+    model = _convert_or_raise(ov, str(saved), "TensorFlow SavedModel", hint="export the model to ONNX and build from the .onnx file")
+    return model, {"route": artifact.format, "converter": "openvino.convert_model(SavedModel, serving_default)"}
+
+
 def _convert_or_raise(ov: Any, source: Any, what: str, hint: str | None = None) -> Any:
     log = io.StringIO()
     try:
         with _quiet(log):
             return ov.convert_model(source)
-    except Exception as exc:
-        raise ExportError(f"OpenVINO could not convert the {what}: {type(exc).__name__}: {_short(exc)}", hint=hint,
+    except Exception as exc:  # one OpenVINO call: its frontends raise RuntimeError, OpConversionFailure, any type
+        raise ExportError(f"OpenVINO could not convert the {what}: {type(exc).__name__}: {brief(exc)}", hint=hint,
                           log=log.getvalue() + f"\n{type(exc).__name__}: {exc}\n") from exc
 
 
@@ -248,6 +243,8 @@ def _apply_specs(ov: Any, model: Any, artifact: ModelArtifact) -> None:
     for kind, ports, specs in (("inputs", model.inputs, artifact.inputs), ("outputs", model.outputs, artifact.outputs)):
         if len(ports) != len(specs):
             raise ExportError(f"the OpenVINO model has {len(ports)} {kind}, the source has {len(specs)}")
+        if {spec.name for spec in specs} == {name for port in ports for name in port.get_names()}:
+            continue  # already named as the source (the TensorFlow frontend: signature keys, sorted)
         for port, spec in zip(ports, specs):
             if port.get_names() != {spec.name}:
                 port.get_tensor().set_names({spec.name})
@@ -256,8 +253,8 @@ def _apply_specs(ov: Any, model: Any, artifact: ModelArtifact) -> None:
     if any(current[name] != shape for name, shape in shapes.items()):
         try:
             model.reshape(shapes)
-        except Exception as exc:
-            raise ExportError(f"OpenVINO could not apply the input shapes {shapes}: {_short(exc)}") from exc
+        except Exception as exc:  # one OpenVINO call: RuntimeError (C++) or its wrappers' errors for shapes it refuses
+            raise ExportError(f"OpenVINO could not apply the input shapes {shapes}: {brief(exc)}") from exc
 
 
 def _partial_shape(ov: Any, spec: TensorSpec) -> Any:
@@ -326,9 +323,10 @@ def _run_nncf(nncf: Any, what: str, call: Any) -> Any:
             return call()
     except CalibrationError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # nncf's errors (any type) on this model; a bug in edgec's dataset callbacks is raised as one
+        raise_if_bug(exc, what)
         error = CalibrationError if "dataset" in str(exc).lower() else ExportError
-        raise error(f"{what} failed: {type(exc).__name__}: {_short(exc)}",
+        raise error(f"{what} failed: {type(exc).__name__}: {brief(exc)}",
                     log=log.getvalue() + f"\n{type(exc).__name__}: {exc}\n") from exc
 
 
@@ -385,15 +383,15 @@ def _check_names(model: Any, exclude: tuple[str, ...]) -> None:
 
 
 def op_layers(model: Any) -> dict[str, str]:
-    """Op friendly name -> source layer: the name of its first named weight without ``.weight``/``.bias``
-    (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``
+    """Op friendly name -> source layer: the name of its first named weight of its own (:func:`_own_weight`)
+    without ``.weight``/``.bias`` (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``
     -> ``linear``, the torch op); an op OpenVINO named itself (``Multiply_c1``: a convolution with its
     batch norm folded in) takes the layer of its first consumer."""
     ops = list(model.get_ordered_ops())
     layers = {}
     for op in ops:
         name = op.get_friendly_name()
-        weights = [n for i in op.inputs()[1:] if i.get_source_output().get_node().get_type_name() == "Constant"
+        weights = [n for i in op.inputs()[1:] if _own_weight(i.get_source_output())
                    for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
         layers[name] = _weight_layer(weights[0]) if weights else (name.split("/", 1)[0] or name)
     for op in reversed(ops):  # consumers come later in graph order
@@ -404,14 +402,22 @@ def op_layers(model: Any) -> dict[str, str]:
     return layers
 
 
+def _own_weight(output: Any) -> bool:
+    """A Constant output that names a layer: read by one op only, with more than one value (a shared or
+    scalar constant, such as ReLU6's bounds read by every Clamp, names nothing)."""
+    shape = output.get_partial_shape()
+    values = int(np.prod(shape.to_shape())) if shape.is_static else 2
+    return output.get_node().get_type_name() == "Constant" and len(output.get_target_inputs()) == 1 and values > 1
+
+
 def _weight_layer(weight: str) -> str:
     """``conv3.weight`` -> ``conv3``; ``encoder_layer_3_output_dense_weight:0`` (pt2 route) -> ``encoder_layer_3_output_dense``."""
     base = re.sub(r":\d+$", "", weight)
     return re.sub(r"[._](weight|bias)$", "", base) or base
 
 
-def _run_ports(core: Any, model: Any, ports: list[tuple[str, Any]], feeds: list[Feed]) -> dict[str, np.ndarray]:
-    """Values of the given op outputs over all feeds.
+def _probe(core: Any, model: Any, ports: list[Any]) -> Callable[[Feed], list[np.ndarray]]:
+    """A function running ``model`` on one feed and returning the values of the given op outputs.
 
     Inference is f32 (so FP32 stays FP32 on bf16 CPUs) with the CPU plugin's low-precision
     transformations off: FakeQuantize ops then run as simulated quantization, exactly nncf's semantics.
@@ -420,8 +426,8 @@ def _run_ports(core: Any, model: Any, ports: list[tuple[str, Any]], feeds: list[
     made outputs gave zeros from the Relu on, OpenVINO 2025/2026 CPU plugin).
     """
     if not ports:
-        return {}
-    added = model.add_outputs([port for _, port in ports])  # Result ops; an op already an output keeps its Result
+        return lambda feed: []
+    added = model.add_outputs(ports)  # Result ops; an op already an output keeps its Result
     results = [r.get_friendly_name() for r in model.get_results()]
     try:
         compiled = core.compile_model(model, "CPU", {**_PROBE_CONFIG, "LP_TRANSFORMS_MODE": "NO"})
@@ -429,25 +435,20 @@ def _run_ports(core: Any, model: Any, ports: list[tuple[str, Any]], feeds: list[
         compiled = core.compile_model(model, "CPU", _PROBE_CONFIG)
     request = compiled.create_infer_request()
     outputs = [compiled.outputs[results.index(a.get_node().get_friendly_name())] for a in added]
-    values: dict[str, list[np.ndarray]] = {name: [] for name, _ in ports}
-    for feed in feeds:
+
+    def run(feed: Feed) -> list[np.ndarray]:
         result = request.infer(feed)
-        for (name, _), port in zip(ports, outputs):
-            values[name].append(np.asarray(result[port], np.float64).ravel())
-    return {name: np.concatenate(v) for name, v in values.items()}
+        return [np.asarray(result[port]) for port in outputs]
+
+    return run
 
 
 def _save(ov: Any, model: Any, path: Path, compress_to_fp16: bool) -> None:
     try:
         ov.save_model(model, str(path), compress_to_fp16=compress_to_fp16)
-    except Exception as exc:
-        raise ExportError(f"openvino.save_model failed: {type(exc).__name__}: {_short(exc)}") from exc
+    except Exception as exc:  # one OpenVINO call: RuntimeError (C++) for a model it cannot serialize
+        raise ExportError(f"openvino.save_model failed: {type(exc).__name__}: {brief(exc)}") from exc
 
 
 def _count(model: Any, op_type: str) -> int:
     return sum(1 for op in model.get_ordered_ops() if op.get_type_name() == op_type)
-
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] + ("..." if len(text) > 300 else "")

@@ -29,20 +29,24 @@ import json
 import shutil
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
+from pydantic import field_validator
 
-from edgec.compiler import onnx_utils
-from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, require
+from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, brief, require
 from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec
+from edgec.frameworks import onnx_utils
 from edgec.runtime_shims import tensorrt as shim
-from edgec.runtime_shims.base import Runner, RunnerError
+from edgec.runtime_shims.base import RunnerError
 from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
 from edgec.targets.onnx import OnnxLayers
+from edgec.targets.options import TargetOptions, option
 
 MODEL_FILE = "model.onnx"
 Shape = tuple[int, ...]
+Profile = tuple[Shape, Shape, Shape]
+"""min, opt and max shape of one input."""
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 """Layers whose inputs get Q/DQ. Their outputs stay float: quantizing them too (onnxruntime's default) took
 MiniLM's mean cosine to FP32 from 0.975 to 0.841 (measured on the 12 evaluation sentences)."""
@@ -68,12 +72,51 @@ def int8_pass_options(method: str) -> dict[str, Any]:
     }
 
 
-class TensorRTTarget(OnnxLayers, Target):
-    """TensorRT-ready ONNX bundles; the engine is built where a GPU is.
+class TensorRTOptions(TargetOptions):
+    """Options of the tensorrt target (unknown keys rejected).
 
-    ``profile_overrides`` replaces the default optimization profile of named inputs:
-    ``{"input_ids": ((1, 1), (1, 128), (32, 512))}`` (min, opt, max shapes).
+    ``trt_profile`` replaces the default optimization profile of named inputs: from the command line as
+    ``NAME:MIN,OPT,MAX`` texts (parsed here, before anything is built; checked against the model's inputs
+    at export), from a recipe as ``{"input_ids": ((1, 1), (1, 128), (32, 512))}``.
     """
+
+    trt_profile: dict[str, Profile] = option(
+        {}, "NAME:MIN,OPT,MAX optimization profile of a dynamic input, shapes as 1x3x224x224, "
+        "e.g. input_ids:1x1,1x128,32x512 (repeatable)", flag="--trt-profile", metavar="NAME:MIN,OPT,MAX",
+        repeatable=True)
+
+    @field_validator("trt_profile", mode="before")
+    @classmethod
+    def _parse_texts(cls, value: Any) -> Any:
+        return dict(parse_profile(text) for text in value) if isinstance(value, (list, tuple)) else value
+
+    @field_validator("trt_profile")
+    @classmethod
+    def _ordered(cls, value: dict[str, Profile]) -> dict[str, Profile]:
+        for name, (low, opt, high) in value.items():
+            if not len(low) == len(opt) == len(high) or not all(1 <= a <= b <= c for a, b, c in zip(low, opt, high)):
+                raise ValueError(f"the profile of {name!r} needs three shapes of one rank with 1 <= min <= opt <= max")
+        return value
+
+
+def parse_profile(text: str) -> tuple[str, Profile]:
+    """``"input_ids:1x1,1x128,32x512"`` -> ``("input_ids", ((1, 1), (1, 128), (32, 512)))``, syntax only.
+
+    Raises:
+        ValueError: not ``NAME:MIN,OPT,MAX`` with three shapes of whole dims.
+    """
+    name, _, shapes = str(text).rpartition(":")
+    try:
+        parts = [tuple(int(d) for d in part.lower().split("x")) for part in shapes.split(",")]
+    except ValueError:
+        parts = []
+    if not name or len(parts) != 3:
+        raise ValueError(f"{text!r} is not NAME:MIN,OPT,MAX")
+    return name, (parts[0], parts[1], parts[2])
+
+
+class TensorRTTarget(OnnxLayers, Target):
+    """TensorRT-ready ONNX bundles; the engine is built where a GPU is (options: :class:`TensorRTOptions`)."""
 
     name = "tensorrt"
     extra = "tensorrt"
@@ -83,17 +126,23 @@ class TensorRTTarget(OnnxLayers, Target):
     runtime_modules = ("onnxruntime",)
     """Enough to build the bundle; ``tensorrt`` is only needed to build or run the engine."""
     packages = ("onnx", "onnxruntime", "tensorrt")
-    profile_overrides: ClassVar[dict[str, tuple[Shape, Shape, Shape]]] = {}
-    option_help: ClassVar[dict[str, str]] = {
-        "trt_profile": "NAME:MIN,OPT,MAX optimization profile of a dynamic input, shapes as 1x3x224x224 (repeatable; --trt-profile)",
-    }
+    Options = TensorRTOptions
+    color = "#d62728"
+
+    def validate(self, request: PrecisionRequest) -> None:
+        super().validate(request)
+        if request.precision == "int8" and request.int8_mode == "dynamic":
+            raise UnsupportedError("TensorRT has no dynamic (run-time) INT8 quantization",
+                                   hint="use --int8-mode static (or auto) with --calib PATH")
+
+    def export_cache_key(self) -> dict[str, Any]:
+        """An engine is built for this GPU and driver, or not at all: both are part of the export's key."""
+        reason = shim.engine_unavailable_reason()
+        return {**super().export_cache_key(), "engine": reason or shim.gpu_info()}
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         if request.precision != "int8":
             return self.float_passes(request)
-        if request.int8_mode == "dynamic":
-            raise UnsupportedError("TensorRT has no dynamic (run-time) INT8 quantization",
-                                   hint="use --int8-mode static (or auto) with --calib PATH")
         if request.calibration is None:
             raise CalibrationError("INT8 for tensorrt needs calibration data: TensorRT's explicit quantization "
                                    "takes its ranges from Q/DQ scales calibrated on real inputs",
@@ -113,7 +162,7 @@ class TensorRTTarget(OnnxLayers, Target):
             "fp16": request.precision == "fp16",
             "int8": request.precision == "int8",
             "profiles": optimization_profiles(artifact.inputs, golden_shapes(artifact.inputs, request),
-                                              {**self.profile_overrides, **parse_profiles(request.option_values("trt_profile"), artifact.inputs)}),
+                                              request.options_as(TensorRTOptions).trt_profile),
         }
         files = [MODEL_FILE, shim.SETTINGS_FILE]
         details: dict[str, Any] = {"runtime": "tensorrt", "settings": shim.SETTINGS_FILE, "qdq": qdq,
@@ -127,9 +176,6 @@ class TensorRTTarget(OnnxLayers, Target):
             details.update({"engine": "build on device", "engine_reason": reason, "parity_runtime": "onnxruntime-cpu"})
         (bundle_dir / shim.SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
         return ExportResult(MODEL_FILE, tuple(files), artifact.inputs, artifact.outputs, details)
-
-    def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> Runner:
-        return shim.open_runner(bundle_dir, model_file, threads)
 
 
 def load_sorted(path: Path) -> tuple[Any, bool]:
@@ -149,8 +195,8 @@ def load_sorted(path: Path) -> tuple[Any, bool]:
         raise ExportError(f"{path}: {exc.message}") from None
     try:
         onnx.checker.check_model(model)
-    except Exception as exc:
-        raise ExportError(f"{path} is not a valid ONNX model: {' '.join(str(exc).split())[:200]}") from exc
+    except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: a model proto over 2 GB
+        raise ExportError(f"{path} is not a valid ONNX model: {brief(exc, 200)}") from exc
     return model, resorted
 
 
@@ -197,32 +243,6 @@ def golden_shapes(inputs: tuple[TensorSpec, ...], request: PrecisionRequest) -> 
         return {spec.name: tuple(int(d) for d in feed[spec.name].shape) for spec in inputs}
     return {spec.name: tuple(d if isinstance(d, int) else (1 if i == 0 else SYNTHETIC_DIM) for i, d in enumerate(spec.shape))
             for spec in inputs}
-
-
-def parse_profiles(texts: list[str], inputs: tuple[TensorSpec, ...]) -> dict[str, tuple[Shape, Shape, Shape]]:
-    """``["input_ids:1x1,1x128,32x512"]`` -> ``{"input_ids": ((1, 1), (1, 128), (32, 512))}``, checked against the inputs.
-
-    Raises:
-        ConfigError: malformed text, an unknown input, a rank mismatch, min > opt > max, or a fixed dim changed.
-    """
-    specs = {s.name: s for s in inputs}
-    result = {}
-    for text in texts:
-        name, _, shapes = text.rpartition(":")
-        try:
-            parts = [tuple(int(d) for d in part.lower().split("x")) for part in shapes.split(",")]
-        except ValueError:
-            parts = []
-        if name not in specs or len(parts) != 3:
-            raise ConfigError(f"bad --trt-profile {text!r}; expected NAME:MIN,OPT,MAX with NAME one of {sorted(specs)}, "
-                              "e.g. input_ids:1x1,1x128,32x512")
-        spec, (low, opt, high) = specs[name], parts
-        if not all(len(p) == len(spec.shape) for p in parts) or not all(a <= b <= c for a, b, c in zip(low, opt, high)):
-            raise ConfigError(f"--trt-profile {text!r}: need three shapes of rank {len(spec.shape)} with min <= opt <= max")
-        if any(isinstance(d, int) and not (low[i] == opt[i] == high[i] == d) for i, d in enumerate(spec.shape)):
-            raise ConfigError(f"--trt-profile {text!r} changes a fixed dim of {name} {list(spec.shape)}")
-        result[name] = (low, opt, high)
-    return result
 
 
 def optimization_profiles(inputs: tuple[TensorSpec, ...], golden: dict[str, Shape],

@@ -5,7 +5,9 @@ Routes (recorded in the manifest's ``target_details.route``):
 - ``onnx`` (and PyTorch, through the ``export_onnx`` pass): onnx2tf turns the ONNX graph into a Keras
   graph in a subprocess (it is slow to import, prints a lot and may exit the interpreter on errors); the
   worker saves it as a SavedModel whose signature keeps the ONNX input/output names, then the same
-  ``TFLiteConverter`` step applies the precision. That route lives in :mod:`._tflite_onnx`.
+  ``TFLiteConverter`` step applies the precision. That route lives in :mod:`._tflite_onnx`. Before it,
+  the passes named in :attr:`TfliteTarget.onnx_rewrites` (``split_reduce_l2``, ``fuse_gelu``) rewrite
+  exactly what onnx2tf cannot turn into TFLite builtins; the manifest's ``passes`` say what they matched.
 
 Precisions are applied by the converter (``precision_passes`` is empty):
 - ``fp32``: builtin ops only, no optimisation.
@@ -37,20 +39,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.fidelity import LayerDivergence
-from edgec.compiler.importers.tensorflow import (
-    FORMAT_KERAS,
-    FORMAT_SAVEDMODEL,
-    SERVING,
-    native_output_to,
-    serving_saved_model,
-    tf_module,
-)
 from edgec.core.errors import (
     CalibrationError,
     ConfigError,
@@ -58,13 +51,24 @@ from edgec.core.errors import (
     ExportError,
     MissingDependencyError,
     UnsupportedError,
+    raise_if_bug,
 )
 from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec
+from edgec.frameworks.fidelity import LayerDivergence
+from edgec.frameworks.tf_utils import (
+    FORMAT_KERAS,
+    FORMAT_SAVEDMODEL,
+    SERVING,
+    native_output_to,
+    serving_saved_model,
+    tf_module,
+)
 from edgec.runtime_shims.litert import LiteRtRunner, quantize
 from edgec.targets import _tflite_layers
-from edgec.targets._tflite_onnx import CHANNELS_LAST, channels_last, onnx_to_saved_model
-from edgec.targets.base import ExportResult, Feed, PassStep, PrecisionRequest, Target
+from edgec.targets._tflite_onnx import CHANNELS_LAST, ONNX2TF_MODULES, channels_last, onnx_to_saved_model
+from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.onnx import choose_int8_mode
+from edgec.targets.options import TargetOptions, option
 
 MODEL_FILE = "model.tflite"
 IO_DTYPES = ("float", "int8")
@@ -117,7 +121,15 @@ def _int8_kind(request: PrecisionRequest, io_dtype: str, artifact: ModelArtifact
     return "full"
 
 
-class TfliteTarget(Target):
+class TfliteOptions(TargetOptions):
+    """Options of the tflite target (unknown keys rejected)."""
+
+    io_dtype: Literal["float", "int8"] = option(
+        "float", "float or int8: model input/output type of full-integer INT8 bundles (int8: a device feeds int8 "
+        "with the scale and zero point in the manifest)", flag="--io-dtype", choices=IO_DTYPES)
+
+
+class TfliteTarget(Target, LayerTools):
     """LiteRT bundles."""
 
     name = "tflite"
@@ -125,17 +137,16 @@ class TfliteTarget(Target):
     routes = (FORMAT_SAVEDMODEL, FORMAT_KERAS, FORMAT_ONNX)
     precisions = ("fp32", "fp16", "int8")
     modules = ("tensorflow", "ai_edge_litert")
+    route_modules = {FORMAT_ONNX: ONNX2TF_MODULES}
+    """onnx2tf's route also needs tf_keras, which no extra installs (see :data:`edgec.core.installed.INSTALL_ALONE`)."""
     packages = ("tensorflow-cpu", "tensorflow", "keras", "ai-edge-litert", "onnx2tf", "tf-keras", "onnx_graphsurgeon")
-    option_help = {"io_dtype": "float (default) or int8: model input/output type of full-integer INT8 bundles "
-                               "(int8: a device feeds int8 with the scale and zero point in the manifest)"}
-    io_dtype = "float"
-    """Default of the ``io_dtype`` option."""
-
-    def check_available(self) -> None:
-        """Like the base check, by module lookup only: importing TensorFlow costs seconds."""
-        for module in self.modules:
-            if not _has_module(module):
-                raise MissingDependencyError(module, self.extra, f"the {self.name} target")
+    precision_notes = {"fp16": "halves storage; LiteRT's CPU kernels dequantize it to fp32: 1.00x fp32 latency (measured); "
+                               "fp16 compute needs a GPU delegate"}
+    Options = TfliteOptions
+    sparsity_gain = "size after compression"
+    color = "#ff7f0e"
+    onnx_rewrites = ("split_reduce_l2", "fuse_gelu")
+    """Exact rewrites onnx2tf needs (see those passes): ReduceL2 trips it, a bare Erf has no TFLite builtin."""
 
     def check_runtime(self) -> None:
         """LiteRT, or ``tflite_runtime`` where that is what a device has: running a bundle needs no TensorFlow."""
@@ -152,10 +163,10 @@ class TfliteTarget(Target):
         io_dtype = "float" if request.precision == "fp32" else self._io_dtype(request)
         plan = quant_plan(request, io_dtype, artifact)
         if artifact.format == FORMAT_ONNX:
-            saved, perms, rewrites = onnx_to_saved_model(artifact, request.calibration)
+            saved, perms = onnx_to_saved_model(artifact, request.calibration)
             route = "onnx -> onnx2tf (SavedModel, channels-last) -> TFLiteConverter"
         else:
-            saved, perms, rewrites = serving_saved_model(artifact, work_dir / "serving"), {}, {}
+            saved, perms = serving_saved_model(artifact, work_dir / "serving"), {}
             route = f"{artifact.format} -> TFLiteConverter"
         samples = _representative(request.calibration, perms) if plan.kind == "full" else []
         flatbuffer = convert_saved_model(saved, plan, samples, route, work_dir, request.exclude)
@@ -165,8 +176,6 @@ class TfliteTarget(Target):
                    "io_dtype": plan.io_dtype, "representative_samples": len(samples), "ops": ops}
         if request.exclude:
             details["quantization_excluded"] = list(request.exclude)
-        if rewrites:
-            details["onnx_rewrites"] = rewrites
         return ExportResult(MODEL_FILE, (MODEL_FILE,), inputs, outputs, details)
 
     def bundle_feeds(self, feeds: list[Feed], result: ExportResult) -> list[Feed]:
@@ -176,9 +185,6 @@ class TfliteTarget(Target):
     def bundle_outputs(self, outputs: list[Feed], result: ExportResult) -> list[Feed]:
         specs = {s.name: s for s in result.outputs}
         return [{n: _to_bundle_layout(a, specs[n]) for n, a in f.items()} for f in outputs]
-
-    def runner(self, bundle_dir: Path, model_file: str, threads: int | None = None) -> LiteRtRunner:
-        return LiteRtRunner(str(bundle_dir / model_file), threads=threads)
 
     def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[LayerDivergence]:
         return _tflite_layers.compare_layers(reference, candidate, feeds)
@@ -192,7 +198,7 @@ class TfliteTarget(Target):
         return _tflite_layers.float_nodes(reference, layers)
 
     def _io_dtype(self, request: PrecisionRequest) -> str:
-        return request.option("io_dtype") or self.io_dtype
+        return request.options_as(TfliteOptions).io_dtype
 
 
 def _has_module(name: str) -> bool:
@@ -224,7 +230,8 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
             return _tflite_layers.quantize_excluding(converter, exclude) if exclude else bytes(converter.convert())
     except EdgecError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # the converter's errors (any type) on this model; a bug in edgec's steps is raised as one
+        raise_if_bug(exc, f"converting to TFLite (route: {route})")
         log = log_path.read_text(errors="replace") + f"\n{type(exc).__name__}: {exc}\n"
         ops = sorted(set(re.findall(r"'((?:tf|tfl|stablehlo|mhlo)\.[A-Za-z0-9_]+)' op", log)))
         what = f"cannot convert op {', '.join(ops)}" if ops else f"failed ({type(exc).__name__}: {_first_line(exc)})"

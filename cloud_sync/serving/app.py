@@ -118,7 +118,7 @@ def create_app(state: ServerState) -> Any:
         except ClientDisconnect:  # nobody to answer; not the server's failure
             state.metrics.errors.labels(reason="client_disconnected").inc()
             response = Response(status_code=CLIENT_GONE)
-        except Exception as exc:  # the model failed: 500, the server stays up
+        except Exception as exc:  # the model failed (or a bug, logged with its traceback): 500, the server stays up
             log.exception("inference failed")
             state.metrics.errors.labels(reason="inference").inc()
             response = JSONResponse({"error": f"inference failed: {type(exc).__name__}: {exc}"}, status_code=500)

@@ -25,6 +25,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
+from edgec.core.errors import brief
 from edgec.core.types import TensorSpec
 
 MB = 1024 * 1024
@@ -148,7 +149,7 @@ def _header(stream: IO[bytes], where: str, what: str) -> tuple[np.dtype[Any], tu
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
         shape, fortran, dtype = read(stream)
     except (ValueError, EOFError, SyntaxError, TypeError, OverflowError) as exc:
-        detail = " ".join(str(exc).split())[:120]
+        detail = brief(exc, 120)
         raise BadRequest(400, "bad_npy", f"{what} of {where} is not a readable .npy array ({detail})") from None
     return dtype, tuple(int(d) for d in shape), bool(fortran)
 
@@ -208,7 +209,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, spec: TensorSp
                                  f"declares {member.tell()} + {nbytes}")
             return _array(_read_exactly(member, nbytes, where), dtype, shape, fortran)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise BadRequest(400, "bad_npz", f"{where} is corrupt ({' '.join(str(exc).split())[:120]})") from None
+        raise BadRequest(400, "bad_npz", f"{where} is corrupt ({brief(exc, 120)})") from None
 
 
 def _read_exactly(member: IO[bytes], nbytes: int, where: str) -> bytearray:

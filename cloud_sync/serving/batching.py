@@ -14,12 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from edgec.core.types import Feed
 
 from .host import LoadedBundle, ModelHost
 from .metrics import ServerMetrics
-
-Feed = dict[str, np.ndarray]
 
 
 @dataclass
@@ -116,7 +114,7 @@ class DynamicBatcher:
             self.metrics.batch_size.observe(sum(item.size for item in batch))
             try:
                 outputs = await loop.run_in_executor(self._pool, bundle.run, [item.feed for item in batch])
-            except Exception as exc:  # a runtime failure answers every request of the batch
+            except Exception as exc:  # a runtime failure (or a bug) answers every request of the batch; app logs it
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(exc)

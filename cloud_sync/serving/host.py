@@ -17,9 +17,7 @@ import numpy as np
 
 from edgec.core.bundle import BundleManifest
 from edgec.core.errors import EdgecError
-from edgec.core.types import TensorSpec
-
-Feed = dict[str, np.ndarray]
+from edgec.core.types import Feed, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -94,13 +92,15 @@ def load_bundle(path: Path, threads: int | None = None, release: Release | None 
         EdgecError: the bundle fails verification or cannot run here.
     """
     from edgec.compiler.verify import verify_bundle
+    from edgec.runtime_shims.runners import open_runner
     from edgec.targets.base import TARGETS
 
     report = verify_bundle(path, threads=threads)
     if not report.measured:
         raise EdgecError(f"{path.name} cannot run on this host ({report.manifest.target}); nothing to serve")
     manifest = report.manifest
-    runner = TARGETS.get(manifest.target)().runner(path, manifest.model_file, threads=threads)
+    options = TARGETS.get(manifest.target).runner_options  # as verify ran it
+    runner = open_runner(str(path), manifest.model_dump(mode="json"), threads, **options)
     runner.activate()
     sha = next((f.sha256 for f in manifest.files if f.path == manifest.model_file), "")
     return LoadedBundle(path, manifest, runner, manifest.input_specs(), sha, release)

@@ -20,7 +20,6 @@ from typing import Any
 from edgec.core.bundle import load_manifest
 from edgec.core.errors import ConfigError, require
 
-EXTRA_FOR_TARGET = {"onnx": "onnx", "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -85,14 +84,28 @@ def _check(bundle: Path, out: Path, force: bool) -> Any:
         ConfigError: see :func:`write_package`.
     """
     manifest = load_manifest(bundle)
-    if manifest.target not in EXTRA_FOR_TARGET:
-        raise ConfigError(f"{manifest.target} bundles run on devices, not behind an HTTP endpoint; package onnx or openvino bundles")
+    served_extra(manifest.target)
     if not SAFE_NAME.fullmatch(bundle.name):
         raise ConfigError(f"bundle folder name {bundle.name!r} cannot be copied by a Dockerfile; "
                           "rename it to letters, digits, '.', '_' and '-'")
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists", hint="pass --force to replace it")
     return manifest
+
+
+def served_extra(target: str) -> str:
+    """The pip extra that runs ``target`` bundles behind ``edgec serve`` (the target's ``extra``).
+
+    Raises:
+        ConfigError: the target's bundles are not served (its ``serves`` is false), or it is unknown here.
+    """
+    from edgec.targets.base import TARGETS
+
+    cls = TARGETS.get(target) if target in TARGETS.names() else None
+    if cls is None or not cls.serves:
+        served = ", ".join(c.name for c in TARGETS.all() if c.serves)
+        raise ConfigError(f"{target} bundles run on devices, not behind an HTTP endpoint; package {served} bundles")
+    return cls.extra
 
 
 def write_package(bundle: Path, out: Path, *, image: str | None = None, port: int = 8080, replicas: int = 2,
@@ -120,7 +133,7 @@ def write_package(bundle: Path, out: Path, *, image: str | None = None, port: in
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         built = pins.edgec_wheel(wheel, staging, toolchain.get("edgec"))
-        extras = frozenset({"serve", EXTRA_FOR_TARGET[manifest.target]})
+        extras = frozenset({"serve", served_extra(manifest.target)})
         (staging / "requirements.txt").write_text(pins.requirements_text(built, extras, toolchain, python))
         shutil.copytree(bundle, staging / bundle.name)
         (staging / "Dockerfile").write_text(dockerfile(bundle.name, built.name, python, port))

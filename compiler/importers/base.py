@@ -11,16 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
-
 from edgec.compiler.cache import StageCache
 from edgec.core.errors import ConfigError
 from edgec.core.registry import Registry
-from edgec.core.types import ModelArtifact
+from edgec.core.types import Feed, ModelArtifact
 
 IMPORTERS: Registry[Importer] = Registry("importer", "edgec.compiler.importers")
 
-Feed = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,12 @@ class Importer:
         """Whether this importer handles the source string."""
         raise NotImplementedError
 
+    @classmethod
+    def source_name(cls, source: str) -> str:
+        """The name of ``source`` that bundles get by default (:attr:`ImportResult.name`), from the source
+        string alone: the build refuses an existing bundle before it imports anything."""
+        raise NotImplementedError
+
     def load(self, source: str, cache: StageCache, log: Callable[[str], None]) -> ImportResult:
         """Load and normalise the source.
 
@@ -76,7 +79,7 @@ def find_importer(source: str) -> Importer:
             return cls()
     raise ConfigError(
         f"do not know how to import {source!r}; expected an .onnx file, a torch .pt2 file, a TensorFlow SavedModel "
-        "directory, a Keras .keras file, or a PyTorch factory as path/to/file.py:function or package.module:function"
+        "directory, a Keras .keras or .h5 file, or a PyTorch factory as path/to/file.py:function or package.module:function"
     )
 
 

@@ -8,9 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.importers.torch import _describe, _resolve_factory, safe_load_pt2
-from edgec.core.errors import ConfigError, ExportError, UnsupportedError, require
+from edgec.compiler.importers.torch import _describe, _resolve_factory, spec_dim_hints
+from edgec.core.errors import ConfigError, ExportError, UnsupportedError, brief, require
 from edgec.core.types import FORMAT_PT2, ModelArtifact, sha256_file
+from edgec.frameworks.torch_utils import safe_load_pt2
 
 EXAMPLE_DIM = 2
 """Size given to dynamic dims in the example inputs used for tracing and re-export (0 and 1 specialise)."""
@@ -314,8 +315,8 @@ def check_outputs(module: Any, example: tuple[Any, ...], shapes: list[tuple[int,
     try:
         with torch.no_grad():
             got = [tuple(t.shape) for t in flat_outputs(module.eval()(*example))]
-    except Exception as exc:
-        text = " ".join(str(exc).split())[:200]
+    except Exception as exc:  # running the edited model: torch's errors (any type) on an inconsistent graph are the finding
+        text = brief(exc, 200)
         raise UnsupportedError(
             f"after {what} the model no longer runs ({type(exc).__name__}: {text})",
             hint="the model probably hard-codes a channel count (e.g. x.view(-1, 256)); use torch.flatten or x.view(x.size(0), -1)",
@@ -334,10 +335,10 @@ def reexport(module: Any, ep: Any, artifact: ModelArtifact, example: tuple[Any, 
     try:
         with torch.no_grad():
             new = torch.export.export(module.eval(), example, dynamic_shapes=dynamic_shapes(ep))
-    except Exception as exc:
-        raise ExportError(f"torch.export could not re-capture the pruned model: {' '.join(str(exc).split())[:300]}") from exc
+    except Exception as exc:  # one torch.export call: Unsupported, UserError or any type for a module it cannot capture
+        raise ExportError(f"torch.export could not re-capture the pruned model: {brief(exc, 300)}") from exc
     torch.export.save(new, str(path))
-    inputs, outputs = _describe(new, [s.name for s in artifact.outputs])
+    inputs, outputs = _describe(new, [s.name for s in artifact.outputs], spec_dim_hints(artifact.inputs))
     return ModelArtifact(path, FORMAT_PT2, inputs, outputs, sha256_file(path))
 
 
@@ -416,8 +417,8 @@ def run_finetune(spec: str | None, module: Any, log: Callable[[str], None]) -> A
     try:
         with torch.enable_grad():
             result = func(module)
-    except Exception as exc:
-        raise ExportError(f"finetune {spec} raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+    except Exception as exc:  # the user's own fine-tune callable: whatever it raises is the user's to fix
+        raise ExportError(f"finetune {spec} raised {type(exc).__name__}: {brief(exc, 300)}") from exc
     if not isinstance(result, torch.nn.Module):
         raise ExportError(f"finetune {spec} returned {type(result).__name__}; expected the nn.Module to export")
     return result.eval()

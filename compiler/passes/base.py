@@ -1,7 +1,9 @@
 """The pass contract: a pass takes a model artifact and returns a new one, a ``modified`` flag and stats.
 
 Modelled on onnx-ir's pass infrastructure: ``requires`` checks run before, ``ensures`` checks after,
-and :func:`run_passes` names the passes that ran before a failing one.
+and :func:`wrap_failure` names the pass that failed and the passes that ran before it. A toolchain that
+fails on the user's model is an :class:`ExportError`; a bug in edgec (a broken ``ensures``, a ``KeyError``
+in a pass's own code) is an :class:`InternalError`, printed with its traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.core.errors import CalibrationError, ConfigError, EdgecError, ExportError, UnsupportedError
+from edgec.core.errors import (
+    CalibrationError,
+    ConfigError,
+    ExportError,
+    InternalError,
+    UnsupportedError,
+    brief,
+    is_edgec_bug,
+)
 from edgec.core.registry import Registry
 from edgec.core.types import FORMAT_ONNX, ModelArtifact
 
@@ -104,13 +114,13 @@ class Pass:
         """Check postconditions: the declared output format and unchanged input names.
 
         Raises:
-            InternalError-like ExportError: when the pass broke its contract.
+            InternalError: the pass broke its contract (a bug in the pass, not in the user's model).
         """
         after = result.artifact
         if after.format != self.produces:
-            raise ExportError(f"pass {self.name!r} produced {after.format}, expected {self.produces}")
+            raise InternalError(f"pass {self.name!r} produced {after.format}, expected {self.produces}")
         if [s.name for s in before.inputs] != [s.name for s in after.inputs]:
-            raise ExportError(f"pass {self.name!r} renamed the model inputs")
+            raise InternalError(f"pass {self.name!r} renamed the model inputs")
 
     def run(self, artifact: ModelArtifact, ctx: PassContext) -> PassResult:
         """Run with checks before and after."""
@@ -137,8 +147,14 @@ def make_pass(name: str, options: dict[str, Any] | None = None) -> Pass:
     return cls(**(options or {}))
 
 
-def wrap_failure(exc: Exception, failing: Pass, ran: list[str]) -> EdgecError:
-    """Turn an unexpected exception inside a pass into an :class:`ExportError` naming what ran before."""
+def wrap_failure(exc: Exception, failing: Pass, ran: list[str]) -> ExportError | InternalError:
+    """The error for an exception that escaped a pass, naming the pass and the passes that ran before it.
+
+    A toolchain's failure on the model (see :func:`edgec.core.errors.is_edgec_bug`: onnx's checker,
+    onnxruntime's quantizers, onnxslim, torch.export and torch.onnx, torch-pruning) becomes an
+    :class:`ExportError`; a bug in edgec (a broken ``ensures``, a ``KeyError`` in the pass's own code)
+    becomes an :class:`InternalError`, which the CLI prints with the traceback of ``exc``.
+    """
     before = f" after {', '.join(ran)}" if ran else ""
-    text = " ".join(str(exc).split())[:300]
-    return ExportError(f"pass {failing.name!r} failed{before}: {type(exc).__name__}: {text}")
+    text = f"pass {failing.name!r} failed{before}: {type(exc).__name__}: {brief(exc)}"
+    return InternalError(text) if is_edgec_bug(exc) else ExportError(text)

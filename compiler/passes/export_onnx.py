@@ -11,6 +11,9 @@ Rules:
 3. Outputs are renamed here, not by the exporter: ``output_names`` there renames the output value even
    when an inner value already has that name (an output called ``embedding`` next to ``aten.embedding``'s
    values), which breaks SSA. An inner value holding a wanted name is renamed ``<name>_<n>`` first.
+4. Symbolic dims get the names the import gave them (``batch``, ``seq``: see
+   :func:`edgec.compiler.importers.torch.name_dims`), not the exporter's shape symbols (``s77``), in every
+   value of the graph, so ONNX, OpenVINO and TFLite bundles, their manifests and serving errors show them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,41 @@ import io
 import logging
 from typing import Any
 
-from edgec.compiler import onnx_utils
-from edgec.compiler.importers.torch import safe_load_pt2
+from edgec.compiler.importers.torch import SHAPE_SYMBOL
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.core.errors import ExportError, require
+from edgec.core.errors import ExportError, InternalError, brief, raise_if_bug, require
 from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
+from edgec.frameworks import onnx_utils
+from edgec.frameworks.torch_utils import safe_load_pt2
+
+
+def name_dims(graph: Any, artifact: ModelArtifact) -> None:
+    """Rename the graph's shape symbols (``s77``) to the dim names of ``artifact``'s specs, matched by tensor
+    name and axis; a symbol inside an expression (``s77 + 1``) is renamed too, in every value's shape."""
+    import onnx_ir as ir
+
+    specs = {s.name: s for s in (*artifact.inputs, *artifact.outputs)}
+    names: dict[str, str] = {}
+    for value in (*graph.inputs, *graph.outputs):
+        spec = specs.get(value.name)
+        if spec is None or value.shape is None or len(value.shape) != len(spec.shape):
+            continue
+        for dim, wanted in zip(value.shape, spec.shape):
+            if isinstance(dim, ir.SymbolicDim) and isinstance(dim.value, str) and SHAPE_SYMBOL.fullmatch(dim.value) \
+                    and isinstance(wanted, str) and wanted.isidentifier():
+                names.setdefault(dim.value, wanted)
+    if not names:
+        return
+    values = [*graph.inputs, *graph.outputs, *(v for node in ir.traversal.RecursiveGraphIterator(graph) for v in node.outputs)]
+    for value in values:
+        if value.shape is not None and any(isinstance(d, ir.SymbolicDim) and d.value for d in value.shape):
+            value.shape = ir.Shape([_renamed_dim(ir, d, names) for d in value.shape])
+
+
+def _renamed_dim(ir: Any, dim: Any, names: dict[str, str]) -> Any:
+    if not isinstance(dim, ir.SymbolicDim) or not isinstance(dim.value, str):
+        return dim
+    return ir.SymbolicDim(SHAPE_SYMBOL.sub(lambda m: names.get(m.group(), m.group()), dim.value))
 
 
 def rename_outputs(graph: Any, names: list[str]) -> None:
@@ -53,6 +86,7 @@ class ExportOnnx(Pass):
     """``torch.onnx.export(exported_program, dynamo=True)``."""
 
     name = "export_onnx"
+    version = "2"  # 2: dims named as the import names them
     accepts = (FORMAT_PT2,)
     produces = FORMAT_ONNX
     Options = ExportOnnxOptions
@@ -70,14 +104,16 @@ class ExportOnnx(Pass):
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 program = torch.onnx.export(ep, (), dynamo=True, opset_version=opts.opset, verbose=False)
                 rename_outputs(program.model.graph, names)
+                name_dims(program.model.graph, artifact)
                 program.save(str(out_path))
-        except Exception as exc:
+        except Exception as exc:  # the exporter's errors (any type); a bug in edgec's renaming is raised as one
+            raise_if_bug(exc, "exporting the torch program to ONNX")
             tail = " ".join(log.getvalue().split())[-300:]
-            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} {tail}") from exc
+            raise ExportError(f"torch.onnx.export failed: {type(exc).__name__}: {brief(exc, 300)} {tail}") from exc
         out = onnx_utils.artifact_from_file(out_path)
         return PassResult(out, True, {"opset": opts.opset, "exporter": "torch.onnx.export(dynamo=True)"})
 
     def ensures(self, before: ModelArtifact, result: PassResult) -> None:
         super().ensures(before, result)
         if [s.name for s in result.artifact.outputs] != [s.name for s in before.outputs]:
-            raise ExportError("the ONNX export renamed the model outputs")
+            raise InternalError("the ONNX export renamed the model outputs")  # edgec renames them: a bug

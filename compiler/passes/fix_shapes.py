@@ -7,10 +7,10 @@ Rules:
 
 from __future__ import annotations
 
-from edgec.compiler import onnx_utils
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import ConfigError, require
 from edgec.core.types import ModelArtifact
+from edgec.frameworks import onnx_utils
 
 
 class FixShapesOptions(PassOptions):

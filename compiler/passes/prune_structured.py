@@ -75,6 +75,7 @@ class PruneStructured(Pass):
     """Remove whole channels with torch-pruning's dependency graph, then re-export."""
 
     name = "prune_structured"
+    version = "2"  # 2: the re-captured program keeps its dim names
     accepts = (FORMAT_PT2,)
     produces = FORMAT_PT2
     Options = StructuredOptions

@@ -32,10 +32,12 @@ from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.compiler.passes.prune_structured import PruneOptions
 from edgec.core.errors import require
 from edgec.core.types import FORMAT_PT2, ModelArtifact
+from edgec.targets.base import TARGETS
 
-EXPLOITED_BY = {"onnx": "size after compression", "openvino": "size after compression",
-                "tflite": "size after compression"}
-"""What each target gains from unstructured zeros (recorded in the stats)."""
+
+def exploited_by() -> dict[str, str]:
+    """What each target gains from unstructured zeros (its ``sparsity_gain``, recorded in the stats)."""
+    return {cls.name: cls.sparsity_gain for cls in TARGETS.all() if cls.sparsity_gain}
 
 
 class UnstructuredOptions(PruneOptions):
@@ -46,6 +48,7 @@ class PruneUnstructured(Pass):
     """Zero the smallest-magnitude weights of each conv/linear layer, then re-export."""
 
     name = "prune_unstructured"
+    version = "2"  # 2: the re-captured program keeps its dim names
     accepts = (FORMAT_PT2,)
     produces = FORMAT_PT2
     Options = UnstructuredOptions
@@ -67,7 +70,7 @@ class PruneUnstructured(Pass):
         out = reexport(module, ep, artifact, example, ctx.work_dir / "model.pt2")
         after = {**model_cost(module, ep), "compressed_weight_bytes": compressed_bytes(module)}
         stats = {"ratio": opts.ratio, "before": before, "after": after, "layers": layer_sparsity(layers),
-                 "exploited_by": EXPLOITED_BY, "finetune": opts.finetune}
+                 "exploited_by": exploited_by(), "finetune": opts.finetune}
         return PassResult(out, True, stats)
 
 

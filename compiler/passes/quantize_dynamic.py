@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 
-from edgec.compiler import onnx_utils
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
+from edgec.frameworks import onnx_utils
 
 
 class DynamicOptions(PassOptions):
@@ -45,6 +45,7 @@ class QuantizeDynamic(Pass):
             op_types_to_quantize=list(opts.op_types),
             nodes_to_exclude=list(opts.nodes_to_exclude) or None,
         )
+        onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
         return PassResult(out, True, {"mode": "dynamic", "ops": onnx_utils.op_counts(model)})

@@ -6,10 +6,10 @@ wrapped in casts by that runtime (onnxruntime's CPU provider does so itself).
 
 from __future__ import annotations
 
-from edgec.compiler import onnx_utils
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
+from edgec.frameworks import onnx_utils
 
 
 class Fp16Options(PassOptions):

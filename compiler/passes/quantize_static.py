@@ -3,18 +3,24 @@
 Uses onnxruntime's ``quantize_static`` (QDQ format) fed by edgec's :class:`CalibrationSet`, with the
 calibration method of the set (minmax, entropy or percentile). Activations default to uint8 with
 int8 weights (U8S8), the fast path of onnxruntime's x86 kernels.
+
+An output ``Concat`` that joins parts whose calibrated ranges differ by more than ``mixed_range_ratio``
+(10x by default: a detector's boxes 0-320 beside its class probabilities 0-1) stays float, with the moves
+after it (see :mod:`edgec.compiler.passes._mixed_outputs`); the stats list it under ``kept_float_outputs``.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler import onnx_utils
+from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
+from edgec.frameworks import onnx_utils
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -29,6 +35,8 @@ class StaticOptions(PassOptions):
     """Zero-point-0 activations, as TensorRT's explicit quantization requires (use with int8 activations)."""
     extra_options: dict[str, bool | int | float | str | list[str]] = {}
     """More onnxruntime ``extra_options`` (e.g. ``{"QDQKeepRemovableActivations": True}``)."""
+    mixed_range_ratio: float | None = 10.0
+    """Keep an output ``Concat`` float when its inputs' ranges differ by more than this; None quantizes it."""
 
 
 def data_reader(calibration: CalibrationSet, base: type) -> Any:
@@ -62,9 +70,11 @@ class QuantizeStatic(Pass):
         out_path = ctx.work_dir / "model.onnx"
         act = q.QuantType.QUInt8 if opts.activation_type == "uint8" else q.QuantType.QInt8
         logging.getLogger().setLevel(logging.ERROR)
+        source, mixed = self._mixed_outputs(artifact.path, ctx)
+        exclude = [*opts.nodes_to_exclude, *(n for m in mixed for n in m.nodes if n not in opts.nodes_to_exclude)]
         ctx.log(f"calibrating activations on {len(ctx.calibration)} samples ({opts.method})")
         q.quantize_static(
-            str(artifact.path),
+            str(source),
             str(out_path),
             data_reader(ctx.calibration, q.CalibrationDataReader),
             quant_format=q.QuantFormat.QDQ,
@@ -72,10 +82,35 @@ class QuantizeStatic(Pass):
             activation_type=act,
             weight_type=q.QuantType.QInt8,
             op_types_to_quantize=list(opts.op_types) if opts.op_types else None,
-            nodes_to_exclude=list(opts.nodes_to_exclude) or None,
+            nodes_to_exclude=exclude or None,
             calibrate_method=getattr(q.CalibrationMethod, METHOD_NAMES[opts.method]),
             extra_options={"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options},
         )
+        onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
-        return PassResult(out, True, {"mode": "static", "ops": onnx_utils.op_counts(model)})
+        stats: dict[str, Any] = {"mode": "static", "ops": onnx_utils.op_counts(model)}
+        if mixed:
+            stats["kept_float_outputs"] = [m.to_json() for m in mixed]
+        return PassResult(out, True, stats)
+
+    def _mixed_outputs(self, path: Path, ctx: PassContext) -> tuple[Path, list[MixedOutput]]:
+        """The model to quantize (with every node named, when the outputs to keep float need names) and those
+        outputs (see the module docstring)."""
+        ratio = self.options.mixed_range_ratio  # type: ignore[attr-defined]
+        assert ctx.calibration is not None
+        if ratio is None:
+            return path, []
+        model = onnx_utils.load_model(path)
+        mixed = mixed_outputs(path, model, ctx.calibration, ratio)
+        if not mixed:
+            return path, []
+        for m in mixed:
+            ranges = ", ".join(f"{r:.3g}" for r in m.ranges)
+            ctx.log(f"output {m.output!r} joins parts with ranges {ranges}: its Concat stays float")
+        if name_nodes(model):
+            path = ctx.work_dir / "named.onnx"
+            onnx_utils.save_model(model, path)
+            mixed = mixed_outputs(path, model, ctx.calibration, ratio)
+        return path, mixed
+

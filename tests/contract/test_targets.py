@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
 from edgec.core import errors
 from edgec.core.bundle import load_manifest
 from edgec.targets.base import TARGETS
-from tests.conftest import make_calib, make_conv_onnx, run_cli
+from tests.conftest import REPO, make_calib, make_conv_onnx, run_cli
 
 FACTORY = '''
 import torch
@@ -106,6 +107,20 @@ def test_target_rebuild_is_byte_identical(target_name: str, sources, tmp_path: P
 
 
 @pytest.mark.parametrize("target_name", TARGETS.names())
+def test_target_unchanged_rebuild_reuses_its_export_and_ships_the_same_bytes(target_name: str, sources, tmp_path: Path) -> None:
+    _target_or_skip(target_name)
+    config = {"source": str(sources["factory"]), "target": target_name, "precision": "fp32", "name": "tiny",
+              "cache_dir": tmp_path / "cache"}
+    first = build(BuildConfig(out=tmp_path / "a", **config))
+    again = build(BuildConfig(out=tmp_path / "b", **config))
+    assert again.cache_misses == 0 and again.cache_hits == first.cache_misses
+    a, b = first.bundle_dir, again.bundle_dir
+    assert sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
+    for path in (p for p in a.rglob("*") if p.is_file()):
+        assert path.read_bytes() == (b / path.relative_to(a)).read_bytes(), path
+
+
+@pytest.mark.parametrize("target_name", TARGETS.names())
 def test_target_rejects_corrupt_source_without_leaving_output(target_name: str, sources, tmp_path: Path) -> None:
     _target_or_skip(target_name)
     bad = tmp_path / "bad.onnx"
@@ -127,3 +142,12 @@ def test_target_int8_rejects_calibration_with_wrong_names(target_name: str, sour
     assert proc.returncode == errors.EXIT_CALIBRATION, proc.stderr
     assert "'x'" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("target_name", TARGETS.names())
+def test_target_extra_is_an_optional_dependency_of_edgec(target_name: str) -> None:
+    """``pip install 'edgec[<extra>]'``, which every missing-dependency error of the target names, must exist."""
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    cls = TARGETS.get(target_name)
+    assert cls.extra in extras, f"the {target_name} target's extra {cls.extra!r} is not in pyproject.toml"
+    assert extras[cls.extra], f"the {cls.extra!r} extra installs nothing"

@@ -22,7 +22,7 @@ from edgec.compiler.pipeline import build
 from edgec.core.bundle import check_files, load_manifest, read_golden
 from edgec.core.types import ModelArtifact
 from edgec.targets.base import PrecisionRequest
-from edgec.targets.coreml import MODEL_DIR, CoreMLTarget
+from edgec.targets.coreml import MODEL_DIR, CoreMLOptions, CoreMLTarget
 
 pytest.importorskip("coremltools", reason="the coreml target: pip install 'edgec[coreml]'")
 
@@ -41,7 +41,8 @@ def _export(artifact: ModelArtifact, root: Path, precision: str, palettize: int 
     bundle, work = root / "bundle", root / "work"
     bundle.mkdir(parents=True)
     work.mkdir()
-    return CoreMLTarget().export(artifact, bundle, PrecisionRequest(precision), work, palettize=palettize).details
+    request = PrecisionRequest(precision, options=CoreMLOptions(palettize=palettize))
+    return CoreMLTarget().export(artifact, bundle, request, work).details
 
 
 @pytest.fixture(scope="module")

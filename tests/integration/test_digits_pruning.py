@@ -19,11 +19,12 @@ import torch
 from edgec.benchmarks.zoo import digits
 from edgec.compiler import flops
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.importers.torch import TorchImporter, safe_load_pt2
+from edgec.compiler.importers.torch import TorchImporter
 from edgec.compiler.passes.base import PassContext, make_pass
 from edgec.compiler.pipeline import build
 from edgec.core.bundle import load_manifest
 from edgec.core.errors import MissingDependencyError
+from edgec.frameworks.torch_utils import safe_load_pt2
 from edgec.runtime_shims.ort import OrtRunner
 from edgec.targets.base import TARGETS
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from edgec.compiler.importers.torch import TorchImporter, safe_load_pt2
+from edgec.compiler.importers.torch import TorchImporter
 from edgec.core import errors
+from edgec.frameworks.torch_utils import safe_load_pt2
 from tests.conftest import run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 

@@ -194,15 +194,42 @@ def test_build_speedup_gate_uses_the_sibling_beside_the_bundle(siblings: dict[st
 
 def test_build_speedup_gate_builds_a_missing_sibling_in_a_temporary_folder(siblings: dict[str, Path], tmp_path: Path) -> None:
     from edgec.compiler.config import BuildConfig
+    from edgec.compiler.pipeline import sibling_builder
     from edgec.core.bundle import load_manifest
 
     out = tmp_path / "out"
     config = BuildConfig(source=str(siblings["onnx"]), out=out, precision="int8", calib=siblings["calib"])
     messages: list[str] = []
-    gate = bench.speedup_gate(config, 1e-6, messages.append, bench.BenchOptions(runs=10, warmup=1))
+    gate = bench.speedup_gate(config, 1e-6, messages.append, bench.BenchOptions(runs=10, warmup=1),
+                              build_sibling=sibling_builder(config, messages.append))
     gate(siblings["int8"], load_manifest(siblings["int8"]))
     assert "building the fp32 sibling for --require-speedup" in messages
     assert not out.exists()
+
+
+def test_build_speedup_gate_without_a_sibling_builder_refuses_a_missing_sibling(siblings: dict[str, Path], tmp_path: Path) -> None:
+    from edgec.compiler.config import BuildConfig
+    from edgec.core.bundle import load_manifest
+    from edgec.core.errors import ConfigError
+
+    config = BuildConfig(source=str(siblings["onnx"]), out=tmp_path / "out", precision="int8", calib=siblings["calib"])
+    gate = bench.speedup_gate(config, 1e-6, options=bench.BenchOptions(runs=10, warmup=1))
+    with pytest.raises(ConfigError, match="no fp32 sibling .*tiny-onnx-fp32 built from the same source"):
+        gate(siblings["int8"], load_manifest(siblings["int8"]))
+
+
+def test_benchmarks_never_import_the_build_pipeline() -> None:
+    """The build hands the speedup gate its sibling builder; benchmarks do not call back into the build."""
+    import ast
+
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "benchmarks").glob("*.py")):
+        if path.name in {"bench.py", "cli.py", "report.py", "compare.py"}:  # the modules the build and bench load
+            tree = ast.parse(path.read_text())
+            modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+            modules |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            assert "edgec.compiler.pipeline" not in modules, path
 
 
 def test_build_speedup_gate_refuses_an_fp32_build(siblings: dict[str, Path]) -> None:

@@ -129,7 +129,7 @@ def test_pickled_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_unrecognised_source_is_a_config_error(tmp_path: Path) -> None:
-    proc = run_cli("build", "model.h5", "--out", str(tmp_path / "out"))
+    proc = run_cli("build", "model.caffemodel", "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, errors.EXIT_CONFIG, "do not know how to import")
 
 

@@ -28,7 +28,7 @@ def _run(code: str) -> subprocess.CompletedProcess[str]:
 def test_every_module_imports_without_heavy_frameworks() -> None:
     proc = _run("""
         import pkgutil, importlib
-        for pkg in ["core", "compiler", "targets", "calibration", "runtime_shims", "cloud_sync"]:
+        for pkg in ["core", "frameworks", "compiler", "targets", "calibration", "runtime_shims", "cloud_sync"]:
             root = importlib.import_module("edgec." + pkg)
             for info in pkgutil.walk_packages(root.__path__, "edgec." + pkg + "."):
                 if not info.name.endswith("__main__"):

@@ -22,7 +22,7 @@ def test_wheel_holds_only_the_edgec_namespace_and_the_console_script(tmp_path: P
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"edgec", wheel.name.split("-py3")[0] + ".dist-info"}
     packages = {n.split("/")[1] for n in names if n.startswith("edgec/")}
-    assert packages == {"core", "compiler", "targets", "calibration", "runtime_shims", "benchmarks", "cloud_sync"}
+    assert packages == {"core", "frameworks", "compiler", "targets", "calibration", "runtime_shims", "benchmarks", "cloud_sync"}
     assert "edgec/compiler/passes/quantize_static.py" in names and "edgec/targets/onnx.py" in names
     assert "edgec/cloud_sync/serving/app.py" in names and "edgec/benchmarks/zoo/digits.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -11,11 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgec.compiler import flops
-from edgec.compiler.importers.torch import TorchImporter, safe_load_pt2
+from edgec.compiler.importers.torch import TorchImporter
 from edgec.compiler.passes._torch_edit import finetune_options, load_for_editing
 from edgec.compiler.passes.base import PassContext, make_pass
 from edgec.core import errors
 from edgec.core.types import ModelArtifact
+from edgec.frameworks.torch_utils import safe_load_pt2
 
 
 class Branchy(nn.Module):
@@ -142,7 +143,7 @@ def test_ratio_outside_zero_one_is_rejected(ratio: float) -> None:
 
 
 def test_prune_refuses_onnx_models(conv_onnx: Path, tmp_path: Path) -> None:
-    from edgec.compiler import onnx_utils
+    from edgec.frameworks import onnx_utils
 
     with pytest.raises(errors.UnsupportedError, match="takes pt2"):
         _run("prune_unstructured", {"ratio": 0.5}, onnx_utils.artifact_from_file(conv_onnx), tmp_path / "w")

@@ -25,7 +25,7 @@ from edgec.core.types import ModelArtifact, TensorSpec, sha256_file
 from edgec.runtime_shims.base import RunnerError
 from edgec.runtime_shims.coreml import CoreMLRunner
 from edgec.targets.base import PrecisionRequest
-from edgec.targets.coreml import MODEL_DIR, CoreMLTarget, make_plan, validate_package
+from edgec.targets.coreml import MODEL_DIR, CoreMLOptions, CoreMLTarget, make_plan, validate_package
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 
 pytest.importorskip("coremltools", reason="the coreml target: pip install 'edgec[coreml]'")
@@ -71,12 +71,13 @@ def fp16_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_pt2: Path) -> Pat
     return build(BuildConfig(source=str(tiny_pt2), target="coreml", precision="fp16", out=out)).bundle_dir
 
 
-def _export(artifact: ModelArtifact, tmp: Path, precision: str = "fp32", **kw: object):  # noqa: ANN202
+def _export(artifact: ModelArtifact, tmp: Path, precision: str = "fp32", **options: object):  # noqa: ANN202
     bundle = tmp / "bundle"
     bundle.mkdir()
     work = tmp / "work"
     work.mkdir()
-    return bundle, CoreMLTarget().export(artifact, bundle, PrecisionRequest(precision), work, **kw)  # type: ignore[arg-type]
+    request = PrecisionRequest(precision, options=CoreMLOptions(**options))  # type: ignore[arg-type]
+    return bundle, CoreMLTarget().export(artifact, bundle, request, work)
 
 
 def test_bundle_lists_every_file_inside_the_mlpackage_with_hashes(fp16_bundle: Path) -> None:
@@ -157,7 +158,7 @@ def test_palettize_flag_stores_lookup_table_weights(tmp_path: Path, tiny_pt2: Pa
     assert details["validation"]["weight_storage"]["palette4"]["tensors"] == 2
 
 
-@pytest.mark.parametrize(("option", "text"), [("palettize=x", "expected an integer"), ("palettize=5", "4, 6, 8"),
+@pytest.mark.parametrize(("option", "text"), [("palettize=x", "valid integer"), ("palettize=5", "4, 6, 8"),
                                               ("min_deployment_target=iOS99", "unknown Core ML deployment target")])
 def test_bad_target_option_is_a_config_error_without_a_bundle(tmp_path: Path, tiny_pt2: Path, option: str, text: str,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -241,12 +242,12 @@ def test_plan_rejects_bad_combinations(request_: PrecisionRequest, bits: int, er
 def test_export_checks_the_deployment_target(tmp_path: Path, tiny_artifact: ModelArtifact, target: str,
                                              error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):
-        _export(tiny_artifact, tmp_path, "fp16", deployment_target=target)
+        _export(tiny_artifact, tmp_path, "fp16", min_deployment_target=target)
     assert not any((tmp_path / "bundle").iterdir())
 
 
 def test_deployment_target_sets_the_specification_version(tmp_path: Path, tiny_artifact: ModelArtifact) -> None:
-    _, result = _export(tiny_artifact, tmp_path, "int8", deployment_target="iOS18")
+    _, result = _export(tiny_artifact, tmp_path, "int8", min_deployment_target="iOS18")
     assert result.details["plan"]["deployment_target"] == "iOS18"
     assert result.details["validation"]["specification_version"] == 9
     assert result.details["validation"]["weight_storage"]["int8"]["tensors"] == 2

@@ -10,16 +10,16 @@ import pytest
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
 from edgec.calibration.nncf_adapter import to_nncf_dataset
-from edgec.compiler import onnx_utils
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
 from edgec.compiler.verify import verify_bundle
 from edgec.core import errors
 from edgec.core.bundle import load_manifest
 from edgec.core.types import sha256_file
+from edgec.frameworks import onnx_utils
 from edgec.runtime_shims.openvino import OpenVinoRunner
 from edgec.targets.base import PrecisionRequest
-from edgec.targets.openvino import OpenVinoTarget
+from edgec.targets.openvino import OpenVinoOptions, OpenVinoTarget
 from tests.conftest import run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
 
@@ -100,7 +100,8 @@ def test_runner_pins_f32_by_default_and_takes_threads_hint_and_overrides(tmp_pat
 def test_runner_applies_the_precision_the_bundle_declares(tmp_path: Path, conv_onnx: Path) -> None:
     artifact = onnx_utils.artifact_from_file(conv_onnx)
     (tmp_path / "b").mkdir()
-    result = OpenVinoTarget(inference_precision="bf16").export(artifact, tmp_path / "b", PrecisionRequest("fp32"), tmp_path)
+    request = PrecisionRequest("fp32", options=OpenVinoOptions(inference_precision="bf16"))
+    result = OpenVinoTarget().export(artifact, tmp_path / "b", request, tmp_path)
     assert result.details["runtime_options"] == {"INFERENCE_PRECISION_HINT": "bf16"}
     with OpenVinoRunner(str(tmp_path / "b" / result.model_file)) as runner:
         assert runner.compile_config["INFERENCE_PRECISION_HINT"] == "bf16"
@@ -162,7 +163,8 @@ def test_model_type_and_preset_options_reach_nncf(tmp_path: Path, conv_onnx: Pat
     out = {}
     for name, options in {"default": {}, "mixed": {"preset": "mixed", "model_type": "transformer"}}.items():
         (tmp_path / name).mkdir()
-        result = OpenVinoTarget(**options).export(artifact, tmp_path / name, PrecisionRequest("int8", "static", calib), tmp_path)
+        request = PrecisionRequest("int8", "static", calib, options=OpenVinoOptions(**options))
+        result = OpenVinoTarget().export(artifact, tmp_path / name, request, tmp_path)
         out[name] = result.details["quantization"]
     assert out["default"]["model_type"] == "default" and out["default"]["preset"] == "auto"
     assert out["mixed"]["model_type"] == "transformer" and out["mixed"]["preset"] == "mixed"
@@ -172,9 +174,9 @@ def test_model_type_and_preset_options_reach_nncf(tmp_path: Path, conv_onnx: Pat
 
 def test_unknown_target_options_are_config_errors() -> None:
     with pytest.raises(errors.ConfigError, match="model_type"):
-        OpenVinoTarget(model_type="rnn")
+        OpenVinoOptions.from_pairs([("model_type", "rnn")], "openvino")
     with pytest.raises(errors.ConfigError, match="threads_please"):
-        OpenVinoTarget(threads_please=4)
+        OpenVinoOptions.from_pairs([("threads_please", "4")], "openvino")
 
 
 def test_torch_source_takes_the_direct_pt2_route_with_static_dims_and_names(tmp_path: Path, digits_assets) -> None:

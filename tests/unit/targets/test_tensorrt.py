@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.onnx_utils import artifact_from_file
 from edgec.compiler.pipeline import build
 from edgec.core import errors
 from edgec.core.bundle import load_manifest
 from edgec.core.types import TensorSpec
+from edgec.frameworks.onnx_utils import artifact_from_file
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.ort import OrtRunner
 from edgec.targets.base import PrecisionRequest
-from edgec.targets.tensorrt import TensorRTTarget, check_trt_qdq, optimization_profiles
+from edgec.targets.tensorrt import TensorRTOptions, TensorRTTarget, check_trt_qdq, optimization_profiles
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 
 onnx = pytest.importorskip("onnx")
@@ -128,9 +128,10 @@ def test_default_profiles_follow_the_golden_shapes_and_overrides_replace_them() 
         optimization_profiles((tokens,), golden, {"mask": ((1, 1), (1, 1), (1, 1))})
 
 
-def test_profile_override_on_the_target_reaches_the_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TensorRTTarget, "profile_overrides", {"x": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))})
-    bundle = build(BuildConfig(source=str(make_conv_onnx(tmp_path / "m.onnx")), target="tensorrt", out=tmp_path / "o")).bundle_dir
+def test_profile_override_in_the_typed_options_reaches_the_bundle(tmp_path: Path) -> None:
+    options = TensorRTOptions(trt_profile={"x": ((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))})  # as a recipe gives it
+    bundle = build(BuildConfig(source=str(make_conv_onnx(tmp_path / "m.onnx")), target="tensorrt", out=tmp_path / "o",
+                               target_options=options)).bundle_dir
     assert shim.load_settings(bundle)["profiles"]["x"] == {"min": [1, 3, 8, 8], "opt": [4, 3, 8, 8], "max": [8, 3, 8, 8]}
 
 

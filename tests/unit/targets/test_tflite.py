@@ -19,7 +19,6 @@ from edgec.compiler.pipeline import build  # noqa: E402
 from edgec.core import errors  # noqa: E402
 from edgec.core.bundle import load_manifest, read_golden  # noqa: E402
 from edgec.runtime_shims.litert import LiteRtRunner, dequantize, quantize  # noqa: E402
-from edgec.targets._tflite_onnx import rewrite_for_onnx2tf  # noqa: E402
 from edgec.targets.base import PrecisionRequest  # noqa: E402
 from edgec.targets.tflite import quant_plan  # noqa: E402
 from tests.conftest import make_calib, run_cli  # noqa: E402
@@ -111,8 +110,10 @@ def keras_bundles(keras_assets: dict[str, Path]) -> dict[str, Path]:
         "fp32": build(BuildConfig(source=src, target="tflite", out=out / "a")).bundle_dir,
         "fp16": build(BuildConfig(source=src, target="tflite", precision="fp16", out=out / "b")).bundle_dir,
         "dynamic": build(BuildConfig(source=src, target="tflite", precision="int8", out=out / "c")).bundle_dir,
+        # the tiny random model's class scores are near-ties on random inputs, so its top-1 agreement says
+        # nothing about collapse: these tests check the conversion, not fidelity
         "int8": build(BuildConfig(source=src, target="tflite", precision="int8", calib=keras_assets["calib"],
-                                  out=out / "d")).bundle_dir,
+                                  out=out / "d", allow_degraded=True)).bundle_dir,
     }
 
 
@@ -121,7 +122,7 @@ def int8_io_bundle(keras_assets: dict[str, Path]) -> Path:
     """Full-integer int8 with int8 model inputs/outputs (``--io-dtype int8``)."""
     return build(BuildConfig(source=str(keras_assets["keras"]), target="tflite", precision="int8",
                              calib=keras_assets["calib"], target_options=(("io_dtype", "int8"),),
-                             out=keras_assets["dir"] / "io8")).bundle_dir
+                             out=keras_assets["dir"] / "io8", allow_degraded=True)).bundle_dir
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +262,31 @@ def test_onnx_route_declares_nhwc_and_transposes_golden_data(onnx_int8_bundle: d
     np.testing.assert_allclose(golden_out[0]["features"], ref_features.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(golden_out[0]["logits"], ref_logits, rtol=1e-5, atol=1e-5)
     assert m.parity["outputs"]["logits"]["cosine"] > 0.99 and m.parity["outputs"]["features"]["cosine"] > 0.99
+    rewrites = [(p["name"], p["modified"], p["stats"]) for p in m.passes][-2:]  # nothing to rewrite: listed, unmodified
+    assert rewrites == [("split_reduce_l2", False, {"split": 0, "not_split": {}}),
+                        ("fuse_gelu", False, {"fused": 0, "not_fused": {}})]
 
 
 def test_verify_cli_rechecks_an_onnx_route_bundle(onnx_int8_bundle: dict[str, Path]) -> None:
     proc = run_cli("verify", str(onnx_int8_bundle["bundle"]), "--threads", "1")
     assert proc.returncode == 0, proc.stderr
     assert "parity within tolerance" in proc.stdout
+
+
+def test_onnx_route_runs_the_rewrite_passes_and_lists_them_in_the_manifest(tmp_path: Path) -> None:
+    from onnx import helper
+
+    from tests.unit.compiler.passes.test_onnx_rewrites import TORCH_GELU, make_onnx
+
+    nodes = [*TORCH_GELU, helper.make_node("ReduceL2", ["g", "axes"], ["n"], keepdims=1, name="l2"),
+             helper.make_node("Div", ["g", "n"], ["y"], name="normalize")]
+    src = make_onnx(tmp_path / "gelu_l2.onnx", nodes)
+    bundle = build(BuildConfig(source=str(src), target="tflite", out=tmp_path / "out", simplify=False)).bundle_dir
+    m = load_manifest(bundle)
+    assert [(p["name"], p["modified"], p["stats"]) for p in m.passes] == [
+        ("split_reduce_l2", True, {"split": 1, "not_split": {}}), ("fuse_gelu", True, {"fused": 1, "not_fused": {}})]
+    assert m.target_details["ops"].get("GELU") == 1 and "onnx_rewrites" not in m.target_details
+    assert m.parity["outputs"]["y"]["cosine"] > 0.99999
 
 
 def test_onnx_op_unknown_to_onnx2tf_is_named_with_route_and_log(tmp_path: Path) -> None:
@@ -276,36 +296,6 @@ def test_onnx_op_unknown_to_onnx2tf_is_named_with_route_and_log(tmp_path: Path) 
     assert_one_line_error(proc, errors.EXIT_EXPORT, "'mask_bits' (op type BitwiseAnd)", "onnx -> onnx2tf")
     assert sorted(p.name for p in out.iterdir()) == ["bits-tflite-fp32.failed.log"]
     assert "BitwiseAnd OP is not yet implemented" in (out / "bits-tflite-fp32.failed.log").read_text()
-
-
-def test_onnx2tf_rewrites_reduce_l2_and_torch_style_gelu_exactly() -> None:
-    import onnx
-    import onnxruntime as ort
-    from onnx import TensorProto, helper, numpy_helper
-
-    consts = {"axes": np.array([1], np.int64), "sqrt2": np.array(2 ** 0.5, np.float32),
-              "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
-    nodes = [helper.make_node("Div", ["x", "sqrt2"], ["s"], name="div"),  # GELU as torch.onnx.export writes it
-             helper.make_node("Erf", ["s"], ["e"], name="erf"),
-             helper.make_node("Add", ["e", "one"], ["a"], name="add"),
-             helper.make_node("Mul", ["a", "half"], ["h"], name="mul_half"),
-             helper.make_node("Mul", ["x", "h"], ["g"], name="mul_x"),
-             helper.make_node("ReduceL2", ["g", "axes"], ["n"], keepdims=1, name="l2"),
-             helper.make_node("Div", ["g", "n"], ["y"], name="normalize")]
-    graph = helper.make_graph(nodes, "gelu_l2", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])],
-                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    before = model.SerializeToString()
-    assert rewrite_for_onnx2tf(model) == {"ReduceL2 -> Sqrt(ReduceSumSquare)": 1, "x*0.5*(1+Erf(x/sqrt2)) -> Gelu": 1}
-    onnx.checker.check_model(model)
-    assert [n.op_type for n in model.graph.node] == ["Gelu", "ReduceSumSquare", "Sqrt", "Div"]
-    assert model.opset_import[0].version == 20  # Gelu is an opset-20 op
-    x = np.random.default_rng(0).standard_normal((2, 6)).astype(np.float32)
-    want = ort.InferenceSession(before).run(None, {"x": x})[0]
-    got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 # ---- precision plan and the runner's quantization -----------------------------------------------------

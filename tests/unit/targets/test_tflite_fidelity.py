@@ -38,7 +38,8 @@ def fragile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _config(fragile: dict[str, Path], out: Path, **kw) -> BuildConfig:
-    return BuildConfig(source=str(fragile["model"]), target="tflite", precision="int8", calib=fragile["calib"], out=out, **kw)
+    return BuildConfig(source=str(fragile["model"]), target="tflite", precision="int8", calib=fragile["calib"], out=out,
+                       allow_degraded=True, **kw)  # naive INT8 of the fragile model collapses: written to study it
 
 
 @pytest.fixture(scope="module")

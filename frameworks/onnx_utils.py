@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from edgec.core.errors import ExportError, require
+from edgec.core.errors import ExportError, brief, require
 from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec, sha256_file
 
 
@@ -26,30 +26,26 @@ def load_model(path: Path) -> Any:
     onnx = _onnx()
     try:
         model = onnx.load(str(path))
-    except Exception as exc:  # protobuf raises several types for corrupt bytes
+    except Exception as exc:  # one onnx call on the user's file: protobuf raises several types for corrupt bytes
         raise ExportError(
-            f"could not parse {path} as an ONNX model ({type(exc).__name__}: {_short(exc)})",
+            f"could not parse {path} as an ONNX model ({type(exc).__name__}: {brief(exc, 200)})",
             hint="expected a complete .onnx file; re-export it",
         ) from exc
     if not model.graph.node and not model.graph.output:
         raise ExportError(f"{path} holds no ONNX graph (empty or not an ONNX file)", hint="re-export the model")
     try:
         onnx.checker.check_model(model)
-    except Exception as exc:
-        raise ExportError(f"{path} is not a valid ONNX model: {_short(exc)}", hint="re-export the model") from exc
+    except (onnx.checker.ValidationError, ValueError) as exc:  # ValueError: a model proto over 2 GB
+        raise ExportError(f"{path} is not a valid ONNX model: {brief(exc, 200)}", hint="re-export the model") from exc
     return model
 
-
-def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def _dtype_name(elem_type: int) -> str:
     onnx = _onnx()
     try:
         return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type).name)
-    except Exception:
+    except (KeyError, ValueError, TypeError):  # no numpy dtype for it (unknown or string types): use onnx's name
         return onnx.TensorProto.DataType.Name(elem_type).lower()
 
 
@@ -133,6 +129,29 @@ def save_artifact(model: Any, work_dir: Path, filename: str = "model.onnx") -> M
     return ModelArtifact(path, FORMAT_ONNX, inputs, outputs, sha256_file(path))
 
 
+def sort_file(path: Path) -> bool:
+    """:func:`sort_nodes` on the model file at ``path``, rewritten only when the order changed (onnxruntime's
+    quantizers sort by explicit inputs, ignoring the values an ``If``/``Loop`` body reads from outside)."""
+    model = _onnx().load(str(path))
+    changed = sort_nodes(model)
+    if changed:
+        save_model(model, path)
+    return changed
+
+
+def outer_names(node: Any) -> set[str]:
+    """Values of the enclosing graphs that the subgraphs of ``node`` (``If`` branches, ``Loop`` bodies) read."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+            local = {v.name for v in sub.input} | {i.name for i in sub.initializer} | {""}
+            for inner in sub.node:
+                local.update(inner.output)
+            for inner in sub.node:
+                names.update(n for n in (*inner.input, *outer_names(inner)) if n not in local)
+    return names
+
+
 def sort_nodes(model: Any) -> bool:
     """Put the graph's nodes in topological order in place; returns whether the order changed.
 
@@ -145,8 +164,9 @@ def sort_nodes(model: Any) -> bool:
     graph = model.graph
     known = {v.name for v in graph.input} | {i.name for i in graph.initializer} | {""}
     pending, ordered = list(graph.node), []
+    needs = {id(n): [*n.input, *outer_names(n)] for n in pending}  # an If/Loop body reads outer values by name
     while pending:
-        ready = [n for n in pending if all(name in known for name in n.input)]
+        ready = [n for n in pending if all(name in known for name in needs[id(n)])]
         if not ready:
             raise ExportError(f"node {pending[0].name!r} reads values that no node produces (or the graph has a cycle)")
         for node in ready:
