@@ -1,0 +1,269 @@
+"""executorch bundles against onnx bundles of the same models, in one run.
+
+``python -m edgec.benchmarks.executorch_vs_onnx [--runs N] [--models digits digits_wide minilm] [--out DIR]``
+
+Per model (the digits CNN and the wider 32x32 digits CNN, trained here; MiniLM-L6 sentence embeddings with a
+fixed 1x32 token window):
+
+- **onnx fp32 / onnx int8**: ``edgec build --target onnx`` (onnxruntime; int8 in ``auto`` mode: static QDQ for
+  the CNNs, dynamic for MiniLM);
+- **executorch fp32 / fp16 / int8**: ``edgec build --target executorch`` (XNNPACK; int8 in ``auto`` mode: PT2E
+  static for the CNNs, dynamic for MiniLM), with ``max_dim`` capping the planned batch (and sequence).
+
+Latency: batch 1, 2 threads in both runtimes, warm-up, then the median of ``--runs`` calls measured in
+alternating rounds so that load from other processes hits every variant alike. Size: the model file.
+Fidelity: mean row cosine of the outputs to the PyTorch FP32 model's on held-out data (digits: the 450 test
+images, also scored by top-1; MiniLM: the evaluation sentences). Ratios are executorch over onnx at the same
+precision: below 1 means executorch is faster or smaller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+THREADS = 2
+WARMUP = 10
+ROUNDS = 5
+MINILM_SEQ = 32
+EVAL_BATCH = 64
+"""Digits are scored in chunks of this many images; the executorch bundles plan for this batch."""
+MODELS = ("digits", "digits_wide", "minilm")
+Precision = Literal["fp32", "fp16", "int8"]
+VARIANTS: tuple[tuple[str, Precision], ...] = (("onnx", "fp32"), ("onnx", "int8"), ("executorch", "fp32"),
+                                               ("executorch", "fp16"), ("executorch", "int8"))
+
+Feed = dict[str, np.ndarray]
+
+
+@dataclass
+class Variant:
+    """One bundle: its model file, runtime and what was measured."""
+
+    target: str
+    precision: Precision
+    path: Path | None = None
+    size: int = 0
+    latency_ms: float | None = None
+    cosine: float | None = None
+    top1: float | None = None
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.target} {self.precision}"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model: its source, calibration data, executorch options, one batch-1 feed and the scoring data."""
+
+    model: str
+    source: str
+    calib: Path
+    options: tuple[tuple[str, str], ...]
+    feed: Feed
+    outputs: Callable[[Any], np.ndarray]
+    reference: np.ndarray
+    labels: np.ndarray | None = None
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+def _torch_logits(pt2: Path, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    from edgec.frameworks.torch_utils import safe_load_pt2
+
+    with torch.no_grad():
+        return safe_load_pt2(pt2).module()(torch.from_numpy(x)).numpy()
+
+
+def digits_case(work: Path, wide: bool) -> Case:
+    """Train a digits CNN, export it, and score runners on the held-out images in chunks."""
+    from edgec.benchmarks.zoo import digits, digits_wide
+
+    assets = (digits_wide if wide else digits).prepare(work)
+    x = assets.data.x_test
+
+    def logits(runner: Any) -> np.ndarray:
+        chunks = [x[i:i + EVAL_BATCH] for i in range(0, len(x), EVAL_BATCH)]
+        return np.concatenate([next(iter(runner.infer({runner.input_names[0]: c}).values())) for c in chunks])
+
+    name = "digits-wide CNN" if wide else "digits CNN"
+    return Case(name, str(assets.pt2), assets.calib, (("max_dim", f"batch={EVAL_BATCH}"),), {"x": x[:1]}, logits,
+                _torch_logits(assets.pt2, x), assets.data.y_test)
+
+
+def minilm_case(work: Path) -> Case:
+    """MiniLM with a 1x32 token window, scored against the PyTorch embeddings of the evaluation sentences."""
+    from edgec.benchmarks.zoo import minilm
+
+    calib = minilm.save_calib(work / "calib.npz", max_length=MINILM_SEQ)
+    reference = minilm.embed_torch(minilm.load_module(), minilm.SENTENCES)
+    feeds = [minilm.tokenize([s], max_length=MINILM_SEQ) for s in minilm.SENTENCES]
+
+    def embeddings(runner: Any) -> np.ndarray:
+        return np.stack([next(iter(runner.infer(f).values()))[0] for f in feeds])
+
+    shapes: dict[str, tuple[int, ...]] = {name: (1, MINILM_SEQ) for name in minilm.INPUT_NAMES}
+    options = (("max_dim", f"batch=1,seq={MINILM_SEQ}"),)
+    return Case("MiniLM-L6", "edgec.benchmarks.zoo.minilm:factory", calib, options, feeds[6], embeddings, reference,
+                input_shapes=shapes)
+
+
+def build_bundles(case: Case, out: Path) -> list[Variant]:
+    """The onnx and executorch bundles of one model (a failed build is a row that says why)."""
+    from edgec.compiler.config import BuildConfig
+    from edgec.compiler.pipeline import build
+    from edgec.core.errors import EdgecError
+    from edgec.targets.base import target_options
+
+    variants = []
+    for target, precision in VARIANTS:
+        variant = Variant(target, precision)
+        options = case.options if target == "executorch" else ()
+        shapes = case.input_shapes if target == "onnx" else {}
+        flags = " ".join(f"--target-option {k}={v}" for k, v in options)
+        print(f"$ edgec build {case.source} --target {target} --precision {precision} --calib {case.calib} {flags}", flush=True)
+        try:
+            config = BuildConfig(source=case.source, target=target, precision=precision, calib=case.calib, out=out,
+                                 input_shapes=shapes, target_options=target_options(target, options), force=True)
+            outcome = build(config)
+            variant.path = outcome.bundle_dir / outcome.manifest.model_file
+        except EdgecError as exc:
+            variant.note = exc.one_line()
+        variants.append(variant)
+    return variants
+
+
+def _runner(variant: Variant) -> Any:
+    from edgec.runtime_shims.executorch import ExecuTorchRunner
+    from edgec.runtime_shims.ort import OrtRunner
+
+    assert variant.path is not None
+    cls = OrtRunner if variant.target == "onnx" else ExecuTorchRunner
+    return cls(str(variant.path), threads=THREADS)
+
+
+def _row_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return float(np.mean(np.sum(a64 * b64, axis=1) / (np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1))))
+
+
+def measure(case: Case, variants: list[Variant], runs: int) -> None:
+    """Size, fidelity and batch-1 latency (alternating rounds) of every variant that built and runs."""
+    from edgec.runtime_shims.base import RunnerError
+    from edgec.runtime_shims.measure import time_calls
+
+    runners: dict[str, Any] = {}
+    for v in variants:
+        if v.path is None:
+            continue
+        v.size = v.path.stat().st_size
+        runner = _runner(v)
+        try:
+            runner.activate()
+            got = case.outputs(runner)
+        except RunnerError as exc:
+            v.note = f"does not run: {str(exc)[:200]}"
+            continue
+        v.cosine = _row_cosine(got, case.reference)
+        if case.labels is not None:
+            v.top1 = float(np.mean(got.argmax(axis=1) == case.labels))
+        runners[v.name] = runner
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    per_round = [runs // ROUNDS + (1 if i < runs % ROUNDS else 0) for i in range(ROUNDS)]
+    for count in per_round:
+        for name, runner in runners.items():
+            times[name].extend(time_calls(_call(runner, case.feed), count, WARMUP, repeats=1)[0])
+    for v in variants:
+        if v.name in runners:
+            v.latency_ms = statistics.median(times[v.name]) * 1000
+            runners[v.name].deactivate()
+
+
+def _call(runner: Any, feed: Feed) -> Callable[[], Any]:
+    return lambda: runner.infer(feed)
+
+
+def run_model(name: str, work: Path, runs: int) -> tuple[Case, list[Variant]]:
+    """Build and measure every variant of one model."""
+    case = minilm_case(work) if name == "minilm" else digits_case(work, wide=name == "digits_wide")
+    variants = build_bundles(case, work / "bundles")
+    print(f"measuring {case.model}: {runs} timed batch-1 runs per variant", flush=True)
+    measure(case, variants, runs)
+    return case, variants
+
+
+def ratio_rows(case: Case, variants: list[Variant]) -> list[dict[str, Any]]:
+    """executorch over onnx at each precision both have: latency and size ratios, and both cosines."""
+    by_name = {v.name: v for v in variants}
+    rows = []
+    for precision in ("fp32", "int8"):
+        onnx, et = by_name.get(f"onnx {precision}"), by_name.get(f"executorch {precision}")
+        if onnx is None or et is None or onnx.latency_ms is None or et.latency_ms is None:
+            continue
+        rows.append({"model": case.model, "precision": precision, "latency_ratio": et.latency_ms / onnx.latency_ms,
+                     "size_ratio": et.size / onnx.size, "cosine_executorch": et.cosine, "cosine_onnx": onnx.cosine,
+                     "top1_executorch": et.top1, "top1_onnx": onnx.top1})
+    return rows
+
+
+def format_table(results: list[tuple[Case, list[Variant]]], runs: int) -> str:
+    """Every variant of every model, then the executorch/onnx ratios."""
+    head = f"{'model':16} {'variant':16} {'size KB':>10} {'p50 ms':>9} {'cos vs fp32':>12} {'top-1':>7}"
+    lines = [head, "-" * len(head)]
+    for case, variants in results:
+        for v in variants:
+            size = f"{v.size / 1024:10.1f}" if v.size else f"{'-':>10}"
+            lat = f"{v.latency_ms:9.4f}" if v.latency_ms is not None else f"{'-':>9}"
+            cos = f"{v.cosine:12.6f}" if v.cosine is not None else f"{'-':>12}"
+            top1 = f"{v.top1:7.4f}" if v.top1 is not None else f"{'-':>7}"
+            lines.append(f"{case.model:16} {v.name:16} {size} {lat} {cos} {top1}")
+    lines += ["", f"{'model':16} {'precision':9} {'latency et/onnx':>16} {'size et/onnx':>13}"]
+    for case, variants in results:
+        for row in ratio_rows(case, variants):
+            lines.append(f"{row['model']:16} {row['precision']:9} {row['latency_ratio']:16.2f} {row['size_ratio']:13.2f}")
+    lines.append("")
+    lines.append(f"latency: batch 1, {THREADS} threads, median of {runs} runs after {WARMUP} warm-up runs per round, "
+                 f"{ROUNDS} alternating rounds")
+    lines += [f"{case.model} {v.name}: {v.note}" for case, variants in results for v in variants if v.note]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgec.benchmarks.executorch_vs_onnx", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=100, help="timed batch-1 inferences per variant (default 100)")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="default: all three")
+    parser.add_argument("--out", type=Path, help="keep models and bundles here (default: a temporary folder)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgec-evo-") as tmp:
+        work = args.out or Path(tmp)
+        results = [run_model(name, work / name, args.runs) for name in args.models]
+    print()
+    print(format_table(results, args.runs))
+    print(f"\ntotal time {time.perf_counter() - start:.0f}s")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "variants": [{"model": c.model, **{k: (str(v) if isinstance(v, Path) else v) for k, v in var.__dict__.items()}}
+                         for c, vs in results for var in vs],
+            "ratios": [row for c, vs in results for row in ratio_rows(c, vs)]}, indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

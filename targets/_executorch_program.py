@@ -1,0 +1,332 @@
+"""The torch side of the executorch target: the ``torch.export`` program at the requested precision, with
+its dynamic dims capped, before ExecuTorch lowers it (see :mod:`edgec.targets.executorch`).
+
+- fp16: the module in float16 behind float32 inputs and outputs (:func:`half_module`), re-exported.
+- int8: PT2E with ``XNNPACKQuantizer`` (:func:`quantize_pt2e`), re-exported.
+- Dims: ``max_dim`` caps the upper bound of dynamic dims, by the dim names the source gave (``batch``) or
+  for all (``*``); a dim capped to its lower bound becomes static. torch is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections import Counter
+from typing import Any
+
+from edgec.core.errors import CalibrationError, ConfigError, UnsupportedError, brief, raise_if_bug
+from edgec.core.types import ModelArtifact
+from edgec.targets.base import PrecisionRequest
+
+HALF_PROGRAM_BACKENDS = ("xnnpack", "vulkan")
+"""Backends whose fp16 is a float16 torch program; coreml and qnn take fp16 as a compute precision."""
+_SKIPPED_OPS = frozenset({"getitem", "executorch_call_delegate"})
+_CONV_OPS = ("convolution", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+_MATMUL_OPS = ("linear", "mm", "bmm", "addmm", "matmul")
+
+Dim = int | tuple[str, int, int | None]
+"""One dim of a program input: a size, or ``(symbol, lower, upper or None)``."""
+
+
+def apply_precision(program: Any, request: PrecisionRequest, artifact: ModelArtifact, caps: dict[str, int],
+                    backend: str) -> tuple[Any, dict[str, Any]]:
+    """The program at the requested precision, re-exported where it changed or ``caps`` narrow its dims, and
+    what was done. fp16 for coreml and qnn is their compiler's compute precision (the program stays fp32).
+
+    Raises:
+        CalibrationError: the calibration data does not run through the program.
+        UnsupportedError: the program takes keyword inputs and must be re-exported.
+    """
+    if request.precision == "fp16" and backend in HALF_PROGRAM_BACKENDS:
+        return reexport(half_module(copy.deepcopy(program.module())), program, caps), {"weights": "fp16"}
+    if request.precision == "int8":
+        module, quantization = quantize_pt2e(program, request, artifact)
+        return reexport(module, program, caps), {"weights": "int8 per channel", "quantization": quantization}
+    weights = {"weights": "fp32" if request.precision == "fp32" else f"fp16 ({backend} compute precision)"}
+    if narrows(program, caps):
+        return reexport(program.module(), program, caps), weights
+    return program, weights
+
+
+def half_module(module: Any) -> Any:
+    """``module`` (a ``torch.export`` graph module) in float16 behind float32 inputs and outputs, with its
+    layer norms kept in float32 (:func:`float_norms`)."""
+    import torch
+
+    float_norms(module)
+
+    class HalfModule(torch.nn.Module):
+        takes_varargs = True
+
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner.half()
+
+        def forward(self, *args: Any) -> Any:
+            out = self.inner(*[a.half() if a.is_floating_point() else a for a in args])
+            return torch.utils._pytree.tree_map(
+                lambda t: t.float() if isinstance(t, torch.Tensor) and t.is_floating_point() else t, out)
+
+    return HalfModule(module)
+
+
+def float_norms(graph_module: Any) -> None:
+    """Run every ``aten.layer_norm`` of the graph in float32 between casts (in place).
+
+    ExecuTorch's portable fp16 layer norm gives NaN on MiniLM's embeddings (eps 1e-12 is 0 in fp16 and the
+    variance goes negative; measured, ExecuTorch 1.5.1); mixed-precision training keeps norms in fp32 too.
+    XNNPACK does not take layer norms, so they ran on portable kernels either way.
+    """
+    import torch
+
+    graph = graph_module.graph
+    cast = torch.ops.aten._to_copy.default
+    for node in [n for n in graph.nodes if n.op == "call_function" and n.target == torch.ops.aten.layer_norm.default]:
+        with graph.inserting_before(node):
+            node.args = tuple(graph.call_function(cast, (a,), {"dtype": torch.float32})
+                              if isinstance(a, torch.fx.Node) else a for a in node.args)
+        with graph.inserting_after(node):
+            back = graph.call_function(cast, (node,), {"dtype": torch.float16})
+        node.replace_all_uses_with(back, delete_user_cb=lambda user, back=back: user is not back)
+    graph_module.recompile()
+
+
+def choose_int8_mode(request: PrecisionRequest, program: Any) -> str:
+    """Resolve ``auto`` as the onnx target does: dynamic without data or for matmul-dominated programs."""
+    if request.int8_mode != "auto":
+        return request.int8_mode
+    if request.calibration is None:
+        return "dynamic"
+    ops = op_counts(program.graph_module)
+    convs = sum(n for op, n in ops.items() if short_op(op) in _CONV_OPS)
+    matmuls = sum(n for op, n in ops.items() if short_op(op) in _MATMUL_OPS)
+    return "static" if convs >= matmuls else "dynamic"
+
+
+def quantize_pt2e(program: Any, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
+    """PT2E INT8 with ``XNNPACKQuantizer`` (per-channel weights); modules named in ``request.exclude`` stay float.
+
+    Raises:
+        CalibrationError: the calibration data does not run through the prepared program.
+    """
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    mode = choose_int8_mode(request, program)
+    config, observer = quant_config(mode, request)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    for name in request.exclude:  # set_module_name(name, None) asserts in 1.5.1; a None config annotates nothing
+        quantizer.module_name_config[name] = None
+    prepared = prepare_pt2e(integer_scalar_ops(program.module()), quantizer)
+    samples = _calibrate(prepared, program, request, artifact, mode)
+    details: dict[str, Any] = {
+        "mode": mode, "tool": "torchao prepare_pt2e/convert_pt2e + XNNPACKQuantizer", "weights": "int8 symmetric per channel",
+        "activations": "int8 per tensor, quantized at run time" if mode == "dynamic" else "int8 per tensor",
+        "samples": samples,
+    }
+    if observer:
+        details["activation_observer"] = observer
+    if mode == "dynamic" and request.calibration is None and request.int8_mode == "auto":
+        details["reason"] = "no calibration data given"
+    if request.exclude:
+        details["kept_float"] = list(request.exclude)
+    return convert_pt2e(prepared), details
+
+
+def integer_scalar_ops(graph_module: Any) -> Any:
+    """Integer ``add``/``mul`` with a Python number -> their ``.Scalar`` overloads (same result).
+
+    ``XNNPACKQuantizer.transform_for_annotation`` turns every number added to or multiplied with a tensor
+    into a float32 tensor constant, so integer index arithmetic (BERT's ``arange(seq) + 0`` position ids)
+    becomes float and ``aten.index`` fails (ExecuTorch 1.5.1, measured on MiniLM). It leaves ``.Scalar``
+    overloads alone.
+    """
+    import torch
+
+    scalar = {torch.ops.aten.add.Tensor: torch.ops.aten.add.Scalar, torch.ops.aten.mul.Tensor: torch.ops.aten.mul.Scalar}
+    for node in graph_module.graph.nodes:
+        val = node.meta.get("val")
+        if (node.op == "call_function" and node.target in scalar and len(node.args) == 2
+                and isinstance(node.args[0], torch.fx.Node) and isinstance(node.args[1], (int, float, bool))
+                and isinstance(val, torch.Tensor) and not val.is_floating_point()):
+            node.target = scalar[node.target]
+    graph_module.recompile()
+    return graph_module
+
+
+def _calibrate(prepared: Any, program: Any, request: PrecisionRequest, artifact: ModelArtifact, mode: str) -> int:
+    """Run the calibration feeds (static) or the example inputs once (dynamic: weight observers only)."""
+    import torch
+
+    if mode != "static" or request.calibration is None:
+        args, _ = program.example_inputs or (example_args(program), {})
+        prepared(*args)
+        return 0
+    for feed in request.calibration.feeds():
+        try:
+            prepared(*[torch.from_numpy(feed[spec.name]) for spec in artifact.inputs])
+        except Exception as exc:
+            raise_if_bug(exc, "calibrating the executorch INT8 program")
+            raise CalibrationError(f"calibration data does not run through the program: {brief(exc, 200)}") from exc
+    return len(request.calibration)
+
+
+def quant_config(mode: str, request: PrecisionRequest) -> tuple[Any, str | None]:
+    """XNNPACK's symmetric per-channel config and its activation observer; static ``minmax`` calibration swaps
+    XNNPACK's ``HistogramObserver`` for ``MinMaxObserver``."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=mode == "dynamic")
+    if mode == "dynamic":
+        return config, None
+    if request.calibration is not None and request.calibration.method != "minmax":
+        return config, "HistogramObserver"
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    def minmax(spec: Any) -> Any:
+        return dataclasses.replace(spec, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+
+    return dataclasses.replace(config, input_activation=minmax(config.input_activation),
+                               output_activation=minmax(config.output_activation)), "MinMaxObserver"
+
+
+# ---- dims
+
+
+def user_inputs(program: Any) -> list[Any]:
+    """The placeholder nodes of the program's user inputs, in order."""
+    names = set(program.graph_signature.user_inputs)
+    return [n for n in program.graph.nodes if n.op == "placeholder" and n.name in names]
+
+
+def dim_bounds(program: Any, caps: dict[str, int] | None = None) -> list[list[Dim]]:
+    """Per user input, per dim: its size, or ``(symbol, lower, upper or None)`` with ``caps`` applied."""
+    ranges = {str(k): v for k, v in program.range_constraints.items()}
+    shapes = []
+    for node in user_inputs(program):
+        dims: list[Dim] = []
+        for d in node.meta["val"].shape:
+            if isinstance(d, int):
+                dims.append(d)
+                continue
+            symbol, vr = str(d.node.expr), ranges.get(str(d.node.expr))
+            lower = int(vr.lower) if vr is not None else 0
+            upper = int(vr.upper) if vr is not None and vr.upper.is_integer else None
+            cap = (caps or {}).get(symbol)
+            if cap is not None:
+                upper = max(min(upper, cap) if upper is not None else cap, lower)
+            dims.append((symbol, lower, upper))
+        shapes.append(dims)
+    return shapes
+
+
+def symbol_caps(program: Any, artifact: ModelArtifact, max_dim: dict[str, int]) -> dict[str, int]:
+    """Program symbol -> cap, from ``max_dim`` keyed by the dim names of the source (``batch``) or ``*``.
+
+    Raises:
+        ConfigError: ``max_dim`` names a dim no input has.
+    """
+    caps: dict[str, int] = {}
+    named: set[str] = set()
+    for spec, dims in zip(artifact.inputs, dim_bounds(program)):
+        for axis, d in enumerate(dims):
+            if isinstance(d, int):
+                continue
+            given = spec.shape[axis] if axis < len(spec.shape) else None
+            name = given if isinstance(given, str) else ""
+            if name:
+                named.add(name)
+            cap = max_dim[name] if name in max_dim else max_dim.get("*")
+            if cap is not None:
+                caps[d[0]] = min(caps.get(d[0], cap), cap)
+    unknown = sorted(set(max_dim) - named - {"*"})
+    if unknown:
+        raise ConfigError(f"max_dim names {', '.join(unknown)}, which no input dim is called; the dynamic dims are: "
+                          f"{', '.join(sorted(named)) or 'unnamed (use max_dim=N for all)'}")
+    return caps
+
+
+def narrows(program: Any, caps: dict[str, int]) -> bool:
+    """Whether ``caps`` lower any dynamic dim's upper bound (then the program is re-exported)."""
+    before, after = dim_bounds(program), dim_bounds(program, caps)
+    return before != after
+
+
+def dynamic_shapes(program: Any, caps: dict[str, int]) -> tuple[dict[int, Any], ...]:
+    """``torch.export`` dynamic shapes, one ``Dim`` per symbol; a dim capped to its lower bound is left static."""
+    import torch
+
+    made: dict[str, Any] = {}
+    specs = []
+    for dims in dim_bounds(program, caps):
+        spec = {}
+        for axis, d in enumerate(dims):
+            if isinstance(d, int) or d[1] == d[2]:
+                continue
+            symbol, lower, upper = d
+            if symbol not in made:
+                made[symbol] = torch.export.Dim(f"d_{symbol}", min=max(lower, 1) if upper is None else min(max(lower, 1), upper),
+                                                max=upper)
+            spec[axis] = made[symbol]
+        specs.append(spec)
+    return tuple(specs)
+
+
+def example_args(program: Any, caps: dict[str, int] | None = None) -> tuple[Any, ...]:
+    """Zeros for a program saved without example inputs: dynamic dims at 2, within their bounds."""
+    import torch
+
+    args = []
+    for node, dims in zip(user_inputs(program), dim_bounds(program, caps)):
+        shape = [d if isinstance(d, int) else min(max(2, d[1]), d[2] or 2) for d in dims]
+        args.append(torch.zeros(shape, dtype=node.meta["val"].dtype))
+    return tuple(args)
+
+
+def reexport(module: Any, program: Any, caps: dict[str, int]) -> Any:
+    """``torch.export`` a changed module with the program's example inputs (cut to the caps) and dynamic dims.
+
+    Raises:
+        UnsupportedError: the program takes keyword inputs.
+    """
+    import torch
+
+    args, kwargs = program.example_inputs or (example_args(program, caps), {})
+    if kwargs:
+        raise UnsupportedError("the executorch target re-exports programs with positional inputs only")
+    bounds = dim_bounds(program, caps)
+    args = tuple(_fit(a, dims) for a, dims in zip(args, bounds))
+    shapes = dynamic_shapes(program, caps)
+    varargs = getattr(module, "takes_varargs", False)  # forward(*args): one entry, a tuple of specs
+    return torch.export.export(module, args, dynamic_shapes=(shapes,) if varargs else shapes, strict=False)
+
+
+def _fit(arg: Any, dims: list[Dim]) -> Any:
+    """An example input cut to its capped upper bounds."""
+    for axis, d in enumerate(dims):
+        if not isinstance(d, int) and d[2] is not None and arg.shape[axis] > d[2]:
+            arg = arg.narrow(axis, 0, d[2])
+    return arg
+
+
+# ---- graph inspection
+
+
+def op_counts(graph_module: Any) -> dict[str, int]:
+    """Operators called in a graph (not its delegate calls or tuple picks), by name."""
+    names = (op_name(n.target) for n in graph_module.graph.nodes if n.op == "call_function")
+    return dict(Counter(n for n in names if n not in _SKIPPED_OPS))
+
+
+def op_name(target: Any) -> str:
+    """``aten.conv2d.default``, ``quantized_decomposed.quantize_per_tensor.default``; Python callables by name."""
+    schema = getattr(target, "_schema", None)
+    if schema is not None:
+        return f"{schema.name.replace('::', '.')}.{schema.overload_name or 'default'}"
+    return str(getattr(target, "__name__", target))
+
+
+def short_op(name: str) -> str:
+    """``aten.convolution.default`` -> ``convolution``."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "aten" else parts[0]
