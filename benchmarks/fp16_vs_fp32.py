@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from edgec.benchmarks.quant_vs_default import cpu_name  # one reading of /proc/cpuinfo for the scripts
+
 TARGETS = ("onnx", "openvino", "tflite")
 PRECISIONS = ("fp32", "fp16")
 WARMUP = 20
@@ -182,18 +184,8 @@ def environment(threads: int) -> str:
             found.append(f"{package} {version(package)}")
         except PackageNotFoundError:
             continue
-    return (f"host: {_cpu_name()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
+    return (f"host: {cpu_name()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
             f"{', '.join(found)}; {threads} inference thread{'' if threads == 1 else 's'}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def format_table(rows: list[Row], runs: int) -> str:

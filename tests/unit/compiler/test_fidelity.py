@@ -26,9 +26,15 @@ CHANNELS = 8
 DEPTH = 6
 
 
-def make_fragile(path: Path) -> Path:
+def make_fragile(path: Path, relu6: bool = False) -> Path:
+    """Six convs whose conv3 reads an activation with one 300x channel. ``relu6``: every activation is a
+    ``Clip`` reading the same two constants, as PyTorch exports ReLU6 (``min_val_cast``, ``max_val_cast``);
+    the cap is high so that the outlier channel conv3 reads survives."""
     rng = np.random.default_rng(0)
     inits, nodes, prev, cin = [], [], "x", 3
+    if relu6:
+        inits += [numpy_helper.from_array(np.array(0.0, np.float32), "min_val_cast"),
+                  numpy_helper.from_array(np.array(1e4, np.float32), "max_val_cast")]
     for i in range(1, DEPTH + 1):
         w = (rng.standard_normal((CHANNELS, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
         if i == 2:
@@ -37,7 +43,8 @@ def make_fragile(path: Path) -> Path:
             w[:, 0] /= 300.0
         inits += [numpy_helper.from_array(w, f"conv{i}.weight"), numpy_helper.from_array(np.zeros(CHANNELS, np.float32), f"conv{i}.bias")]
         nodes += [helper.make_node("Conv", [prev, f"conv{i}.weight", f"conv{i}.bias"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
-                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+                  helper.make_node("Clip", [f"c{i}", "min_val_cast", "max_val_cast"], [f"r{i}"], name=f"clip{i}") if relu6
+                  else helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
         prev, cin = f"r{i}", CHANNELS
     fc = (rng.standard_normal((CHANNELS * 64, 10)) / 8).astype(np.float32)
     inits += [numpy_helper.from_array(fc, "fc.weight"), numpy_helper.from_array(np.zeros(10, np.float32), "fc.bias")]

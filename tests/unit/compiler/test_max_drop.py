@@ -29,6 +29,7 @@ from edgec.frameworks import fidelity
 from edgec.frameworks.fidelity import ErrorSums, LayerDivergence, NodeInfo
 from tests.conftest import run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.unit.compiler.test_fidelity import make_fragile
 
 CHANNELS = 8
 
@@ -38,32 +39,6 @@ def _save(nodes: list, inits: list, inputs: list, outputs: list, path: Path) -> 
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
-
-
-def make_relu6_fragile(path: Path, depth: int = 6) -> Path:
-    """The fragile six-conv model of test_fidelity.py with every activation a ``Clip`` reading the same two
-    constants, as PyTorch exports ReLU6 (``min_val_cast``, ``max_val_cast``); the cap is high so that the
-    outlier channel conv3 reads survives."""
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "min_val_cast"),
-             numpy_helper.from_array(np.array(1e4, np.float32), "max_val_cast")]
-    nodes, prev, cin = [], "x", 3
-    for i in range(1, depth + 1):
-        w = (rng.standard_normal((CHANNELS, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
-        if i == 2:
-            w[0] *= 300.0
-        if i == 3:
-            w[:, 0] /= 300.0
-        inits += [numpy_helper.from_array(w, f"conv{i}.weight"), numpy_helper.from_array(np.zeros(CHANNELS, np.float32), f"conv{i}.bias")]
-        nodes += [helper.make_node("Conv", [prev, f"conv{i}.weight", f"conv{i}.bias"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
-                  helper.make_node("Clip", [f"c{i}", "min_val_cast", "max_val_cast"], [f"r{i}"], name=f"clip{i}")]
-        prev, cin = f"r{i}", CHANNELS
-    inits += [numpy_helper.from_array((rng.standard_normal((CHANNELS * 64, 10)) / 8).astype(np.float32), "fc.weight"),
-              numpy_helper.from_array(np.zeros(10, np.float32), "fc.bias")]
-    nodes += [helper.make_node("Flatten", [prev], ["f"], name="flatten"),
-              helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], name="fc")]
-    return _save(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-                 [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], path)
 
 
 def make_head(path: Path, head: str) -> Path:
@@ -98,7 +73,7 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     np.savez(folder / "calib.npz", x=rng.standard_normal((64, 3, 8, 8)).astype(np.float32))
     np.savez(folder / "eval.npz", x=rng.standard_normal((20, 3, 8, 8)).astype(np.float32))
     np.savez(folder / "heads.npz", x=rng.standard_normal((32, 1, 8, 16)).astype(np.float32))
-    return {"relu6": make_relu6_fragile(folder / "relu6.onnx"), "sigmoid": make_head(folder / "sigmoid.onnx", "sigmoid"),
+    return {"relu6": make_fragile(folder / "relu6.onnx", relu6=True), "sigmoid": make_head(folder / "sigmoid.onnx", "sigmoid"),
             "ctc": make_head(folder / "ctc.onnx", "ctc"), "calib": folder / "calib.npz", "eval": folder / "eval.npz",
             "heads": folder / "heads.npz", "dir": folder}
 
