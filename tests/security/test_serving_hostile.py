@@ -13,7 +13,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -22,7 +21,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from edgec.cloud_sync.serving import app as serving_app
 from edgec.cloud_sync.serving.app import ServeOptions, ServerState, create_app
@@ -33,17 +31,12 @@ from edgec.core import errors
 from edgec.runtime_shims.ort import OrtRunner
 from tests.conftest import make_calib, make_conv_onnx, run_cli
 from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.unit.serving.test_serve import _free_port, running
 
 NPY = {"content-type": "application/x-npy"}
 NPZ = {"content-type": "application/x-npz"}
 BOMB_BYTES = 256 * 1024 * 1024
 SERVER_FLAGS = ["--max-decoded-mb", "8", "--timeout-head", "1", "--timeout-body", "2", "--limit-concurrency", "40"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -147,20 +140,10 @@ def test_npz_member_whose_declared_size_exceeds_the_limit_gets_413_naming_it(ser
 
 @contextlib.contextmanager
 def _in_process(bundle: Path, **options) -> Iterator[str]:
+    """The server in this process, with edgec serve's own uvicorn settings (limits, head guard)."""
     state = ServerState(ModelHost(load_bundle(bundle)), ServeOptions(**options))
-    port = _free_port()
-    server = uvicorn.Server(serving_app.uvicorn_config(create_app(state), state.options, "127.0.0.1", port))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        assert time.time() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with running(lambda port: serving_app.uvicorn_config(create_app(state), state.options, "127.0.0.1", port)) as url:
+        yield url
 
 
 def test_healthz_answers_fast_while_slow_decodes_are_in_flight(bundle, monkeypatch) -> None:

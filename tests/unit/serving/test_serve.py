@@ -10,7 +10,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -34,10 +34,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(bundle: Path, release=None, **options) -> Iterator[tuple[str, ServerState]]:
-    state = ServerState(ModelHost(load_bundle(bundle, release=release)), ServeOptions(**options))
+def running(config: Callable[[int], uvicorn.Config]) -> Iterator[str]:
+    """A uvicorn server on a free loopback port (``config(port)``) in a thread; yields its base URL."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="error"))
+    server = uvicorn.Server(config(port))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 20
@@ -45,10 +45,17 @@ def serving(bundle: Path, release=None, **options) -> Iterator[tuple[str, Server
         assert time.time() < deadline, "server did not start"
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}", state
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextlib.contextmanager
+def serving(bundle: Path, release=None, **options) -> Iterator[tuple[str, ServerState]]:
+    state = ServerState(ModelHost(load_bundle(bundle, release=release)), ServeOptions(**options))
+    with running(lambda port: uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="error")) as url:
+        yield url, state
 
 
 @pytest.fixture(scope="module")
