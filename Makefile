@@ -55,5 +55,10 @@ typecheck: $(STAMP)
 test: lint typecheck chromium
 	$(BIN)/python -m pytest -q tests
 
+# Fast unit tests only (in-process, tiny graphs, about a minute); `make test` runs them with contract, security
+# and integration tests (builds, real runtimes, real models, servers on 127.0.0.1)
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
 clean:
 	rm -rf $(VENV) bundles demo-out build *.egg-info

@@ -28,6 +28,7 @@ from edgec.core import errors
 from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, sha256_file
 from edgec.frameworks.tf_utils import FORMAT_KERAS
 from edgec.targets.base import TARGETS
+from tests.support.recurrent import make_lstm_onnx
 
 OPTIONS: dict[str, dict[str, Any]] = {
     "fix_shapes": {"shapes": {"x": [1, 3, 8, 8]}},
@@ -37,8 +38,9 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 """The options a pass needs to run on the tiny model of its format (passes not listed take none)."""
 
-NOTHING_TO_DO = ("fuse_gelu", "split_reduce_l2", "upgrade_opset")
-"""Passes that must report ``modified=False`` on a plain CNN (no GELU, no ReduceL2, opset 17, no Constant nodes)."""
+NOTHING_TO_DO = ("fuse_gelu", "split_reduce_l2", "upgrade_opset", "unroll_rnn")
+"""Passes that must report ``modified=False`` on a plain CNN (no GELU, no ReduceL2, opset 17, no Constant nodes,
+no recurrent node)."""
 
 def make_onnx(path: Path) -> Path:
     """Conv-Relu-GlobalAveragePool-Gemm, a GELU as ``torch.onnx.export`` writes it, and an L2 normalisation."""
@@ -173,7 +175,8 @@ def make_keras(path: Path) -> Path:
 
 BUILDERS: dict[str, Callable[[Path], Path]] = {FORMAT_ONNX: make_onnx, FORMAT_PT2: make_pt2, FORMAT_KERAS: make_keras}
 SUFFIX = {FORMAT_ONNX: ".onnx", FORMAT_PT2: ".pt2", FORMAT_KERAS: ".keras"}
-PASS_BUILDERS: dict[str, Callable[[Path], Path]] = {"upgrade_opset": make_old_onnx, "fold_inputs": make_setting_onnx}
+PASS_BUILDERS: dict[str, Callable[[Path], Path]] = {"upgrade_opset": make_old_onnx, "fold_inputs": make_setting_onnx,
+                                                  "unroll_rnn": make_lstm_onnx}
 """Passes that find nothing to do on their format's tiny model get a model of their own."""
 FOLDS_INPUTS = ("fold_inputs",)
 """Passes that remove the inputs named in their ``values`` option (the one exception to unchanged input names)."""
@@ -201,7 +204,8 @@ class Models:
         return self._artifacts[name]
 
     def calibration(self, artifact: ModelArtifact) -> CalibrationSet:
-        x = np.random.default_rng(1).standard_normal((8, 1, 3, 8, 8)).astype(np.float32)
+        fixed = [s.shape for s in artifact.inputs if s.name == "x" and all(isinstance(d, int) for d in s.shape)]
+        x = np.random.default_rng(1).standard_normal((8, *(fixed or [(1, 3, 8, 8)])[0])).astype(np.float32)
         others = {s.name: np.ones((8, *s.shape), s.dtype) for s in artifact.inputs if s.name != "x"}  # settings: fixed shapes
         return CalibrationSet.from_arrays({"x": x, **others}, artifact.inputs)
 
@@ -311,7 +315,7 @@ def test_pass_rerun_on_the_same_input_is_byte_identical(name: str, models: Model
 def test_pass_with_nothing_to_do_reports_unmodified_and_passes_the_bytes_on(name: str, models: Models,
                                                                              tmp_path: Path) -> None:
     skip_without_toolchain(name)
-    from tests.conftest import make_conv_onnx
+    from tests.support.models import make_conv_onnx
 
     plain = describe(make_conv_onnx(tmp_path / "plain.onnx"), FORMAT_ONNX)
     result = models.run(name, tmp_path / "work", plain)

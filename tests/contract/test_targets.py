@@ -19,7 +19,9 @@ from edgec.compiler.pipeline import build
 from edgec.core import errors
 from edgec.core.bundle import load_manifest
 from edgec.targets.base import TARGETS
-from tests.conftest import REPO, make_calib, make_conv_onnx, run_cli
+from tests.conftest import REPO
+from tests.support.cli import run_cli
+from tests.support.models import make_calib, make_conv_onnx
 
 FACTORY = '''
 import torch

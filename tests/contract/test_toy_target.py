@@ -27,7 +27,7 @@ from edgec.core.types import FORMAT_ONNX, ModelArtifact
 from edgec.runtime_shims.runners import open_runner
 from edgec.targets.base import TARGETS, ExportResult, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
-from tests.conftest import make_conv_onnx
+from tests.support.models import make_conv_onnx
 
 TOY_SHIM = '''"""Toy runner: the bundle's ONNX file through onnxruntime on the CPU."""
 

@@ -30,7 +30,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_conv_onnx, run_cli
+from tests.conftest import REPO
+from tests.support.cli import run_cli
+from tests.support.models import make_conv_onnx
 
 pytestmark = pytest.mark.integration
 

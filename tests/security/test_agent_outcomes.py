@@ -19,15 +19,9 @@ from edgec.cloud_sync.publish import publish
 from edgec.cloud_sync.release import META, target_key
 from edgec.cloud_sync.store import Store, open_store
 from edgec.core.errors import EXIT_INTEGRITY
-from tests.unit.cloud_sync.conftest import (  # noqa: F401 - fixtures
-    bundles,
-    key_template,
-    keys,
-    moto_server,
-    repository,
-    store_url,
-)
-from tests.unit.cloud_sync.test_agent import active_bundle, run_agent
+from tests.support.agent import active_bundle, run_agent
+from tests.support.stores import repository
+from tests.support.sync_fixtures import bundles, key_template, keys, moto_server, store_url  # noqa: F401 - fixtures
 
 
 def _device_on_v1(store_url: str, keys: Path, bundles: dict, tmp_path: Path) -> tuple[Any, Path]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from edgec.cloud_sync.publish import publish
 from edgec.cloud_sync.store import open_store
-from tests.unit.cloud_sync.conftest import S3_ENV, bundles, free_port, key_template, keys, repository  # noqa: F401 - fixtures
-from tests.unit.cloud_sync.test_agent import active_bundle, run_agent, state
+from tests.support.agent import active_bundle, run_agent, state
+from tests.support.stores import S3_ENV, free_port, repository  # noqa: F401 - fixtures
+from tests.support.sync_fixtures import bundles, key_template, keys  # noqa: F401 - fixtures
 
 
 def _installed(tmp_path: Path, keys: Path, bundles: dict, *names: str) -> tuple[str, Path, list]:

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from edgec.core import errors
-from tests.conftest import make_conv_onnx, run_cli
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.models import make_conv_onnx
 
 NOT_PLAIN = "is not a plain relative path inside the bundle"
 NOT_LISTED = "is not listed in the manifest's files"
@@ -265,7 +265,7 @@ def test_serve_refuses_to_load_a_bundle_whose_model_is_outside(built: Path, tmp_
 @pytest.fixture(scope="module")
 def keys_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tuf")
-    from tests.unit.cloud_sync.conftest import cli
+    from tests.support.cli import cli
 
     folder = tmp_path_factory.mktemp("bundle-paths-keys") / "keys"
     code, _, err = cli("keys", "init", "--keys", str(folder))
@@ -279,7 +279,7 @@ def assert_integrity_line(err: str, message: str) -> None:
 
 
 def publish(bundle: Path, keys: Path, store: Path, *extra: str) -> tuple[int, str, str]:
-    from tests.unit.cloud_sync.conftest import cli
+    from tests.support.cli import cli
 
     return cli("publish", str(bundle), "--store", str(store), "--keys", str(keys), "--channel", "stable", *extra)
 

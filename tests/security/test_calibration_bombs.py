@@ -20,8 +20,8 @@ import pytest
 from edgec.calibration.readers import read_path
 from edgec.core import errors
 from edgec.core.types import TensorSpec
-from tests.conftest import make_calib, make_conv_onnx
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.support.cli import assert_one_line_error
+from tests.support.models import make_calib, make_conv_onnx
 
 MIB = 1 << 20
 SAMPLE_BYTES = 3 * 8 * 8 * 4  # one (3, 8, 8) float32 sample of the tiny conv model

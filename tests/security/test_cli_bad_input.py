@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from edgec.core import errors
-from tests.conftest import REPO, make_conv_onnx, run_cli
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.conftest import REPO
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.models import make_conv_onnx
 
 DEAD_PID = 99_999_999
 """Above Linux's largest pid_max (2^22): no process can have it."""

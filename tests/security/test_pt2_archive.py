@@ -18,8 +18,7 @@ import pytest
 from edgec.compiler.importers.torch import TorchImporter
 from edgec.core import errors
 from edgec.frameworks.torch_utils import safe_load_pt2
-from tests.conftest import run_cli
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.support.cli import assert_one_line_error, run_cli
 
 torch = pytest.importorskip("torch")
 

@@ -24,17 +24,10 @@ from edgec.cloud_sync.publish import pack_bundle
 from edgec.cloud_sync.release import META
 from edgec.cloud_sync.store import Store, open_store
 from edgec.core.errors import EXIT_INTEGRITY
-from tests.unit.cloud_sync.conftest import (  # noqa: F401 - fixtures
-    bundles,
-    cli,
-    key_template,
-    keys,
-    moto_server,
-    store_url,
-)
-from tests.unit.cloud_sync.test_agent import active_bundle, run_agent
-from tests.unit.cloud_sync.test_publish import device_view
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.support.agent import active_bundle, run_agent
+from tests.support.cli import assert_one_line_error, cli
+from tests.support.stores import device_view
+from tests.support.sync_fixtures import bundles, key_template, keys, moto_server, store_url  # noqa: F401 - fixtures
 
 
 def saved_metadata(store: Store) -> dict[str, bytes]:

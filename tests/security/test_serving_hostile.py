@@ -29,9 +29,10 @@ from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
 from edgec.core import errors
 from edgec.runtime_shims.ort import OrtRunner
-from tests.conftest import make_calib, make_conv_onnx, run_cli
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
-from tests.unit.serving.test_serve import _free_port, running
+from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.models import make_calib, make_conv_onnx
+from tests.support.serving import running
+from tests.support.stores import free_port
 
 NPY = {"content-type": "application/x-npy"}
 NPZ = {"content-type": "application/x-npz"}
@@ -49,7 +50,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """``edgec serve`` in its own process (so its peak memory is its own): the URL and the pid."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path_factory.mktemp("serve-log") / "stderr.txt").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "edgec.compiler", "serve", str(bundle), "--port", str(port), *SERVER_FLAGS],
                             stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
@@ -322,7 +323,7 @@ def test_npy_request_is_answered_with_npy(server, bundle) -> None:
 
 @pytest.mark.parametrize("flag", ["--timeout-head", "--timeout-body", "--limit-concurrency", "--max-decoded-mb", "--max-head-kb"])
 def test_serve_refuses_a_limit_that_is_not_positive(bundle, flag) -> None:
-    proc = run_cli("serve", str(bundle), "--port", str(_free_port()), flag, "0")
+    proc = run_cli("serve", str(bundle), "--port", str(free_port()), flag, "0")
     assert_one_line_error(proc, errors.EXIT_CONFIG, flag, "must be positive")
 
 

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.unit.compiler.test_core_only import HIDDEN, PRELUDE
+from tests.support.core_only import HIDDEN, PRELUDE
 
 SYNC_PACKAGES = ["securesystemslib", "tuf", "obstore", "cryptography"]
 

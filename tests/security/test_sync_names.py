@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from edgec.core.errors import EXIT_CONFIG, ConfigError
-from tests.unit.cloud_sync.conftest import cli, key_template, keys  # noqa: F401 - fixtures
+from tests.support.cli import cli  # noqa: F401 - fixtures
+from tests.support.sync_fixtures import key_template, keys  # noqa: F401 - fixtures
 
 BAD_NAMES = ["../x", "a/b", "..", "a..b", "-x", ".hidden", "a b", "é", "x" * 200, ""]
 PATTERN = "[A-Za-z0-9][A-Za-z0-9._-]"

@@ -13,8 +13,7 @@ import pytest
 
 from edgec.compiler import cache
 from edgec.compiler.cache import META, StageCache
-from tests.conftest import run_cli
-from tests.unit.compiler.test_cli_bad_input import assert_one_line_error
+from tests.support.cli import assert_one_line_error, run_cli
 
 DAY = 86400.0
 

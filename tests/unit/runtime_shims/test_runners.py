@@ -10,7 +10,7 @@ from edgec.runtime_shims import runners
 from edgec.runtime_shims.base import RunnerError
 from edgec.runtime_shims.ort import OrtRunner
 from edgec.targets.base import TARGETS
-from tests.conftest import make_conv_onnx
+from tests.support.models import make_conv_onnx
 
 
 @pytest.mark.parametrize("target", TARGETS.names())

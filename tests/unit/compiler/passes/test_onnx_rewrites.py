@@ -21,26 +21,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-TORCH_GELU = [helper.make_node("Div", ["x", "sqrt2"], ["s"], name="div"),  # as torch.onnx.export writes it
-              helper.make_node("Erf", ["s"], ["e"], name="erf"),
-              helper.make_node("Add", ["e", "one"], ["a"], name="add"),
-              helper.make_node("Mul", ["a", "half"], ["h"], name="mul_half"),
-              helper.make_node("Mul", ["x", "h"], ["g"], name="mul_x")]
-CONSTS = {"axes": np.array([1], np.int64), "sqrt2": np.array(2 ** 0.5, np.float32), "one": np.array(1.0, np.float32),
-          "half": np.array(0.5, np.float32), "inv_sqrt2": np.array(2 ** -0.5, np.float32)}
-
-
-def make_onnx(path: Path, nodes: list[Any], outputs: tuple[str, ...] = ("y",), opset: int = 18,
-              dtype: int = TensorProto.FLOAT, out_shape: tuple[int, ...] = (2, 6)) -> Path:
-    """A graph on input ``x`` (2, 6) over :data:`CONSTS` (unused ones are dropped)."""
-    used = {name for n in nodes for name in n.input} - {name for n in nodes for name in n.output}
-    graph = helper.make_graph(nodes, "rewrites", [helper.make_tensor_value_info("x", dtype, [2, 6])],
-                              [helper.make_tensor_value_info(o, dtype, list(out_shape)) for o in outputs],
-                              [numpy_helper.from_array(v, k) for k, v in CONSTS.items() if k in used])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
+from tests.support.models import CONSTS, TORCH_GELU, make_onnx  # noqa: E402
 
 
 def run(name: str, src: Path, work: Path) -> tuple[PassResult, list[str]]:
@@ -151,8 +132,8 @@ def test_reduce_l2_with_noop_on_empty_axes_keeps_its_meaning(tmp_path: Path) -> 
 def test_planner_runs_the_target_rewrites_last_and_on_the_onnx_route_only(tmp_path: Path) -> None:
     config = BuildConfig(source="m.onnx", target="tflite", out=tmp_path, input_shapes={"x": (1, 6)})
     rewrites = TARGETS.get("tflite").onnx_rewrites
-    assert rewrites == ("split_reduce_l2", "fuse_gelu")
+    assert rewrites == ("unroll_rnn", "split_reduce_l2", "fuse_gelu")
     steps = float_steps(config, FORMAT_ONNX, rewrites)
-    assert [name for name, _ in steps] == ["fix_shapes", "simplify", "split_reduce_l2", "fuse_gelu"]
+    assert [name for name, _ in steps] == ["fix_shapes", "simplify", "unroll_rnn", "split_reduce_l2", "fuse_gelu"]
     assert float_steps(config, "savedmodel", rewrites) == []
     assert TARGETS.get("onnx").onnx_rewrites == ()

@@ -1,0 +1,1 @@
+"""Helpers shared by tests; test modules import from here, never from each other."""

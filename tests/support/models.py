@@ -1,0 +1,132 @@
+"""Small models built inline for the tests: the tiny CNN and its calibration set, the fragile six-conv model, a tiny .pt2, ONNX graphs for rewrites."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+CHANNELS = 8
+DEPTH = 6
+CONSTS = {"axes": np.array([1], np.int64), "sqrt2": np.array(2 ** 0.5, np.float32), "one": np.array(1.0, np.float32),
+          "half": np.array(0.5, np.float32), "inv_sqrt2": np.array(2 ** -0.5, np.float32)}
+
+
+def make_conv_onnx(path: Path, batch: int | str = "batch", seed: int = 0) -> Path:
+    """A tiny CNN (Conv-Relu-GlobalAveragePool-Gemm) on input ``x`` of shape (batch, 3, 8, 8)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+    b = numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b")
+    fc = numpy_helper.from_array(rng.standard_normal((8, 10)).astype(np.float32) * 0.3, "fc")
+    fcb = numpy_helper.from_array(np.zeros(10, np.float32), "fcb")
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], name="fc"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 10])],
+        [w, b, fc, fcb],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgec-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def make_calib(path: Path, count: int = 32, name: str = "x", shape: tuple[int, ...] = (3, 8, 8), seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    np.savez(path, **{name: rng.standard_normal((count, *shape)).astype(np.float32)})
+    return path
+
+
+def make_fragile(path: Path, relu6: bool = False) -> Path:
+    """Six convs whose conv3 reads an activation with one 300x channel. ``relu6``: every activation is a
+    ``Clip`` reading the same two constants, as PyTorch exports ReLU6 (``min_val_cast``, ``max_val_cast``);
+    the cap is high so that the outlier channel conv3 reads survives."""
+    rng = np.random.default_rng(0)
+    inits, nodes, prev, cin = [], [], "x", 3
+    if relu6:
+        inits += [numpy_helper.from_array(np.array(0.0, np.float32), "min_val_cast"),
+                  numpy_helper.from_array(np.array(1e4, np.float32), "max_val_cast")]
+    for i in range(1, DEPTH + 1):
+        w = (rng.standard_normal((CHANNELS, cin, 3, 3)) / np.sqrt(cin * 9)).astype(np.float32)
+        if i == 2:
+            w[0] *= 300.0
+        if i == 3:
+            w[:, 0] /= 300.0
+        inits += [numpy_helper.from_array(w, f"conv{i}.weight"), numpy_helper.from_array(np.zeros(CHANNELS, np.float32), f"conv{i}.bias")]
+        nodes += [helper.make_node("Conv", [prev, f"conv{i}.weight", f"conv{i}.bias"], [f"c{i}"], pads=[1, 1, 1, 1], name=f"conv{i}"),
+                  helper.make_node("Clip", [f"c{i}", "min_val_cast", "max_val_cast"], [f"r{i}"], name=f"clip{i}") if relu6
+                  else helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev, cin = f"r{i}", CHANNELS
+    fc = (rng.standard_normal((CHANNELS * 64, 10)) / 8).astype(np.float32)
+    inits += [numpy_helper.from_array(fc, "fc.weight"), numpy_helper.from_array(np.zeros(10, np.float32), "fc.bias")]
+    nodes += [helper.make_node("Flatten", [prev], ["f"], name="flatten"),
+              helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], name="fc")]
+    graph = helper.make_graph(nodes, "fragile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def fragile_assets(folder: Path) -> dict[str, Path]:
+    """The fragile model, 64 calibration samples and the folder they are in (shared by the targets' fidelity tests)."""
+    calib = folder / "calib.npz"
+    np.savez(calib, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8)).astype(np.float32))
+    return {"model": make_fragile(folder / "fragile.onnx"), "calib": calib, "dir": folder}
+
+
+def make_tiny_pt2(path: Path) -> Path:
+    """Conv(3->16, 3x3) - ReLU - global average pool - Linear(16->10) on x of shape (batch, 3, 8, 8)."""
+    import torch
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 16, 3, padding=1)
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(model, (torch.zeros(2, 3, 8, 8),), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(path))
+    return path
+
+
+TORCH_GELU = [helper.make_node("Div", ["x", "sqrt2"], ["s"], name="div"),  # as torch.onnx.export writes it
+              helper.make_node("Erf", ["s"], ["e"], name="erf"),
+              helper.make_node("Add", ["e", "one"], ["a"], name="add"),
+              helper.make_node("Mul", ["a", "half"], ["h"], name="mul_half"),
+              helper.make_node("Mul", ["x", "h"], ["g"], name="mul_x")]
+
+
+def make_onnx(path: Path, nodes: list[Any], outputs: tuple[str, ...] = ("y",), opset: int = 18,
+              dtype: int = TensorProto.FLOAT, out_shape: tuple[int, ...] = (2, 6)) -> Path:
+    """A graph on input ``x`` (2, 6) over :data:`CONSTS` (unused ones are dropped)."""
+    used = {name for n in nodes for name in n.input} - {name for n in nodes for name in n.output}
+    graph = helper.make_graph(nodes, "rewrites", [helper.make_tensor_value_info("x", dtype, [2, 6])],
+                              [helper.make_tensor_value_info(o, dtype, list(out_shape)) for o in outputs],
+                              [numpy_helper.from_array(v, k) for k, v in CONSTS.items() if k in used])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path
