@@ -27,12 +27,15 @@ def assert_one_line_error(proc, code: int, *fragments: str) -> None:
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    """Run ``edgec ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    """Run ``edgec ARGS`` in-process; returns (exit code, stdout, stderr), as the console script would exit."""
     import edgec.compiler.cli as edgec_cli
 
     if "edgec.cloud_sync.cli" not in edgec_cli.PLUGIN_MODULES:
         edgec_cli.PLUGIN_MODULES.append("edgec.cloud_sync.cli")
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = edgec_cli.main(list(args))
+        try:
+            code = edgec_cli.main(list(args))
+        except SystemExit as exc:  # argparse's usage errors exit from inside the parser
+            code = exc.code if isinstance(exc.code, int) else 1
     return code, out.getvalue(), err.getvalue()

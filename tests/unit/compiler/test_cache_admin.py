@@ -13,7 +13,7 @@ import pytest
 
 from edgec.compiler import cache
 from edgec.compiler.cache import META, StageCache
-from tests.support.cli import assert_one_line_error, run_cli
+from tests.support.cli import cli
 
 DAY = 86400.0
 
@@ -126,15 +126,15 @@ def test_cli_info_json_and_prune(tmp_path: Path) -> None:
     store = StageCache(tmp_path / "c")
     _age(_entry(store, "h1", "export", 3000), 10 * DAY)
     _entry(store, "h2", "pass", 100)
-    info = run_cli("cache", "info", "--json", "--cache-dir", str(tmp_path / "c"))
-    assert info.returncode == 0, info.stderr
-    data = json.loads(info.stdout)
+    code, out, err = cli("cache", "info", "--json", "--cache-dir", str(tmp_path / "c"))
+    assert code == 0, err
+    data = json.loads(out)
     assert data["entries"] == 2 and set(data["stages"]) == {"export", "pass"} and data["path"] == str(tmp_path / "c")
-    text = run_cli("cache", "info", "--cache-dir", str(tmp_path / "c"))
-    assert "2 entries" in text.stdout and "export" in text.stdout
-    pruned = run_cli("cache", "prune", "--older-than", "7d", "--json", "--cache-dir", str(tmp_path / "c"))
-    assert pruned.returncode == 0, pruned.stderr
-    assert json.loads(pruned.stdout)["removed"] == 1 and cache.scan(tmp_path / "c").by_kind().keys() == {"pass"}
+    code, out, _ = cli("cache", "info", "--cache-dir", str(tmp_path / "c"))
+    assert code == 0 and "2 entries" in out and "export" in out
+    code, out, err = cli("cache", "prune", "--older-than", "7d", "--json", "--cache-dir", str(tmp_path / "c"))
+    assert code == 0, err
+    assert json.loads(out)["removed"] == 1 and cache.scan(tmp_path / "c").by_kind().keys() == {"pass"}
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -144,8 +144,9 @@ def test_cli_info_json_and_prune(tmp_path: Path) -> None:
     ((), "needs an action: info or prune"),
 ])
 def test_cli_bad_cache_arguments_are_one_line_config_errors(tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
-    proc = run_cli("cache", *args, *(("--cache-dir", str(tmp_path)) if args else ()))
-    assert_one_line_error(proc, 2, fragment)
+    code, _, err = cli("cache", *args, *(("--cache-dir", str(tmp_path)) if args else ()))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
 
 
 def test_durations_and_sizes_parse_with_units() -> None:
