@@ -28,8 +28,3 @@ def test_publish_to_an_s3_store_on_a_closed_port_is_a_one_line_sync_error(
     assert "check the store URL, network and credentials" in lines[0], lines[0]
 
 
-def test_store_unavailable_is_a_sync_error_and_not_an_integrity_error() -> None:
-    from edgec.cloud_sync.store import StoreUnavailable
-
-    assert issubclass(StoreUnavailable, errors.SyncError) and not issubclass(StoreUnavailable, errors.IntegrityError)
-    assert StoreUnavailable("store s3://x failed on k: refused").one_line() == "edgec: sync error: store s3://x failed on k: refused"

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.golden import spread
 from edgec.compiler.pipeline import build
 from tests.support.cli import run_cli
 
@@ -21,10 +20,6 @@ def _sorted_calib(path: Path, count: int = 32) -> Path:
     return path
 
 
-def test_spread_starts_at_zero_and_takes_everything_from_a_small_set() -> None:
-    assert spread(32, 4) == [0, 8, 16, 24]
-    assert spread(10, 4) == [0, 2, 5, 7]
-    assert spread(3, 8) == [0, 1, 2]
 
 
 def test_golden_inputs_are_spread_over_the_calibration_set_not_its_first_samples(conv_onnx: Path, tmp_path: Path) -> None:

@@ -30,13 +30,6 @@ def test_build_config_makes_every_path_absolute(tmp_path: Path, monkeypatch: pyt
     assert BuildConfig(source="pkg.module:make").source == "pkg.module:make"  # a module path, not a file
 
 
-def test_relative_cache_env_var_is_taken_against_the_current_directory(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgec.compiler.cache import default_cache_dir
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("EDGEC_CACHE_DIR", "rel-cache")
-    assert default_cache_dir() == tmp_path / "rel-cache"
 
 
 def _build_in(cwd: Path, *args: str, env: dict[str, str] | None = None, old_paths: bool = False) -> subprocess.CompletedProcess[str]:

@@ -197,23 +197,6 @@ def test_activation_int8_is_refused_off_macos_without_writing_anything(tmp_path:
     assert not (tmp_path / "out").exists()
 
 
-def test_plan_resolves_precision_and_compression() -> None:
-    fp16 = make_plan(PrecisionRequest("fp16"), None, "iOS16")
-    assert (fp16.compute, fp16.weights, fp16.activations) == ("fp16", "float", "float")
-    int8 = make_plan(PrecisionRequest("int8", "auto"), None, "iOS16")
-    assert (int8.compute, int8.weights, int8.activations, int8.weight_threshold) == ("fp16", "int8", "float", 128)
-    pal8 = make_plan(PrecisionRequest("fp16"), 8, "iOS16")
-    assert (pal8.weights, pal8.nbits, pal8.expected_storage()) == ("palettize", 8, "palette8")
-    assert pal8.weight_threshold == 1024  # a 256-entry table must pay for itself
-
-
-@pytest.mark.parametrize(("request_", "bits", "error", "text"), [
-    (PrecisionRequest("fp16"), 5, errors.ConfigError, "4, 6, 8"),
-    (PrecisionRequest("int8"), 4, errors.UnsupportedError, "--palettize replaces int8"),
-])
-def test_plan_rejects_bad_combinations(request_: PrecisionRequest, bits: int, error: type[Exception], text: str) -> None:
-    with pytest.raises(error, match=text):
-        make_plan(request_, bits, "iOS16")
 
 
 @pytest.mark.parametrize(("target", "error", "text"), [

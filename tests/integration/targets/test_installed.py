@@ -10,7 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tests.conftest import REPO
 from tests.support.models import make_conv_onnx
 
 HEAVY = ("tensorflow", "torch", "coremltools", "onnxruntime", "openvino", "nncf", "onnx2tf", "executorch", "tensorrt")
@@ -115,10 +114,3 @@ def test_lookup_refuses_a_folder_no_distribution_claims_and_survives_a_raising_i
     assert last == "True False"
 
 
-def test_tf_keras_pin_follows_the_tflite_extra_and_the_makefile() -> None:
-    from edgec.core.installed import TF_KERAS
-
-    pyproject = (REPO / "pyproject.toml").read_text()
-    tf_pin = re.search(r'"tensorflow-cpu==([\d.]+)"', pyproject)
-    assert tf_pin and TF_KERAS == f"tf-keras=={tf_pin.group(1)}"
-    assert f"--no-deps '{TF_KERAS}'" in (REPO / "Makefile").read_text()

@@ -18,9 +18,7 @@ from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import build  # noqa: E402
 from edgec.core import errors  # noqa: E402
 from edgec.core.bundle import load_manifest, read_golden  # noqa: E402
-from edgec.runtime_shims.litert import LiteRtRunner, dequantize, quantize  # noqa: E402
-from edgec.targets.base import PrecisionRequest  # noqa: E402
-from edgec.targets.tflite import quant_plan  # noqa: E402
+from edgec.runtime_shims.litert import LiteRtRunner  # noqa: E402
 from tests.support.cli import (
     assert_one_line_error,  # noqa: E402
     run_cli,  # noqa: E402
@@ -304,28 +302,3 @@ def test_onnx_op_unknown_to_onnx2tf_is_named_with_route_and_log(tmp_path: Path) 
 # ---- precision plan and the runner's quantization -----------------------------------------------------
 
 
-def test_int8_plan_is_full_integer_with_calibration_and_dynamic_range_without() -> None:
-    from edgec.calibration.dataset import CalibrationSet
-    from edgec.core.types import TensorSpec
-
-    calib = CalibrationSet.from_arrays({"x": np.zeros((4, 1, 3), np.float32)}, (TensorSpec("x", (1, 3), "float32"),))
-    assert quant_plan(PrecisionRequest("int8", calibration=calib), "float").kind == "full"
-    assert quant_plan(PrecisionRequest("int8", int8_mode="dynamic", calibration=calib), "float").kind == "dynamic"
-    assert quant_plan(PrecisionRequest("int8"), "float").kind == "dynamic"
-    assert quant_plan(PrecisionRequest("fp16"), "float").kind == "float16"
-    with pytest.raises(errors.CalibrationError, match="needs calibration data"):
-        quant_plan(PrecisionRequest("int8", int8_mode="static"), "float")
-    with pytest.raises(errors.UnsupportedError, match="full-integer"):
-        quant_plan(PrecisionRequest("fp16"), "int8")
-    with pytest.raises(errors.ConfigError, match="io_dtype"):
-        quant_plan(PrecisionRequest("int8", calibration=calib), "int16")
-
-
-def test_runner_quantization_round_trips_within_half_a_step_and_saturates() -> None:
-    detail = {"dtype": np.int8, "quantization": (0.05, -3)}  # represents [-6.25, 6.5]
-    x = np.linspace(-6.2, 6.4, 101, dtype=np.float32)
-    q = quantize(x, detail)
-    assert q.dtype == np.int8
-    assert np.max(np.abs(dequantize(q, detail) - x)) <= 0.025 + 1e-6
-    assert quantize(np.array([-100.0, 100.0], np.float32), detail).tolist() == [-128, 127]
-    assert np.array_equal(quantize(q, detail), q)  # integer feeds pass through unchanged

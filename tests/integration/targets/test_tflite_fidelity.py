@@ -20,12 +20,8 @@ pytest.importorskip("onnx2tf", reason="the tflite target's ONNX route: pip insta
 
 from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import BuildOutcome, build  # noqa: E402
-from edgec.core import errors  # noqa: E402
 from edgec.core.bundle import load_manifest  # noqa: E402
 from edgec.runtime_shims.litert import load_interpreter_class  # noqa: E402
-from edgec.targets._tflite_layers import source_layer  # noqa: E402
-from edgec.targets.base import PrecisionRequest  # noqa: E402
-from edgec.targets.tflite import quant_plan  # noqa: E402
 from tests.support.cli import run_cli  # noqa: E402
 from tests.support.models import fragile_assets  # noqa: E402
 
@@ -109,13 +105,3 @@ def test_mixed_precision_rebuild_is_byte_identical(fragile: dict[str, Path], mix
     assert (again.bundle_dir / "model.tflite").read_bytes() == (mixed.bundle_dir / "model.tflite").read_bytes()
 
 
-def test_keeping_layers_in_float_needs_full_integer_int8() -> None:
-    request = PrecisionRequest("int8", int8_mode="dynamic", exclude=("model_10/conv3/Relu",))
-    with pytest.raises(errors.UnsupportedError, match="full-integer INT8"):
-        quant_plan(request, "float")
-
-
-def test_source_layer_is_the_keras_scope_of_the_last_fused_op_that_has_one() -> None:
-    assert source_layer("model_2/conv/Relu;model_2/conv/Add;model_2/conv/convolution;Const_31") == "conv"
-    assert source_layer("model_10/fc/Reshape;model_10/flatten/Reshape") == "flatten"
-    assert source_layer("PartitionedCall:0") is None and source_layer("serving_default_x:0") is None
