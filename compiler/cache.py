@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 META = "entry.json"
 STAGE = "stage"
@@ -60,12 +60,16 @@ class StageCache:
         root: cache directory; created on first use.
         enabled: when False, :meth:`get_or_create` always produces into a fresh scratch directory.
         scratch: where to produce when disabled.
+        remote: a second level shared by machines (a build farm's store, see :class:`RemoteEntries`): a
+            local miss looks there before producing, and what is produced is copied there.
     """
 
-    def __init__(self, root: Path, enabled: bool = True, scratch: Path | None = None) -> None:
+    def __init__(self, root: Path, enabled: bool = True, scratch: Path | None = None,
+                 remote: RemoteEntries | None = None) -> None:
         self.root = root
         self.enabled = enabled
         self.scratch = scratch
+        self.remote = remote
         self.hits = 0
         self.misses = 0
 
@@ -77,6 +81,9 @@ class StageCache:
         """
         final = self.root / key[:2] / key
         if self.enabled and (meta := _read_hit(final)) is not None:
+            self.hits += 1
+            return final, meta, True
+        if self.enabled and self.remote is not None and (meta := self._fetch(key, final)) is not None:
             self.hits += 1
             return final, meta, True
         self.misses += 1
@@ -97,7 +104,38 @@ class StageCache:
         except OSError:  # another build stored the same key first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
         stored = _read_hit(final)
+        if self.remote is not None:
+            self.remote.store(key, final)
         return (final, stored, False) if stored is not None else (final, meta, False)
+
+    def _fetch(self, key: str, final: Path) -> dict[str, Any] | None:
+        """The remote entry ``key``, downloaded beside ``final`` and renamed into place (rule 1); None on a miss."""
+        assert self.remote is not None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
+        try:
+            found = self.remote.fetch(key, tmp)
+            if found:
+                os.replace(tmp, final)
+        except OSError:  # another build stored the same key meanwhile: theirs is as good
+            found = True
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return _read_hit(final) if found else None
+
+
+class RemoteEntries(Protocol):
+    """A second level of the stage cache that machines share (a store; ``edgec build --cache-store``).
+
+    Both methods are best effort: a store that fails is a miss, never a failed build.
+    """
+
+    def fetch(self, key: str, into: Path) -> bool:
+        """Write the complete entry ``key`` (its ``entry.json`` included) into the empty folder ``into``;
+        False when there is none."""
+
+    def store(self, key: str, entry: Path) -> None:
+        """Copy the complete local entry folder ``entry`` to the remote level under ``key``."""
 
 
 def _read_hit(entry: Path) -> dict[str, Any] | None:

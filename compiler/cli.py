@@ -93,7 +93,9 @@ def _add_build(sub: Any) -> argparse.ArgumentParser:
                        help="deployment targets (see 'edgec targets'), comma-separated or repeated; default onnx")
     build.add_argument("--precision", action="append", metavar="P[,P...]",
                        help="fp32, fp16 and/or int8, comma-separated or repeated; default fp32")
-    build.add_argument("--out", type=Path, default=Path("bundles"), help="output directory; default ./bundles")
+    build.add_argument("--out", type=_out_arg, default=Path("bundles"),
+                       help="output directory; default ./bundles. With --executor ray also a store URL "
+                            "(s3://bucket/prefix, gs://, az://, file:///dir) the workers upload bundles to")
     build.add_argument("--name", help="bundle name; default: the source's file or factory module name")
     build.add_argument("--calib", type=Path, help=".npz, folder of .npy/.npz, or folder of images")
     build.add_argument("--calib-samples", type=int, help="use a deterministic subset of N calibration samples")
@@ -145,7 +147,19 @@ def _add_build(sub: Any) -> argparse.ArgumentParser:
     build.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     build.add_argument("--jobs", type=int, metavar="N", help="build the cells of a matrix in N worker processes; default 1")
     build.add_argument("--json", action="store_true", help="print the cells built (status, exit code, bundle, size, parity) as JSON")
+    build.add_argument("--executor", choices=["local", "ray"],
+                       help="where the cells run: local (this machine, --jobs processes; default) or ray (a Ray task per "
+                            "cell; pip install 'edgec[ray]')")
+    build.add_argument("--address", metavar="ADDR", help="with --executor ray: the Ray cluster (HOST:6379 after 'ray start "
+                       "--head', or ray://HOST:10001); default $RAY_ADDRESS, else a new local Ray instance")
+    build.add_argument("--cache-store", metavar="URL", help="with --executor ray: a stage cache shared by the driver and "
+                       "every worker, in a store (s3://, gs://, az://, file://); default $EDGEC_CACHE_STORE")
     return build
+
+
+def _out_arg(text: str) -> Path | str:
+    """``--out``: a folder, or a store URL kept as text (a Path would fold its ``//``)."""
+    return text if "://" in text else Path(text)
 
 
 def _add_target_flags(build: argparse.ArgumentParser) -> None:

@@ -22,10 +22,16 @@ Rules:
    targets already prepared; a worker gets each cell's :class:`Prepared` (its models are files in the stage
    cache or the build's scratch folder, which outlive the workers; its arrays travel pickled) and writes
    the bundles itself.
+5. Where the cells are finished is an :class:`Executor`: :class:`LocalExecutor` (this process, or ``jobs``
+   worker processes: rule 4), or one named in :data:`EXECUTOR_MODULES` and loaded by name
+   (``--executor ray``: every cell a Ray task, bundles and the stage cache in a store; see
+   ``edgec.cloud_sync.farm``). Planning (rule 1), the shared stages (rule 2), the results and the exit code
+   (rule 3) are the same whichever runs the cells.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import shutil
 import tempfile
@@ -36,16 +42,16 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler import outdir
-from edgec.compiler.cache import StageCache, default_cache_dir
+from edgec.compiler.cache import RemoteEntries, StageCache, default_cache_dir
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.golden import GoldenSet
 from edgec.compiler.importers.base import Importer, ImportResult, find_importer
 from edgec.compiler.pipeline import Build, BuildOutcome, Prepared, PublishCheck, get_target
-from edgec.compiler.planner import conversion_steps
+from edgec.compiler.planner import conversion_steps, graph_shapes
 from edgec.core.errors import EXIT_INTERNAL, ConfigError, EdgecError, brief
 from edgec.core.types import ModelArtifact, TensorSpec
 from edgec.targets.base import PrecisionRequest, Target
@@ -180,7 +186,8 @@ class CellBuild(Build):
     def golden(self, imported: ImportResult, source_art: ModelArtifact, float_art: ModelArtifact,
                calibration: CalibrationSet | None, *args: Any, **kwargs: Any) -> GoldenSet:
         """The golden set, its reference outputs computed once for every float model with these inputs."""
-        key = ("golden", str(source_art.path), _specs(float_art.inputs), calibration.digest if calibration else None)
+        key = ("golden", str(source_art.path), _specs(float_art.inputs), calibration.digest if calibration else None,
+               self.target.dynamic_shapes)  # a target that keeps dynamic dims adds golden inputs at a second size
         return self.shared.once(key, lambda: Build.golden(self, imported, source_art, float_art, calibration,  # type: ignore[no-any-return]
                                                           *args, **kwargs))
 
@@ -192,10 +199,10 @@ class CellBuild(Build):
         """
         imported = self.import_source()
         route, _ = conversion_steps(imported.artifact.format, self.target.routes, self.target.name,
-                                    bool(self.config.input_shapes))
+                                    bool(graph_shapes(self.config)))
         config = self.shared.proto.model_copy(update={"target": self.config.target, "target_options": self.config.target_options})
         preparer = CellBuild(config, self.target, self.importer, self.cache, self.log, self.shared)
-        return self.shared.once(("prepare", route, self.target.onnx_rewrites),  # type: ignore[no-any-return]
+        return self.shared.once(("prepare", route, self.target.onnx_rewrites, self.target.dynamic_shapes),  # type: ignore[no-any-return]
                                 lambda: preparer.prepare(imported))
 
 
@@ -222,12 +229,17 @@ class Plan:
             outdir.remove_created(out, created)
 
 
-def plan(models: Sequence[Sequence[BuildConfig]], cache: StageCache, log: Log = _quiet) -> Plan:
+def plan(models: Sequence[Sequence[BuildConfig]], cache: StageCache, log: Log = _quiet,
+         claim: Callable[[Plan], None] | None = None) -> Plan:
     """Check every cell before anything is imported (rule 1).
+
+    Args:
+        claim: the executor's own check of the outputs (bundles that exist in its store), after the folders'.
 
     Raises:
         ConfigError: a bad option or combination of a cell, an unusable ``--out``, two cells writing one
             bundle, or bundles that exist (without ``--force``); nothing has been imported or left behind then.
+        EdgecError: what ``claim`` raised (a store that cannot be reached: exit 9).
     """
     result = Plan([])
     for configs in models:
@@ -242,6 +254,8 @@ def plan(models: Sequence[Sequence[BuildConfig]], cache: StageCache, log: Log = 
             if out not in result.created:
                 result.created[out] = outdir.prepare(out)
         _claim_outputs(result)
+        if claim is not None:
+            claim(result)
     except BaseException:
         result.remove_created()
         raise
@@ -296,15 +310,16 @@ def _prefixed(log: Log, prefix: str) -> Log:
 
 
 def build_matrix(models: Sequence[Sequence[BuildConfig]], log: Log = _quiet, jobs: int = 1,
-                 checks: CheckFactory | None = None) -> list[CellResult]:
-    """Build every cell of every model (rules 1-4).
+                 checks: CheckFactory | None = None, executor: Executor | None = None) -> list[CellResult]:
+    """Build every cell of every model (rules 1-5).
 
     Args:
         models: per model, one configuration per cell, in table order; the cells of a model differ only in
             :data:`CELL_FIELDS`.
         log: progress messages.
-        jobs: worker processes finishing cells (1: all in this process).
+        jobs: worker processes finishing cells (1: all in this process); used when ``executor`` is None.
         checks: the ``before_publish`` check of each cell, if any (see :data:`CheckFactory`).
+        executor: where the cells are finished; default ``LocalExecutor(jobs)``. It is closed at the end.
 
     Returns:
         One result per cell, in table order.
@@ -314,20 +329,104 @@ def build_matrix(models: Sequence[Sequence[BuildConfig]], log: Log = _quiet, job
     """
     if not models or not models[0]:
         raise ConfigError("nothing to build: no model has a target and precision")
+    executor = executor if executor is not None else LocalExecutor(jobs)
     first = models[0][0]
-    cache = StageCache(first.cache_dir or default_cache_dir(), enabled=first.cache, scratch=Path(tempfile.mkdtemp(prefix="edgec-")))
+    cache = StageCache(first.cache_dir or default_cache_dir(), enabled=first.cache,
+                       scratch=Path(tempfile.mkdtemp(prefix="edgec-")), remote=executor.cache_remote)
     results: list[CellResult] = []
     try:
-        matrix = plan(models, cache, log)
+        matrix = plan(models, cache, log, executor.claim)
         try:
-            for cells in matrix.models:
-                results += _run_parallel(cells, jobs, checks, log) if jobs > 1 else [_run_cell(c, checks) for c in cells]
+            results = [r for rows in executor.run(matrix.models, checks, log) for r in rows]
         finally:
             if not any(r.status == BUILT for r in results):
                 matrix.remove_created()
         return results
     finally:
+        executor.close()
         shutil.rmtree(cache.scratch or "", ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """How ``edgec build`` runs the cells (``--executor``, ``--address``, ``--out URL``, ``--cache-store``).
+
+    Args:
+        name: ``local`` or a name in :data:`EXECUTOR_MODULES`.
+        jobs: local worker processes.
+        address: where the executor's cluster is (Ray: ``host:6379`` or ``ray://host:10001``); None: its default.
+        out_url: a store URL the bundles are uploaded to instead of the ``--out`` folder.
+        cache_url: a store URL holding the stage cache the workers share.
+    """
+
+    name: str = "local"
+    jobs: int = 1
+    address: str | None = None
+    out_url: str | None = None
+    cache_url: str | None = None
+
+
+class Executor(Protocol):
+    """Where the cells of a matrix are finished (rule 5)."""
+
+    cache_remote: RemoteEntries | None
+    """The second level of this build's stage cache (a store the workers share), or None."""
+
+    def claim(self, plan: Plan) -> None:
+        """Check the outputs the executor owns (bundles in its store) before anything is imported.
+
+        Raises:
+            ConfigError: bundles exist there (without ``--force``).
+        """
+
+    def run(self, models: list[list[Cell]], checks: CheckFactory | None, log: Log) -> list[list[CellResult]]:
+        """Prepare (rule 2) and finish every planned cell; per model, one result per cell in table order."""
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection it opened)."""
+
+
+EXECUTOR_MODULES = {"ray": "edgec.cloud_sync.farm"}
+"""Executors of higher rooms, loaded by module name (no import edge): each module has
+``executor(options: ExecutorOptions) -> Executor``, which checks what it needs before anything is imported."""
+
+
+def open_executor(options: ExecutorOptions) -> Executor:
+    """The executor ``options`` name, checked and connected.
+
+    Raises:
+        ConfigError: an unknown executor, or options the local one does not take.
+        MissingDependencyError: the executor's extra is not installed.
+    """
+    if options.name == "local":
+        given = [flag for flag, value in (("--address", options.address), ("a store URL as --out", options.out_url),
+                                          ("--cache-store", options.cache_url)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} needs --executor ray", hint="add --executor ray, or leave them out")
+        return LocalExecutor(options.jobs)
+    module = EXECUTOR_MODULES.get(options.name)
+    if module is None:
+        raise ConfigError(f"unknown executor {options.name!r}; expected local or {', '.join(EXECUTOR_MODULES)}")
+    return importlib.import_module(module).executor(options)  # type: ignore[no-any-return]
+
+
+@dataclass
+class LocalExecutor:
+    """This process (``jobs == 1``), or ``jobs`` worker processes (rule 4)."""
+
+    jobs: int = 1
+    cache_remote: RemoteEntries | None = None
+
+    def claim(self, plan: Plan) -> None:
+        """Nothing beyond the folders :func:`plan` checked."""
+
+    def run(self, models: list[list[Cell]], checks: CheckFactory | None, log: Log) -> list[list[CellResult]]:
+        """Each model's cells in turn."""
+        return [_run_parallel(cells, self.jobs, checks, log) if self.jobs > 1 else [_run_cell(c, checks) for c in cells]
+                for cells in models]
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _run_cell(cell: Cell, checks: CheckFactory | None) -> CellResult:

@@ -15,6 +15,12 @@ With ``-f RECIPE`` the recipe gives the models, targets, precisions, options and
 ``--precision`` then pick among the recipe's (``edgec build -f edgec.yaml --target onnx``), and ``--out``,
 ``--jobs``, ``--force``, ``--json``, the cache flags and ``-q``/``-v`` apply; any other build flag is refused.
 The recipe's ``bench`` and ``publish`` run ``edgec bench`` and ``edgec publish`` after every cell was built.
+
+``--executor ray`` (recipe key ``executor: ray``) finishes every cell as a Ray task (see
+``edgec.cloud_sync.farm``), on a new local Ray instance or the cluster at ``--address`` (``address``); the
+bundles land in ``--out``, or, with ``--out URL`` (``out-store``), in a store the workers upload to;
+``--cache-store URL`` (``cache-store``) shares the stage cache between the machines. A build with
+``--executor ray`` is always a matrix (summary table, exit codes as above).
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +47,16 @@ QUANTIZED_ONLY = ("max_drop", "report_layers")
 QUANTIZED_ONLY_FLAGS = ("require_speedup",)
 """Plugin flags (``edgec build --require-speedup``) that compare with fp32: fp32 cells build without them."""
 RECIPE_FLAGS = {"command", "source", "file", "target", "precision", "out", "jobs", "force", "json", "no_cache",
-                "cache_dir", "verbose", "quiet"}
+                "cache_dir", "verbose", "quiet", "executor", "address", "cache_store"}
 """The ``edgec build`` flags that apply with ``-f RECIPE`` (any other one given is refused)."""
 
 
 def is_matrix(args: argparse.Namespace) -> bool:
     """Whether ``edgec build`` runs as a matrix (see the module docstring)."""
     many = len(split(args.target, "--target")) > 1 or len(split(args.precision, "--precision")) > 1
-    return bool(args.file or many or args.json or (args.jobs or 1) > 1)
+    farm = (getattr(args, "executor", None) == "ray" or isinstance(args.out, str)  # a str --out is a store URL
+            or getattr(args, "address", None) or getattr(args, "cache_store", None))
+    return bool(args.file or many or args.json or (args.jobs or 1) > 1 or farm)
 
 
 def split(values: Sequence[str] | None, flag: str) -> list[str]:
@@ -177,11 +187,21 @@ def run(args: argparse.Namespace, make: MakeConfig, pairs: Sequence[tuple[str, s
             raise ConfigError("edgec build needs a SOURCE model or -f RECIPE")
         models = cli_models(args, make, pairs)
         flags = {(models[0][0].source, models[0][0].name): args}
+    options = executor_options(args, built, jobs or 1)
+    if options.out_url is not None and built is not None and (built.recipe.bench or built.recipe.publish):
+        raise ConfigError(f"{built.path}: bench and publish need the bundles in a folder, not in the store {options.out_url}",
+                          hint="build into a folder (out), or leave bench and publish out of the recipe")
+    staging = Path(tempfile.mkdtemp(prefix="edgec-farm-")) if options.out_url else None
+    if staging is not None:  # bundles go to the store: the cells' folders are a driver-side placeholder
+        models = [[c.model_copy(update={"out": staging}) for c in cells] for cells in models]
     reporter = Reporter(False if args.quiet else (True if args.verbose else None))
     try:
-        results = matrix.build_matrix(models, reporter, jobs or 1, CellChecks(tuple(plugins), flags))
+        executor = matrix.open_executor(options)
+        results = matrix.build_matrix(models, reporter, jobs or 1, CellChecks(tuple(plugins), flags), executor)
     finally:
         reporter.close()
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     _report(results, args.json)
     code = matrix.exit_code(results)
     if built is not None and code == 0:
@@ -190,6 +210,30 @@ def run(args: argparse.Namespace, make: MakeConfig, pairs: Sequence[tuple[str, s
     elif built is not None and (built.recipe.bench or built.recipe.publish):
         print("edgec: bench and publish skipped: not every cell was built", file=sys.stderr)
     return code
+
+
+def executor_options(args: argparse.Namespace, built: recipe.Built | None, jobs: int) -> matrix.ExecutorOptions:
+    """``--executor``, ``--address``, ``--out URL`` and ``--cache-store``, over the recipe's keys (a plain
+    path in ``out-store`` or ``cache-store`` is relative to the recipe's folder).
+
+    Raises:
+        ConfigError: ``--jobs`` with ``--executor ray`` (Ray places the cells).
+    """
+    spec = built.recipe if built is not None else None
+    name = getattr(args, "executor", None) or (spec.executor if spec is not None else "local")
+    if name == "ray" and (args.jobs or 1) > 1:
+        raise ConfigError(f"--jobs {args.jobs} is for --executor local; with --executor ray, Ray places the cells on its workers")
+    out_given = built is None or args.out != Path("bundles")
+    out_url = args.out if isinstance(args.out, str) else None
+    address, cache_url = getattr(args, "address", None), getattr(args, "cache_store", None)
+    if built is not None and spec is not None:
+        out_url = out_url if out_given else _url(built, spec.out_store)
+        address, cache_url = address or spec.address, cache_url or _url(built, spec.cache_store)
+    return matrix.ExecutorOptions(name, jobs, address, out_url, cache_url)
+
+
+def _url(built: recipe.Built, value: str | None) -> str | None:
+    return value if value is None or "://" in value else str(built.resolve(Path(value)))
 
 
 def _recipe(args: argparse.Namespace, parse: Callable[[list[str]], argparse.Namespace]) -> recipe.Built:
@@ -203,7 +247,7 @@ def _recipe(args: argparse.Namespace, parse: Callable[[list[str]], argparse.Name
         raise ConfigError(f"{flags} cannot be combined with -f: the recipe {args.file} sets the build",
                           hint="put it in the recipe ('edgec recipe schema' lists its keys)")
     loaded = recipe.read(args.file)
-    if args.out is not None and args.out != defaults.get("out"):
+    if isinstance(args.out, Path) and args.out != defaults.get("out"):
         loaded = loaded.model_copy(update={"out": args.out.resolve()})
     return recipe.configs(args.file, loaded, force=True if args.force else None, cache=not args.no_cache,
                           cache_dir=args.cache_dir, targets=split(args.target, "--target"),

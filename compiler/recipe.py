@@ -203,6 +203,14 @@ class Recipe(Section):
     publish: Publish | None = Field(None, description="edgec publish of each bundle once every cell was built")
     jobs: int = Field(1, ge=1, description="worker processes building cells in parallel")
     force: bool = Field(False, description="replace existing bundles")
+    executor: Literal["local", "ray"] = Field("local", description="where cells run: local (this machine, jobs "
+                                              "processes) or ray (a Ray task per cell; pip install 'edgec[ray]')")
+    address: str | None = Field(None, description="with executor ray: the Ray cluster (HOST:6379 or ray://HOST:10001); "
+                                                  "default $RAY_ADDRESS, else a new local Ray instance")
+    out_store: str | None = Field(None, description="with executor ray: a store URL (s3://, gs://, az://, file://) the "
+                                                    "workers upload the bundles to, instead of out")
+    cache_store: str | None = Field(None, description="with executor ray: a store URL holding the stage cache that the "
+                                                      "driver and the workers share")
 
     @field_validator("targets", "precisions")
     @classmethod
