@@ -19,49 +19,56 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
+
+from edgec.core.cli_kit import ArgType, Argument, Option, command
 from edgec.core.errors import AccuracyGateError, ConfigError
 from edgec.runtime_shims.measure import non_negative_int, positive_int
 
-Handler = Callable[[argparse.Namespace], int]
+SECTION = "Benchmarks"
+"""The heading of ``edgec bench`` in ``edgec --help``."""
 
 
-def add_commands(sub: Any) -> dict[str, Handler]:
-    """Add ``bench`` to the ``edgec`` parser; returns its handler."""
-    bench = sub.add_parser("bench", help="latency, throughput, memory, size, parity and accuracy of bundles; reports",
-                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    bench.add_argument("bundle", type=Path, nargs="*", help="bundle directories to benchmark on this host")
-    bench.add_argument("--runs", type=positive_int, default=100, help="timed inferences per bundle; default 100")
-    bench.add_argument("--warmup", type=non_negative_int, default=10, help="untimed inferences first; default 10")
-    bench.add_argument("--repeats", type=positive_int, default=3,
-                       help="rounds the timed runs are split into, to report their spread; default 3")
-    bench.add_argument("--threads", type=positive_int, help="runtime threads; default: the runtime decides")
-    bench.add_argument("--batch", type=positive_int, help="batch size; default: the golden inputs' batch (1)")
-    bench.add_argument("--eval", type=Path, metavar="DATA",
-                       help=".npz of model inputs plus an integer 'labels' array: adds top-1 accuracy")
-    bench.add_argument("--merge", type=Path, nargs="+", default=[], metavar="JSON",
-                       help="add results from these files (printed by 'python -m edgec_shim bench' on devices)")
-    bench.add_argument("--require-speedup", type=float, nargs="?", const=1.0, default=None, metavar="FACTOR",
-                       help="fail (exit 7) when a quantized bundle is not faster than its fp32 sibling "
-                            "(by more than FACTOR; default 1.0)")
-    bench.add_argument("--out", type=Path, help="write bench.json, bench.md and bench.html into this directory")
-    bench.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
-    bench.add_argument("--device", help="label for this host in reports; default the host name")
-    bench.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per bundle; default 600")
-    bench.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    return {"bench": cmd_bench}
+def commands() -> list[click.Command]:
+    """``edgec bench``."""
+    path = click.Path(path_type=Path)
+    params = [
+        Argument("bundle", type=path, nargs=-1, help="bundle directories to benchmark on this host"),
+        Option("--runs", type=ArgType(positive_int), default=100, help="timed inferences per bundle; default 100"),
+        Option("--warmup", type=ArgType(non_negative_int), default=10, help="untimed inferences first; default 10"),
+        Option("--repeats", type=ArgType(positive_int), default=3,
+               help="rounds the timed runs are split into, to report their spread; default 3"),
+        Option("--threads", type=ArgType(positive_int), help="runtime threads; default: the runtime decides"),
+        Option("--batch", type=ArgType(positive_int), help="batch size; default: the golden inputs' batch (1)"),
+        Option("--eval", type=path, metavar="DATA",
+               help=".npz of model inputs plus an integer 'labels' array: adds top-1 accuracy"),
+        Option("--merge", type=path, multiple=True, metavar="JSON...",
+               help="add results from these files (printed by 'python -m edgec_shim bench' on devices)"),
+        Option("--require-speedup", type=float, is_flag=False, flag_value=1.0, default=None, metavar="[FACTOR]",
+               help="fail (exit 7) when a quantized bundle is not faster than its fp32 sibling "
+                    "(by more than FACTOR; default 1.0)"),
+        Option("--out", type=path, help="write bench.json, bench.md and bench.html into this directory"),
+        Option("--json", is_flag=True, help="print the JSON report instead of the table"),
+        Option("--device", help="label for this host in reports; default the host name"),
+        Option("--timeout", type=float, default=600.0, help="seconds allowed per bundle; default 600"),
+        Option("-q", "--quiet", is_flag=True, help="no progress display"),
+    ]
+    return [command("bench", cmd_bench, params, greedy=("--merge",), description=__doc__,
+                    help="latency, throughput, memory, size, parity and accuracy of bundles; reports")]
 
 
-def add_build_options(build: argparse.ArgumentParser) -> None:
-    """Add the benchmarking options of ``edgec build`` (``--require-speedup``) to its parser."""
-    build.add_argument("--require-speedup", type=float, nargs="?", const=1.0, metavar="FACTOR",
-                       help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
-                            "beats its fp32 sibling's by more than FACTOR (default 1.0)")
+def build_options() -> list[click.Option]:
+    """The benchmarking options of ``edgec build``: ``--require-speedup``."""
+    return [Option("--require-speedup", type=float, is_flag=False, flag_value=1.0, default=None, metavar="[FACTOR]",
+                   section="Quantization and accuracy",
+                   help="fail (exit 7, no bundle written) unless the quantized bundle's p50 latency on this host "
+                        "beats its fp32 sibling's by more than FACTOR (default 1.0)")]
 
 
 def build_checks(args: argparse.Namespace, config: Any, log: Callable[[str], None],
                  build_sibling: Callable[[str, Path, str], Path]) -> list[Callable[[Path, Any], None]]:
     """The checks ``edgec build`` runs on the staged bundle before publishing it, from the options that
-    :func:`add_build_options` added: the ``--require-speedup`` gate (:func:`bench.speedup_gate`).
+    :func:`build_options` added: the ``--require-speedup`` gate (:func:`bench.speedup_gate`).
 
     Args:
         args: the parsed ``edgec build`` arguments.

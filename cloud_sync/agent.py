@@ -45,6 +45,7 @@ import signal
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -476,11 +477,12 @@ EXIT_FOR = {"committed": 0, "up_to_date": 0, "no_release": 0, "skipped": 0, "rol
             "download_failed": EXIT_INTEGRITY}
 
 
-def run(config: AgentConfig) -> int:
+def run(config: AgentConfig, on_outcome: Callable[[Outcome], None] | None = None) -> int:
     """Run cycles (``--interval``) or one cycle; returns the exit code of the last cycle.
 
     While the store is unreachable the wait doubles (up to :data:`MAX_BACKOFF` seconds, with jitter)
     instead of retrying at once, and the agent never exits because of it in interval mode.
+    ``on_outcome`` hears of every cycle's outcome (``edgec agent --json`` prints it).
 
     Raises:
         IntegrityError: with ``--once``, when the cycle was refused or failed.
@@ -493,6 +495,8 @@ def run(config: AgentConfig) -> int:
     while True:
         outcome = agent.cycle()
         cycles += 1
+        if on_outcome is not None:
+            on_outcome(outcome)
         if config.interval is None or (config.max_cycles is not None and cycles >= config.max_cycles):
             break
         if outcome.state == "unreachable":
@@ -508,18 +512,11 @@ def run(config: AgentConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edgec.cloud_sync.agent``: the same options as ``edgec agent``."""
-    from edgec.cloud_sync.cli import DEVICE_MODULES, _add_agent, require_sync
+    """``python -m edgec.cloud_sync.agent``: the same options as ``edgec agent``, the same errors and exit codes."""
+    from edgec.cloud_sync.cli import agent_command
+    from edgec.core.cli_kit import run as run_cli
 
-    parser = argparse.ArgumentParser(prog="edgec-agent")
-    _add_agent(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["agent", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        require_sync("agent", DEVICE_MODULES)
-        return run(AgentConfig.from_args(args))
-    except EdgecError as exc:
-        print(exc.one_line(), file=sys.stderr)
-        return exc.exit_code
+    return run_cli(agent_command(), argv, prog="edgec-agent")
 
 
 if __name__ == "__main__":

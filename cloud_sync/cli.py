@@ -12,9 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
+
+from edgec.core.cli_kit import Argument, Group, Option, command
 from edgec.core.errors import ConfigError
 
-Handler = Callable[[argparse.Namespace], int]
+PATH = click.Path(path_type=Path)
+SECTION = "Publishing and devices"
+"""The heading of these commands in ``edgec --help``."""
 SYNC_MODULES = ("securesystemslib", "cryptography", "tuf", "obstore")
 """What the ``sync`` extra brings (securesystemslib comes with tuf); signing needs all four."""
 DEVICE_MODULES = ("tuf", "obstore")
@@ -33,102 +38,91 @@ def require_sync(command: str, modules: tuple[str, ...] = SYNC_MODULES) -> None:
         require(module, "sync", f"edgec {command}")
 
 
-def add_commands(sub: Any) -> dict[str, Handler]:
-    """Add the sync subcommands to the ``edgec`` parser; returns their handlers."""
-    _add_keys(sub)
-    _add_publish(sub)
-    _add_release(sub)
-    _add_rollout(sub)
-    fleet = sub.add_parser("fleet", help="summarise device versions, states and failures per channel")
-    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="ACTION", required=True)
-    status = fleet_sub.add_parser("status", help="versions, states and failures per channel")
-    status.add_argument("--store", required=True, help="store URL (directory, s3://, gs://, az://)")
-    status.add_argument("--json", action="store_true")
-    _add_agent(sub)
-    return {"keys": cmd_keys, "publish": cmd_publish, "release": cmd_release, "rollout": cmd_rollout,
-            "fleet": cmd_fleet, "agent": cmd_agent}
+def commands() -> list[click.Command]:
+    """The sync commands: ``keys``, ``publish``, ``release``, ``rollout``, ``fleet`` and ``agent``."""
+    fleet = Group("fleet", dest="fleet_command", help="summarise device versions, states and failures per channel")
+    fleet.add_command(command("status", cmd_fleet, [_store(), Option("--json", is_flag=True)],
+                              help="versions, states and failures per channel"))
+    return [_keys_group(), _publish(), _release_group(), _rollout_group(), fleet, agent_command()]
 
 
-def _keys_args(parser: argparse.ArgumentParser, store: bool = True) -> None:
-    if store:
-        parser.add_argument("--store", required=True, help="store URL (directory, s3://, gs://, az://)")
-    parser.add_argument("--keys", type=Path, help="key directory; default $EDGEC_KEYS_DIR or ~/.config/edgec/keys")
-    parser.add_argument("--root-keys", type=Path, help="directory of the (offline) root keys; default --keys")
+def _store(required: bool = True, text: str = "store URL (directory, s3://, gs://, az://)") -> Option:
+    return Option("--store", required=required, help=text)
 
 
-def _add_keys(sub: Any) -> None:
-    keys = sub.add_parser("keys", help="create or rotate the TUF signing keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
-    init = keys_sub.add_parser("init", help="create root, targets, snapshot and timestamp keys and root.json")
-    _keys_args(init, store=False)
-    init.add_argument("--store", help="also initialise the release repository in this store")
-    init.add_argument("--root-count", type=int, default=3, help="number of root keys; default 3")
-    init.add_argument("--root-threshold", type=int, default=2, help="root signatures a new root needs; default 2")
-    rotate = keys_sub.add_parser("rotate", help="replace a role's key (new root version, metadata re-signed)")
-    _keys_args(rotate)
-    rotate.add_argument("--role", required=True, choices=["root", "targets", "snapshot", "timestamp"])
+def _keys_args(store: bool = True) -> list[click.Parameter]:
+    return [*([_store()] if store else []),
+            Option("--keys", type=PATH, help="key directory; default $EDGEC_KEYS_DIR or ~/.config/edgec/keys"),
+            Option("--root-keys", type=PATH, help="directory of the (offline) root keys; default --keys")]
 
 
-def _rollout_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--abort-failure-rate", type=float, help="halt when more than this fraction of reporting devices fail")
-    parser.add_argument("--abort-min-devices", type=int, help="...once at least this many devices reported")
+def _keys_group() -> Group:
+    keys = Group("keys", dest="keys_command", help="create or rotate the TUF signing keys")
+    keys.add_command(command("init", cmd_keys, [
+        *_keys_args(store=False), _store(False, "also initialise the release repository in this store"),
+        Option("--root-count", type=int, default=3, help="number of root keys; default 3"),
+        Option("--root-threshold", type=int, default=2, help="root signatures a new root needs; default 2"),
+    ], help="create root, targets, snapshot and timestamp keys and root.json"))
+    keys.add_command(command("rotate", cmd_keys, [
+        *_keys_args(), Option("--role", required=True, type=click.Choice(["root", "targets", "snapshot", "timestamp"])),
+    ], help="replace a role's key (new root version, metadata re-signed)"))
+    return keys
 
 
-def _add_publish(sub: Any) -> None:
-    publish = sub.add_parser("publish", help="upload a bundle and add it as a release of a channel")
-    publish.add_argument("bundle", type=Path)
-    _keys_args(publish)
-    publish.add_argument("--channel", required=True)
-    publish.add_argument("--percent", type=float, default=100.0,
-                         help="roll out to this share of devices (default 100: every device)")
-    publish.add_argument("--latency-budget-ms", type=float, help="devices roll back when median latency exceeds this")
-    publish.add_argument("--no-verify", action="store_true", help="skip the golden parity check before upload (hashes are still checked)")
-    _rollout_args(publish)
+def _rollout_args() -> list[click.Parameter]:
+    return [Option("--abort-failure-rate", type=float, help="halt when more than this fraction of reporting devices fail"),
+            Option("--abort-min-devices", type=int, help="...once at least this many devices reported")]
 
 
-def _add_release(sub: Any) -> None:
-    release = sub.add_parser("release", help="promote, roll back, list releases; refresh metadata expiry")
-    release_sub = release.add_subparsers(dest="release_command", metavar="ACTION", required=True)
+def _publish() -> click.Command:
+    return command("publish", cmd_publish, [
+        Argument("bundle", type=PATH), *_keys_args(), Option("--channel", required=True),
+        Option("--percent", type=float, default=100.0, help="roll out to this share of devices (default 100: every device)"),
+        Option("--latency-budget-ms", type=float, help="devices roll back when median latency exceeds this"),
+        Option("--no-verify", is_flag=True, help="skip the golden parity check before upload (hashes are still checked)"),
+        *_rollout_args(),
+        Option("--json", is_flag=True, help="print what was published (release, channel, rollout) as JSON"),
+    ], help="upload a bundle and add it as a release of a channel")
+
+
+def _release_group() -> Group:
+    release = Group("release", dest="release_command", help="promote, roll back, list releases; refresh metadata expiry")
     for name, text in (("promote", "make the rollout's candidate (or --release) current everywhere"),
                        ("rollback", "cancel the rollout, or return to the previous release (or --release)")):
-        action = release_sub.add_parser(name, help=text)
-        _keys_args(action)
-        action.add_argument("--channel", required=True)
-        action.add_argument("--release", help="sha256 prefix or bundle name")
-    refresh = release_sub.add_parser("refresh", help="re-sign the timestamp metadata with a new expiry (one timestamp covers every channel)")
-    _keys_args(refresh)
-    refresh.add_argument("--expires-hours", type=float, help="lifetime of the new timestamp; default 24")
-    listing = release_sub.add_parser("list", help="channels, releases and metadata expiry")
-    listing.add_argument("--store", required=True)
-    listing.add_argument("--json", action="store_true")
+        release.add_command(command(name, cmd_release, [*_keys_args(), Option("--channel", required=True),
+                                                        Option("--release", help="sha256 prefix or bundle name")], help=text))
+    release.add_command(command("refresh", cmd_release, [
+        *_keys_args(), Option("--expires-hours", type=float, help="lifetime of the new timestamp; default 24"),
+    ], help="re-sign the timestamp metadata with a new expiry (one timestamp covers every channel)"))
+    release.add_command(command("list", cmd_release, [Option("--store", required=True), Option("--json", is_flag=True)],
+                                help="channels, releases and metadata expiry"))
+    return release
 
 
-def _add_rollout(sub: Any) -> None:
-    roll = sub.add_parser("rollout", help="staged rollouts: set the share of devices, check the abort rule")
-    roll_sub = roll.add_subparsers(dest="rollout_command", metavar="ACTION", required=True)
-    set_ = roll_sub.add_parser("set", help="change the rollout's percentage or abort rule")
-    _keys_args(set_)
-    set_.add_argument("--channel", required=True)
-    set_.add_argument("--percent", type=float)
-    set_.add_argument("--resume", action="store_true", help="re-activate a halted rollout")
-    _rollout_args(set_)
-    check = roll_sub.add_parser("check", help="evaluate device reports; halt the rollout if the abort rule trips")
-    _keys_args(check)
-    check.add_argument("--channel", required=True)
+def _rollout_group() -> Group:
+    roll = Group("rollout", dest="rollout_command", help="staged rollouts: set the share of devices, check the abort rule")
+    roll.add_command(command("set", cmd_rollout, [
+        *_keys_args(), Option("--channel", required=True), Option("--percent", type=float),
+        Option("--resume", is_flag=True, help="re-activate a halted rollout"), *_rollout_args(),
+    ], help="change the rollout's percentage or abort rule"))
+    roll.add_command(command("check", cmd_rollout, [*_keys_args(), Option("--channel", required=True)],
+                             help="evaluate device reports; halt the rollout if the abort rule trips"))
+    return roll
 
 
-def _add_agent(sub: Any) -> None:
-    agent = sub.add_parser("agent", help="device agent: verified over-the-air updates with rollback")
-    agent.add_argument("--store", required=True)
-    agent.add_argument("--device-id", required=True)
-    agent.add_argument("--root", type=Path, required=True, help="device directory (slots, metadata, state)")
-    agent.add_argument("--channel", default="stable")
-    agent.add_argument("--trusted-root", type=Path, help="root.json to trust on first run")
-    mode = agent.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true", help="one update cycle, then exit (the default)")
-    mode.add_argument("--interval", type=float, help="run cycles every S seconds, backing off while the store is unreachable")
-    agent.add_argument("--max-cycles", type=int, help="stop after N cycles (with --interval)")
-    agent.add_argument("--threads", type=int)
+def agent_command() -> click.Command:
+    """``edgec agent`` (also ``python -m edgec.cloud_sync.agent``, with the same options)."""
+    return command("agent", cmd_agent, [
+        Option("--store", required=True), Option("--device-id", required=True),
+        Option("--root", type=PATH, required=True, help="device directory (slots, metadata, state)"),
+        Option("--channel", default="stable"),
+        Option("--trusted-root", type=PATH, help="root.json to trust on first run"),
+        Option("--once", is_flag=True, help="one update cycle, then exit (the default)"),
+        Option("--interval", type=float, help="run cycles every S seconds, backing off while the store is unreachable"),
+        Option("--max-cycles", type=int, help="stop after N cycles (with --interval)"),
+        Option("--threads", type=int),
+        Option("--json", is_flag=True, help="print each cycle's outcome (state, release, bundle, error) as a JSON line"),
+    ], help="device agent: verified over-the-air updates with rollback")
 
 
 # -- handlers ---------------------------------------------------------------------------------------
@@ -194,9 +188,24 @@ def cmd_publish(args: argparse.Namespace) -> int:
     repo = _repo(args, create=True)
     done = publish(args.bundle, repo, args.channel, args.percent, _abort(args), args.latency_budget_ms, verify=not args.no_verify)
     ro = done.doc.get("rollout")
-    where = f"rolling out to {ro['percent']:g}%" if ro and ro["release"] == done.sha256 else "current"
+    rolling = bool(ro and ro["release"] == done.sha256)
+    if args.json:
+        print(json.dumps(_published_json(args.store, done, ro if rolling else None), indent=2, sort_keys=True))
+        return 0
+    where = f"rolling out to {ro['percent']:g}%" if rolling and ro else "current"
     print(f"published {args.bundle.name} {done.sha256[:12]} to {args.channel} ({where}) as {done.target_path}")
     return 0
+
+
+def _published_json(store: str, done: Any, rollout: dict[str, Any] | None) -> dict[str, Any]:
+    """``edgec publish --json``: the release recorded, where, and whether it is current or rolling out."""
+    record = done.record
+    return {"bundle": record["bundle"], "sha256": done.sha256, "channel": done.channel, "store": store,
+            "target_path": done.target_path, "length": record["length"], "model_target": record["model_target"],
+            "precision": record["precision"], "latency_budget_ms": record["latency_budget_ms"],
+            "published": record["published"], "status": "rolling_out" if rollout else "current",
+            "percent": rollout["percent"] if rollout else 100.0,
+            "release_number": [r["sha256"] for r in done.doc["releases"]].index(done.sha256) + 1}
 
 
 def cmd_release(args: argparse.Namespace) -> int:
@@ -291,8 +300,28 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    """``edgec agent``; with ``--json`` each cycle's outcome is a JSON line on stdout.
+
+    Raises:
+        ConfigError: ``--once`` with ``--interval``, or bad options (see ``AgentConfig.from_args``).
+    """
     from edgec.cloud_sync.agent import AgentConfig, run
 
+    if args.once and args.interval is not None:
+        raise ConfigError("--once and --interval cannot be combined: one cycle, or cycles every S seconds")
     require_sync("agent", DEVICE_MODULES)
     config = AgentConfig.from_args(args)
-    return run(config)
+    return run(config, on_outcome=_print_outcome(config) if args.json else None)
+
+
+def _print_outcome(config: Any) -> Callable[[Any], None]:
+    """A printer of one cycle's outcome as a JSON object (sorted keys) on one line of stdout."""
+    from edgec.cloud_sync.agent import EXIT_FOR
+
+    def emit(outcome: Any) -> None:
+        print(json.dumps({"device_id": config.device_id, "channel": config.channel, "state": outcome.state,
+                          "release": outcome.release, "bundle": outcome.bundle, "number": outcome.number,
+                          "latency_ms": outcome.latency_ms, "error": outcome.error,
+                          "exit_code": EXIT_FOR.get(outcome.state, 8)}, sort_keys=True), flush=True)
+
+    return emit

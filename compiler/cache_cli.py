@@ -20,9 +20,11 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+import click
 
 from edgec.compiler import cache
+from edgec.core.cli_kit import ArgType, Group, Option, command
 from edgec.core.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -34,7 +36,7 @@ def parse_duration(text: str) -> float:
     """``90s``, ``30m``, ``12h``, ``7d``, ``2w`` (or plain seconds) -> seconds.
 
     Raises:
-        argparse.ArgumentTypeError: anything else (argparse turns it into a one-line config error).
+        argparse.ArgumentTypeError: anything else (the CLI turns it into a one-line config error).
     """
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw]?)", text.strip().lower())
     if match is None:
@@ -64,34 +66,42 @@ def human_size(size: int) -> str:
     raise AssertionError("unreachable")
 
 
-def add_commands(sub: Any) -> dict[str, Handler]:
-    """Add ``cache`` (with ``info`` and ``prune``) to the ``edgec`` parser; returns its handler."""
-    parser = sub.add_parser("cache", help="show the stage cache, or prune it (least recently used first)",
-                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    actions = parser.add_subparsers(dest="cache_action", metavar="ACTION", parser_class=type(parser))
-    info = actions.add_parser("info", help="location, entries and size by stage")
-    info.add_argument("--json", action="store_true", help="print the summary as JSON")
-    prune = actions.add_parser("prune", help="delete entries unused for a while, or the least recently used above a size",
-                               description="Entries used in the last hour are kept (a running build may still read "
-                                           "them); entries being written are never touched.")
-    prune.add_argument("--older-than", type=parse_duration, metavar="AGE",
-                       help="delete entries no build used for AGE (e.g. 12h, 7d, 2w)")
-    prune.add_argument("--max-size", type=parse_size, metavar="SIZE",
-                       help="then delete least recently used entries until at most SIZE remains (e.g. 500M, 1G)")
-    prune.add_argument("--json", action="store_true", help="print what was removed and kept as JSON")
-    for action in (info, prune):
-        action.add_argument("--cache-dir", type=Path, help="the cache; default $EDGEC_CACHE_DIR or ~/.cache/edgec")
-    return {"cache": cmd_cache}
+def commands() -> list[click.Command]:
+    """``edgec cache`` with its actions ``info`` and ``prune``."""
+    group = Group("cache", dest="cache_action", required=None, callback=_needs_action, description=__doc__,
+                  help="show the stage cache, or prune it (least recently used first)")
+    cache_dir = Option("--cache-dir", type=click.Path(path_type=Path),
+                       help="the cache; default $EDGEC_CACHE_DIR or ~/.cache/edgec")
+    group.add_command(command("info", cmd_cache, [Option("--json", is_flag=True, help="print the summary as JSON"),
+                                                  cache_dir], help="location, entries and size by stage"))
+    prune = [Option("--older-than", type=ArgType(parse_duration, "duration"), metavar="AGE",
+                    help="delete entries no build used for AGE (e.g. 12h, 7d, 2w)"),
+             Option("--max-size", type=ArgType(parse_size, "size"), metavar="SIZE",
+                    help="then delete least recently used entries until at most SIZE remains (e.g. 500M, 1G)"),
+             Option("--json", is_flag=True, help="print what was removed and kept as JSON"), cache_dir]
+    group.add_command(command("prune", cmd_cache, prune,
+                              help="delete entries unused for a while, or the least recently used above a size",
+                              description="Entries used in the last hour are kept (a running build may still read "
+                                          "them); entries being written are never touched."))
+    return [group]
+
+
+def _needs_action() -> None:
+    """``edgec cache`` without an action.
+
+    Raises:
+        ConfigError: always, when no action follows.
+    """
+    if click.get_current_context().invoked_subcommand is None:
+        raise ConfigError("edgec cache needs an action: info or prune (see 'edgec cache --help')")
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """``edgec cache ACTION``.
 
     Raises:
-        ConfigError: no action, or ``prune`` without a limit, or a cache folder that is a file.
+        ConfigError: ``prune`` without a limit, or a cache folder that is a file.
     """
-    if args.cache_action is None:
-        raise ConfigError("edgec cache needs an action: info or prune (see 'edgec cache --help')")
     root = args.cache_dir or cache.default_cache_dir()
     if root.exists() and not root.is_dir():
         raise ConfigError(f"cache {root} is not a directory; expected the stage cache folder")

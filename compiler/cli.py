@@ -1,14 +1,21 @@
-"""The ``edgec`` command line. Validates input at the boundary and maps errors to exit codes.
+"""The ``edgec`` command line (click). Validates input at the boundary and maps errors to exit codes.
 
 Exit codes: 0 ok, 1 internal error (a bug, with traceback), 2 configuration, 3 missing dependency,
 4 unsupported, 5 export/conversion, 6 calibration, 7 accuracy gate, 8 integrity, 9 sync (store or network).
 A matrix build (several targets or precisions, ``-f RECIPE``) exits 0 when every cell was built, else with the
-code of the first failed cell in its summary table (see :mod:`edgec.compiler.matrix_cli`).
+code of the first failed cell in its summary table (see :mod:`edgec.compiler.matrix_cli`). A usage error is
+one line, ``edgec: config error: <what was wrong> (see 'edgec build --help')``, exit 2.
 
 A reader that goes away (``edgec inspect m.onnx --json | head -c 10``) changes nothing but where the rest
 of the output goes: the command runs to its end and exits with its own code, with nothing added on stderr
-(see :class:`_ClosedPipeSafe`). Unlike git (killed by SIGPIPE, exit 141), ``edgec verify a b | head -1``
-still verifies ``b`` and its exit code still says whether it passed.
+(see :class:`edgec.core.cli_kit.ClosedPipeSafe`). Unlike git (killed by SIGPIPE, exit 141),
+``edgec verify a b | head -1`` still verifies ``b`` and its exit code still says whether it passed.
+
+Shell completion is click's: ``eval "$(_EDGEC_COMPLETE=bash_source edgec)"`` in ``~/.bashrc`` (``zsh_source``
+for zsh, ``fish_source`` for fish); ``--target`` completes target names and ``--precision`` precisions.
+
+Commands of higher rooms (benchmarks, cloud_sync) come from plugin modules named in :data:`PLUGIN_MODULES`
+and are loaded only when installed, so ``edgec --help`` works with the core alone.
 """
 
 from __future__ import annotations
@@ -17,16 +24,17 @@ import argparse
 import importlib
 import importlib.util
 import json
-import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any
+
+import click
 
 from edgec.compiler import __version__
-from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
-from edgec.core.errors import EXIT_CONFIG, EXIT_INTERNAL, ConfigError, EdgecError, brief
+from edgec.compiler.build_options import PATH, build_params
+from edgec.core.cli_kit import Argument, Group, Option, command, parse_only, run
+from edgec.core.errors import EXIT_CONFIG, ConfigError
 
 EXIT_CODES_HELP = """exit codes:
   0 ok, 1 internal error (a bug: please report the traceback), 2 configuration, 3 missing dependency,
@@ -36,140 +44,113 @@ MATRIX_EXIT_HELP = """
   a matrix (several targets or precisions, or -f RECIPE) builds every cell it can and exits 0 when all were
   built, else with the code of the first failed cell in its summary table (targets in order, precisions in order)"""
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and the config exit code."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"edgec: config error: {message} (see '{self.prog} --help')", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG)
+SECTION = "Build and inspect"
+"""The help heading of the compiler's commands; a plugin names its own (``SECTION``)."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="edgec", description="Compile trained models into verified edge bundles.",
-                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"edgec {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    build = _add_build(sub)
-    verify = sub.add_parser("verify", help="check a bundle's file hashes and golden-output parity")
-    verify.add_argument("bundle", type=Path, nargs="+")
-    verify.add_argument("--threads", type=int, default=None)
-    verify.add_argument("--json", action="store_true", help="print the measured parity as JSON")
-    inspect = sub.add_parser("inspect", help="show inputs, outputs, ops, size and precision of a model or bundle")
-    inspect.add_argument("path", type=Path)
-    inspect.add_argument("--json", action="store_true")
-    targets = sub.add_parser("targets", help="list targets, their precisions and whether what they need is installed")
-    targets.add_argument("--json", action="store_true", help="print the targets and what each lacks as JSON")
-    debug = sub.add_parser("debug", help="rank the layers of a quantized bundle by the error they add versus FP32")
-    debug.add_argument("bundle", type=Path)
-    debug.add_argument("--reference", type=Path, help="FP32 bundle or .onnx; default: the sibling <name>-<target>-fp32 bundle")
-    debug.add_argument("--top", type=int, default=15)
-    debug.add_argument("--out", type=Path, default=None,
-                       help="where to write the JSON report; default <bundle name>.layers.json here (never inside the bundle)")
-    debug.add_argument("--json", action="store_true")
-    recipe = sub.add_parser("recipe", help="recipe files for 'edgec build -f': print their JSON Schema, or check one")
-    recipe_sub = recipe.add_subparsers(dest="recipe_command", metavar="ACTION", required=True, parser_class=_Parser)
-    recipe_sub.add_parser("schema", help="print the JSON Schema of recipe files (for editors)")
-    recipe_sub.add_parser("check", help="validate a recipe without building").add_argument("file", type=Path)
+def cli() -> Group:
+    """The ``edgec`` group: the compiler's commands, then those of the installed plugins (:data:`PLUGIN_MODULES`).
+
+    Fills :data:`COMMANDS` and :data:`BUILD_PLUGINS`.
+    """
+    version = Option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+                     help="Show the version and exit.")
+    group = Group("edgec", help="Compile trained models into verified edge bundles.", epilog=EXIT_CODES_HELP,
+                  dest="command", required=None, callback=_no_command, params=[version])
+    plugins = _plugins()
+    build_options = [option for module in BUILD_PLUGINS for option in plugins[module].build_options()]
+    for cmd in (command("build", cmd_build, build_params(build_options), help="compile a model into a bundle",
+                        epilog=EXIT_CODES_HELP + MATRIX_EXIT_HELP), *_inspect_commands(), _recipe_group()):
+        group.add_command(cmd, section=SECTION)
     from edgec.compiler import cache_cli
 
-    COMMANDS.update(cache_cli.add_commands(sub))
+    for cmd in cache_cli.commands():
+        group.add_command(cmd, section=SECTION)
+    for plugin in plugins.values():
+        for cmd in plugin.commands():
+            group.add_command(cmd, section=getattr(plugin, "SECTION", None))
+    COMMANDS.clear()
+    COMMANDS.update({name: cmd.handler for name, cmd in group.commands.items() if hasattr(cmd, "handler")})
+    return group
+
+
+def _plugins() -> dict[str, Any]:
+    """The installed plugin modules, by name; those that add ``edgec build`` options go into :data:`BUILD_PLUGINS`."""
+    plugins = {}
+    BUILD_PLUGINS.clear()
     for module in PLUGIN_MODULES:
         if importlib.util.find_spec(module) is not None:
-            plugin = importlib.import_module(module)
-            COMMANDS.update(plugin.add_commands(sub))
-            if hasattr(plugin, "add_build_options"):
-                plugin.add_build_options(build)
-                BUILD_PLUGINS[module] = plugin
-    return parser
+            plugins[module] = importlib.import_module(module)
+            if hasattr(plugins[module], "build_options"):
+                BUILD_PLUGINS[module] = plugins[module]
+    return plugins
 
 
-def _add_build(sub: Any) -> argparse.ArgumentParser:
-    build = sub.add_parser("build", help="compile a model into a bundle", epilog=EXIT_CODES_HELP + MATRIX_EXIT_HELP,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    build.add_argument("source", nargs="?", help="model.onnx, model.pt2, path/to/file.py:factory or package.module:factory")
-    build.add_argument("-f", "--file", type=Path, metavar="RECIPE",
-                       help="build what a recipe (.yaml or .toml) lists instead of SOURCE; see 'edgec recipe schema'")
-    build.add_argument("--target", action="append", metavar="NAME[,NAME...]",
-                       help="deployment targets (see 'edgec targets'), comma-separated or repeated; default onnx")
-    build.add_argument("--precision", action="append", metavar="P[,P...]",
-                       help="fp32, fp16 and/or int8, comma-separated or repeated; default fp32")
-    build.add_argument("--out", type=_out_arg, default=Path("bundles"),
-                       help="output directory; default ./bundles. With --executor ray also a store URL "
-                            "(s3://bucket/prefix, gs://, az://, file:///dir) the workers upload bundles to")
-    build.add_argument("--name", help="bundle name; default: the source's file or factory module name")
-    build.add_argument("--calib", type=Path, help=".npz, folder of .npy/.npz, or folder of images")
-    build.add_argument("--calib-samples", type=int, help="use a deterministic subset of N calibration samples")
-    build.add_argument("--calib-method", default="minmax", help="minmax, entropy or percentile; default minmax")
-    build.add_argument("--calib-preprocess", help="for image folders: resize=HxW,mean=a/b/c,std=a/b/c,scale=255,layout=nchw|nhwc,mode=rgb|l")
-    build.add_argument("--calib-max-mb", type=int, default=2048, metavar="MB",
-                       help="refuse calibration/eval data that would decode to more than MB MiB; default 2048")
-    build.add_argument("--input", action="append", default=[], metavar="NAME:DIMS",
-                       help="fix a dynamic input shape, e.g. input:1x3x224x224 (repeatable)")
-    build.add_argument("--input-max-mb", type=int, default=DEFAULT_INPUT_MAX_MB, metavar="MB",
-                       help=f"refuse synthetic golden inputs above MB MiB per sample (all inputs); default {DEFAULT_INPUT_MAX_MB}")
-    build.add_argument("--input-value", action="append", default=[], metavar="NAME=VALUE",
-                       help="set an input (e.g. a sample rate) to VALUE in every golden and calibration sample; "
-                            "non-float settings are never drawn at random (repeatable)")
-    build.add_argument("--fold-input-values", action="store_true",
-                       help="write the --input-value values into the graph as constants (ONNX route): the bundle no longer takes those inputs")
-    build.add_argument("--int8-mode", default="auto", help="auto, static or dynamic; default auto")
-    build.add_argument("--no-simplify", action="store_true", help="skip the onnxslim clean-up")
-    build.add_argument("--golden-samples", type=int, default=8, help="golden inputs parity is measured on; default 8")
-    build.add_argument("--golden-max-mb", type=float, metavar="MB",
-                       help="cap on the bundle's golden.npz (fewer samples are kept to fit); default 25%% of the "
-                            "model or 1 MiB, whichever is larger")
-    build.add_argument("--min-cosine", type=float, help="fail when an output's cosine to FP32 is below this")
-    build.add_argument("--allow-degraded", action="store_true",
-                       help="write a bundle even when its parity collapsed (an output, or a part of one on its own scale, "
-                            "below cosine 0.9, or top-1 agreement below 0.5 on --calib inputs); by default that fails with exit 7")
-    build.add_argument("--target-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="an option of the target (repeatable; 'edgec targets' lists them)")
-    _add_target_flags(build)
-    build.add_argument("--prune", type=float, metavar="RATIO",
-                       help="remove this fraction of channels (structured) or weights (unstructured); PyTorch sources only")
-    build.add_argument("--prune-mode", default="structured", help="structured (default) or unstructured")
-    build.add_argument("--finetune", metavar="MODULE:FUNCTION", help="finetune(module) -> module, run after pruning")
-    build.add_argument("--report-layers", action="store_true", help="write a per-layer divergence report (layers.json) into the bundle")
-    build.add_argument("--max-drop", type=float, help="accuracy budget, e.g. 0.01: keep the most sensitive layers in float until met")
-    build.add_argument("--metric", default="top1", help="what --max-drop measures: top1 (agreement with FP32), decision "
-                       "(sigmoid outputs, see --threshold), cosine, accuracy (needs --eval), or pkg.module:function")
-    build.add_argument("--metric-reduce", default="mean", metavar="mean|min|pN",
-                       help="per-sample scores -> one: mean (default), min (the worst sample) or pN (percentile, e.g. p5)")
-    build.add_argument("--threshold", type=float, default=0.5, help="decision threshold of --metric decision; default 0.5")
-    build.add_argument("--max-float-layers", type=int, help="with --max-drop: keep at most N layers in float (default 16)")
-    build.add_argument("--max-builds", type=int, help="with --max-drop: build and measure at most N candidates (default 8)")
-    build.add_argument("--eval", type=Path, help=".npz of model inputs (plus 'labels' for --metric accuracy) that --max-drop "
-                       "measures on; default: a quarter of --calib held out from calibration")
-    build.add_argument("--force", action="store_true", help="replace an existing bundle")
-    build.add_argument("--no-cache", action="store_true", help="do not read or write the stage cache")
-    build.add_argument("--cache-dir", type=Path, help="stage cache directory; default $EDGEC_CACHE_DIR or ~/.cache/edgec")
-    build.add_argument("-v", "--verbose", action="store_true", help="progress messages even when not on a terminal")
-    build.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    build.add_argument("--jobs", type=int, metavar="N", help="build the cells of a matrix in N worker processes; default 1")
-    build.add_argument("--json", action="store_true", help="print the cells built (status, exit code, bundle, size, parity) as JSON")
-    build.add_argument("--executor", choices=["local", "ray"],
-                       help="where the cells run: local (this machine, --jobs processes; default) or ray (a Ray task per "
-                            "cell; pip install 'edgec[ray]')")
-    build.add_argument("--address", metavar="ADDR", help="with --executor ray: the Ray cluster (HOST:6379 after 'ray start "
-                       "--head', or ray://HOST:10001); default $RAY_ADDRESS, else a new local Ray instance")
-    build.add_argument("--cache-store", metavar="URL", help="with --executor ray: a stage cache shared by the driver and "
-                       "every worker, in a store (s3://, gs://, az://, file://); default $EDGEC_CACHE_STORE")
-    return build
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"edgec {__version__}")
+        ctx.exit(0)
 
 
-def _out_arg(text: str) -> Path | str:
-    """``--out``: a folder, or a store URL kept as text (a Path would fold its ``//``)."""
-    return text if "://" in text else Path(text)
+def _no_command() -> int | None:
+    """``edgec`` alone prints the help and exits 2 (a command is needed)."""
+    ctx = click.get_current_context()
+    if ctx.invoked_subcommand is not None:
+        return None
+    click.echo(ctx.get_help())
+    return EXIT_CONFIG
 
 
-def _add_target_flags(build: argparse.ArgumentParser) -> None:
-    """The named flags the targets declare on their options (``--palettize``): each adds ``KEY=VALUE`` pairs."""
-    from edgec.targets.base import named_flags
+def _inspect_commands() -> list[click.Command]:
+    return [
+        command("verify", cmd_verify, [Argument("bundle", type=PATH, nargs=-1, required=True),
+                                       Option("--threads", type=int),
+                                       _json("print the measured parity as JSON")],
+                help="check a bundle's file hashes and golden-output parity"),
+        command("inspect", cmd_inspect, [Argument("path", type=PATH), _json()],
+                help="show inputs, outputs, ops, size and precision of a model or bundle"),
+        command("targets", cmd_targets, [_json("print the targets and what each lacks as JSON")],
+                help="list targets, their precisions and whether what they need is installed"),
+        command("debug", cmd_debug, [
+            Argument("bundle", type=PATH),
+            Option("--reference", type=PATH, help="FP32 bundle or .onnx; default: the sibling <name>-<target>-fp32 bundle"),
+            Option("--top", type=int, default=15),
+            Option("--out", type=PATH, default=None,
+                   help="where to write the JSON report; default <bundle name>.layers.json here (never inside the bundle)"),
+            _json()], help="rank the layers of a quantized bundle by the error they add versus FP32"),
+    ]
 
-    for flag in named_flags():
-        build.add_argument(flag.flag, dest=flag.dest, action="append", default=[], choices=flag.choices,
-                           metavar=flag.metavar, help=f"{'/'.join(flag.targets)}: {flag.help} "
-                                                      f"(= --target-option {flag.key}=...)")
+
+def _json(text: str | None = None) -> Option:
+    return Option("--json", is_flag=True, default=False, help=text)
+
+
+def _recipe_group() -> Group:
+    group = Group("recipe", dest="recipe_command",
+                  help="recipe files for 'edgec build -f': print their JSON Schema, or check one")
+    group.add_command(command("schema", cmd_recipe, [], help="print the JSON Schema of recipe files (for editors)"))
+    group.add_command(command("check", cmd_recipe, [Argument("file", type=PATH)], help="validate a recipe without building"))
+    return group
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """What a command's handler gets for ``edgec ARGV``, without running it (``parse_args(["bench", ...])``).
+
+    Raises:
+        click.ClickException: a command line ``edgec`` would refuse.
+    """
+    return parse_only(cli(), "edgec", argv)
+
+
+class _Parser:
+    """``_parser().parse_args(argv)``, as with the argparse parser this CLI had."""
+
+    def parse_args(self, argv: Sequence[str]) -> argparse.Namespace:
+        return parse_args(argv)
+
+
+def _parser() -> _Parser:
+    return _Parser()
 
 
 def _target_option_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -225,7 +206,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from edgec.runtime_shims.measure import format_top1
 
     if matrix_cli.is_matrix(args):
-        return matrix_cli.run(args, _config, _target_option_pairs(args), list(BUILD_PLUGINS), COMMANDS, _parser().parse_args)
+        return matrix_cli.run(args, _config, _target_option_pairs(args), list(BUILD_PLUGINS), COMMANDS, parse_args)
     if args.source is None:
         raise ConfigError("edgec build needs a SOURCE model (or -f RECIPE)", hint="see 'edgec build --help'")
     args.target, args.precision = (args.target or ["onnx"])[0], (args.precision or ["fp32"])[0]
@@ -255,7 +236,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"  mixed precision: {mp.label} {mp.value:.4f} vs fp32 {mp.fp32:.4f} (drop {mp.drop:.4f} <= {mp.max_drop}); "
               f"{len(mp.float_layers)} layer{'' if len(mp.float_layers) == 1 else 's'} kept in float: "
               f"{', '.join(mp.float_layers) or 'none'}")
-        print(f"  search: {mp.builds} candidate builds, measured on {mp.samples} {mp.measured_on} samples")
+        tried = ", ".join(f"{method} {value:.4f}" for method, value in mp.calibrations)
+        calibrated = f"; calibration {mp.calibration} (all layers quantized: {tried})" if mp.calibration else ""
+        print(f"  search: {mp.builds} candidate builds, measured on {mp.samples} {mp.measured_on} samples{calibrated}")
         print(f"  cost: size {cost.size:,} vs {cost.size_all_quantized:,} bytes all-quantized; "
               f"latency {cost.latency_ms:.3f} vs {cost.latency_ms_all_quantized:.3f} ms (batch 1, this host)")
     report = (m.model_extra or {}).get("layer_report")
@@ -362,15 +345,15 @@ def _target_json(cls: Any) -> dict[str, Any]:
             "precision_notes": dict(cls.precision_notes)}
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "build": cmd_build, "recipe": cmd_recipe, "verify": cmd_verify, "inspect": cmd_inspect, "targets": cmd_targets, "debug": cmd_debug,
-}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+"""The handler of each command (``edgec build -f`` runs a recipe's ``bench`` and ``publish`` through them)."""
 PLUGIN_MODULES: list[str] = ["edgec.benchmarks.cli", "edgec.cloud_sync.cli", "edgec.cloud_sync.serving.cli"]
-"""Modules of higher rooms (benchmarks, cloud_sync) that add subcommands: each has
-``add_commands(subparsers) -> {name: handler}`` and keeps heavy imports inside the handlers. A plugin may
-also add options to ``edgec build``: ``add_build_options(build_parser)``, and
-``build_checks(args, config, log, build_sibling) -> [check(staging_dir, manifest)]``, checks the build runs
-on the staged bundle before publishing it (``--require-speedup``). The compiler never imports them by name."""
+"""Modules of higher rooms (benchmarks, cloud_sync) that add commands, imported only when installed. A plugin has
+``commands() -> [click.Command]`` (made with :func:`edgec.core.cli_kit.command`; heavy imports stay inside the
+handlers) and may name its help section (``SECTION``). It may also add options to ``edgec build``:
+``build_options() -> [click.Option]``, and ``build_checks(args, config, log, build_sibling) ->
+[check(staging_dir, manifest)]``, checks the build runs on the staged bundle before publishing it
+(``--require-speedup``). The compiler never imports them by name."""
 BUILD_PLUGINS: dict[str, Any] = {}
 """The plugins that add ``edgec build`` options, by module name."""
 
@@ -384,79 +367,12 @@ def _all_checks(checks: list[Callable[[Path, Any], None]]) -> Callable[[Path, An
     return run_all
 
 
-class _ClosedPipeSafe:
-    """A stand-in for ``sys.stdout``/``sys.stderr`` that survives its reader going away.
-
-    On the first :class:`BrokenPipeError` the stream's file descriptor is pointed at ``/dev/null``, so what
-    is still buffered, everything written later (by Python or native code) and the interpreter's final
-    flush go nowhere instead of raising. Everything else is the wrapped stream's.
-    """
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            self._to_devnull()
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            self._to_devnull()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def _to_devnull(self) -> None:
-        try:
-            fd = self._stream.fileno()
-        except (OSError, ValueError):  # not backed by a file descriptor (an in-memory stream)
-            return
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, fd)
-        finally:
-            os.close(devnull)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edgec`` console script; returns the exit code.
 
     A closed stdout or stderr pipe does not stop the command or change its exit code (see the module docstring).
     """
-    streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _ClosedPipeSafe(sys.stdout), _ClosedPipeSafe(sys.stderr)  # type: ignore[assignment]
-    try:
-        return _main(argv)
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        sys.stdout, sys.stderr = streams
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return EXIT_CONFIG
-    try:
-        return COMMANDS[args.command](args)
-    except EdgecError as exc:
-        print(exc.one_line(), file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("edgec: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # InternalError, or any other exception that escaped: a bug in edgec
-        traceback.print_exc()
-        print(f"edgec: internal error (a bug in edgec {__version__}): {type(exc).__name__}: {brief(exc)}; "
-              "please report it with the traceback above", file=sys.stderr)
-        return EXIT_INTERNAL
+    return run(cli(), argv, __version__)
 
 
 if __name__ == "__main__":

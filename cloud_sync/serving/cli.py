@@ -3,41 +3,52 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import click
+
+from edgec.core.cli_kit import Argument, Option, command
+
+SECTION = "Serving"
+"""The heading of ``serve`` and ``package`` in ``edgec --help``."""
 
 if TYPE_CHECKING:
     from .app import ServeOptions
 
 
-def add_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Register the subcommands on the CLI's subparsers."""
-    serve = sub.add_parser("serve", help="serve a bundle over HTTP with dynamic batching, metrics and drift")
-    serve.add_argument("bundle", help="a bundle directory, or a store URL to follow releases from (with --channel)")
-    serve.add_argument("--channel", default="stable", help="with a store: the release channel to follow")
-    serve.add_argument("--device-id", default=None, help="with a store: this server's id for rollout cohorts and reports")
-    serve.add_argument("--state-dir", type=Path, default=Path(".edgec-serve"), help="with a store: where releases are unpacked")
-    serve.add_argument("--trusted-root", type=Path, help="with a store: root.json to trust on first run")
-    serve.add_argument("--interval", type=float, default=30.0, help="with a store: seconds between release checks")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--max-batch", type=int, default=16, help="most samples per model run; 1 turns batching off")
-    serve.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with")
-    serve.add_argument("--workers", type=int, default=1, help="model runs in parallel (inference threads)")
-    serve.add_argument("--threads", type=int, default=None, help="intra-op threads of the runtime")
-    serve.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body (413 above)")
-    _add_limit_flags(serve)
-    package = sub.add_parser("package", help="write a Dockerfile and Kubernetes manifests for serving a bundle")
-    package.add_argument("bundle", type=Path)
-    package.add_argument("--out", type=Path, required=True)
-    package.add_argument("--image", default=None, help="image name; default edgec-serve-<bundle>")
-    package.add_argument("--port", type=int, default=8080)
-    package.add_argument("--replicas", type=int, default=2)
-    package.add_argument("--force", action="store_true")
-    package.add_argument("--wheel", type=Path, default=None,
-                         help="the edgec wheel to install in the image; default: built from this edgec's source tree")
-    return {"serve": cmd_serve, "package": cmd_package}
+def commands() -> list[click.Command]:
+    """``edgec serve`` and ``edgec package``."""
+    path = click.Path(path_type=Path)
+    serve = [
+        Argument("bundle", help="a bundle directory, or a store URL to follow releases from (with --channel)"),
+        Option("--channel", default="stable", help="with a store: the release channel to follow"),
+        Option("--device-id", default=None, help="with a store: this server's id for rollout cohorts and reports"),
+        Option("--state-dir", type=path, default=Path(".edgec-serve"), help="with a store: where releases are unpacked"),
+        Option("--trusted-root", type=path, help="with a store: root.json to trust on first run"),
+        Option("--interval", type=float, default=30.0, help="with a store: seconds between release checks"),
+        Option("--host", default="127.0.0.1"),
+        Option("--port", type=int, default=8080),
+        Option("--max-batch", type=int, default=16, help="most samples per model run; 1 turns batching off"),
+        Option("--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"),
+        Option("--workers", type=int, default=1, help="model runs in parallel (inference threads)"),
+        Option("--threads", type=int, default=None, help="intra-op threads of the runtime"),
+        Option("--max-body-mb", type=float, default=16.0, help="largest request body (413 above)"),
+        *_limit_flags(),
+    ]
+    package = [
+        Argument("bundle", type=path),
+        Option("--out", type=path, required=True),
+        Option("--image", default=None, help="image name; default edgec-serve-<bundle>"),
+        Option("--port", type=int, default=8080),
+        Option("--replicas", type=int, default=2),
+        Option("--force", is_flag=True),
+        Option("--wheel", type=path, default=None,
+               help="the edgec wheel to install in the image; default: built from this edgec's source tree"),
+    ]
+    return [command("serve", cmd_serve, serve, help="serve a bundle over HTTP with dynamic batching, metrics and drift"),
+            command("package", cmd_package, package,
+                    help="write a Dockerfile and Kubernetes manifests for serving a bundle")]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,18 +88,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_limit_flags(serve: Any) -> None:
+def _limit_flags() -> list[click.Parameter]:
     """Bounds on what a client can make the server hold (README, Security)."""
-    serve.add_argument("--max-decoded-mb", type=float, default=64.0,
-                       help="most MB of arrays one request may decode to (zip bombs get 413)")
-    serve.add_argument("--decode-threads", type=int, default=2, help="request bodies decoded at once, off the event loop")
-    serve.add_argument("--timeout-head", type=float, default=10.0,
-                       help="seconds a connection may take to send a complete request head (then closed)")
-    serve.add_argument("--timeout-body", type=float, default=60.0, help="seconds a request body may take to arrive (408)")
-    serve.add_argument("--timeout-keep-alive", type=int, default=5, help="seconds an idle keep-alive connection stays open")
-    serve.add_argument("--limit-concurrency", type=int, default=256,
-                       help="connections plus requests in flight above which requests get 503")
-    serve.add_argument("--max-head-kb", type=int, default=64, help="largest request head in kB (431 above)")
+    section = "Limits on what a client can make the server hold"
+    return [
+        Option("--max-decoded-mb", type=float, default=64.0, section=section,
+               help="most MB of arrays one request may decode to (zip bombs get 413)"),
+        Option("--decode-threads", type=int, default=2, section=section,
+               help="request bodies decoded at once, off the event loop"),
+        Option("--timeout-head", type=float, default=10.0, section=section,
+               help="seconds a connection may take to send a complete request head (then closed)"),
+        Option("--timeout-body", type=float, default=60.0, section=section,
+               help="seconds a request body may take to arrive (408)"),
+        Option("--timeout-keep-alive", type=int, default=5, section=section,
+               help="seconds an idle keep-alive connection stays open"),
+        Option("--limit-concurrency", type=int, default=256, section=section,
+               help="connections plus requests in flight above which requests get 503"),
+        Option("--max-head-kb", type=int, default=64, section=section, help="largest request head in kB (431 above)"),
+    ]
 
 
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
