@@ -48,10 +48,12 @@ def copy_candidate(candidate: Candidate, staging: Path) -> ExportResult:
     return candidate.result
 
 
-def model_cost(model: Path) -> dict[str, Any] | None:
-    """Params, MACs per sample and weight sparsity of an ONNX model file (None for other formats)."""
+def model_cost(model: Path, sample: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Params, MACs per sample and weight sparsity of an ONNX model file (None for other formats), its
+    dynamic dims sized as in ``sample`` (a golden input) where given."""
     if model.suffix != ".onnx":
         return None
     from edgec.compiler import flops
 
-    return flops.file_cost(model).to_json()
+    shapes = {name: tuple(int(d) for d in getattr(value, "shape", ())) for name, value in (sample or {}).items()}
+    return flops.file_cost(model, shapes=shapes).to_json()

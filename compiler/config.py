@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, SerializeAsAny, field_validator, model_validator
 
 from edgec.compiler import metrics
+from edgec.compiler.dynamic_dims import InputShape, parse_dim
 from edgec.compiler.synthetic import DEFAULT_INPUT_MAX_MB
 from edgec.core.errors import ConfigError
 from edgec.targets.base import target_options
@@ -32,7 +33,9 @@ class BuildConfig(BaseModel):
         calib_preprocess: image preprocessing spec (see :class:`ImagePreprocess`).
         calib_max_mb: bound, in MiB, on what the calibration (and ``eval``) readers may decode, checked
             against headers and declared sizes before anything is inflated.
-        input_shapes: fixed sizes for dynamic inputs.
+        input_shapes: ``--input`` shapes by input name: per dim a size, a :class:`DimRange` or None (``?``). Targets
+            that keep dynamic shapes (``Target.dynamic_shapes``) take them as the data's sizes only; others fix the
+            sizes in the graph (see :mod:`edgec.compiler.dynamic_dims`).
         input_max_mb: bound, in MiB, on one synthetic golden sample (all inputs together), checked before allocating.
         input_values: inputs set to one value in every golden and calibration sample (``--input-value NAME=VALUE``;
             see :mod:`edgec.compiler.input_values`).
@@ -79,7 +82,7 @@ class BuildConfig(BaseModel):
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calib_preprocess: str | None = None
     calib_max_mb: int = 2048
-    input_shapes: dict[str, tuple[int, ...]] = {}
+    input_shapes: dict[str, InputShape] = {}
     input_max_mb: int = DEFAULT_INPUT_MAX_MB
     input_values: dict[str, int | float] = {}
     fold_input_values: bool = False
@@ -245,17 +248,22 @@ def parse_input_value(text: str) -> tuple[str, int | float]:
     return name.strip(), value
 
 
-def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``NAME:1x3x32x32`` into ``("NAME", (1, 3, 32, 32))``.
+def parse_input_shape(text: str) -> tuple[str, InputShape]:
+    """Parse ``NAME:1x3x32x32`` into ``("NAME", (1, 3, 32, 32))``; a dim may also be ``?`` (dynamic, None),
+    a range ``[32..640]`` or a size in a range ``320[32..640]`` (:class:`DimRange`; see
+    :mod:`edgec.compiler.dynamic_dims`).
 
     Raises:
-        ConfigError: when the text is not of that form, or a dim is not in ``[1, 2^63)``.
+        ConfigError: when the text is not of that form, a dim or bound is not in ``[1, 2^63)``, a range is
+            empty or a size lies outside its range.
     """
     name, sep, dims = text.rpartition(":")
     try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
+        shape = tuple(parse_dim(d) for d in dims.lower().split("x"))
     except ValueError:
         shape = ()
-    if not sep or not name or not shape or any(not 1 <= d < 2**63 for d in shape):
-        raise ConfigError(f"bad --input {text!r}; expected NAME:DIMxDIM... with whole dims from 1 to 2^63-1, e.g. input:1x3x224x224")
+    if not sep or not name or not shape:
+        raise ConfigError(f"bad --input {text!r}; expected NAME:DIMxDIM... with whole dims from 1 to 2^63-1, ? for a "
+                          "dynamic dim, or a range [LOW..HIGH] (optionally after a size, 320[32..640]), "
+                          "e.g. input:1x3x224x224 or x:1x3x48x[32..640]")
     return name, shape

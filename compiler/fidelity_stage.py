@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ from edgec.compiler.mixed_precision import Candidate, SearchResult, TargetProbe
 from edgec.core.errors import CalibrationError, ConfigError
 from edgec.core.types import Feed, ModelArtifact
 from edgec.frameworks.fidelity import LayerDivergence
-from edgec.targets.base import Target
+from edgec.targets.base import PrecisionRequest, Target
 
 BUDGET_SAMPLES = 128
 """Held-out calibration samples ``--max-drop`` measures on, at most, when no ``--eval`` is given."""
@@ -64,14 +64,20 @@ class MixedPrecision:
     measured_on: str = "golden"
     builds: int = 0
     how: Metric = Metric()
+    calibration: str | None = None
+    """The calibration method the chosen model was built with, when the search tried several."""
+    calibrations: tuple[tuple[str, float], ...] = ()
+    """(method, the all-quantized model's score with it) for each calibration method the search tried."""
 
     @classmethod
     def from_search(cls, result: SearchResult, metric: Metric, max_drop: float, budget: Budget,
                     size_all_quantized: int) -> MixedPrecision:
         """The record of a finished search (values rounded to 6 decimals, as the manifest keeps them)."""
+        chosen = (result.method or next(iter(result.calibrations))) if result.calibrations else None
         return cls(metric.name, max_drop, len(budget.feeds), round(result.baseline, 6), round(result.value, 6),
                    round(result.drop, 6), tuple(result.float_layers), tuple(result.exclude), tuple(result.steps),
-                   size_all_quantized, result.candidate.size, budget.source, result.builds, metric)
+                   size_all_quantized, result.candidate.size, budget.source, result.builds, metric, chosen,
+                   tuple(result.calibrations.items()))
 
     @property
     def label(self) -> str:
@@ -80,10 +86,13 @@ class MixedPrecision:
 
     def to_json(self) -> dict[str, Any]:
         """The manifest entry."""
-        return {**self.how.to_json(), "max_drop": self.max_drop, "samples": self.samples, "measured_on": self.measured_on,
-                "fp32": self.fp32, "value": self.value, "drop": self.drop, "float_layers": list(self.float_layers),
-                "float_nodes": list(self.float_nodes), "steps": list(self.steps), "builds": self.builds,
-                "size_all_quantized": self.size_all_quantized, "size": self.size}
+        entry = {**self.how.to_json(), "max_drop": self.max_drop, "samples": self.samples, "measured_on": self.measured_on,
+                 "fp32": self.fp32, "value": self.value, "drop": self.drop, "float_layers": list(self.float_layers),
+                 "float_nodes": list(self.float_nodes), "steps": list(self.steps), "builds": self.builds,
+                 "size_all_quantized": self.size_all_quantized, "size": self.size}
+        if self.calibration is not None:
+            entry["calibration"] = {"method": self.calibration, "tried": dict(self.calibrations)}
+        return entry
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,13 @@ class Fidelity:
     def exclude(self) -> tuple[str, ...]:
         """The nodes kept in float."""
         return self.chosen.exclude
+
+    def apply(self, request: PrecisionRequest) -> PrecisionRequest:
+        """The build's request as the chosen model was built: its nodes kept in float, its calibration method."""
+        calibration = request.calibration
+        if self.chosen.method is not None and calibration is not None:
+            calibration = replace(calibration, method=self.chosen.method)
+        return replace(request, exclude=self.exclude, calibration=calibration)
 
     def files(self) -> dict[str, str]:
         """Extra bundle files: relative path -> text."""
@@ -241,7 +257,8 @@ def search(probe: TargetProbe, budget: Budget, config: BuildConfig, log: Callabl
     """
     assert config.max_drop is not None
     how = metric(config)
-    result = mixed_precision.search(probe, how, budget.labels, config.max_drop, log, config.max_float_layers, config.max_builds)
+    result = mixed_precision.search(probe, how, budget.labels, config.max_drop, log, config.max_float_layers, config.max_builds,
+                                    probe.methods())
     all_quantized = probe.build(())
     mixed = MixedPrecision.from_search(result, how, config.max_drop, budget, all_quantized.size)
     latency_all_quantized = probe.latency_ms(all_quantized)

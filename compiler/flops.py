@@ -12,8 +12,12 @@ Gemm                                  ``numel(Y) * K``
 MatMul, MatMulInteger, QLinearMatMul  ``numel(Y) * K``, K the last dim of A (its only dim when 1-D)
 ====================================  ==================================================================
 
-Shapes come from ONNX shape inference after fixing dynamic input dims (default 1: MACs per sample).
-Nodes whose shapes stay unknown are listed in ``uncounted`` instead of being guessed.
+Shapes come from ONNX shape inference after fixing dynamic input dims: sizes given by name (``dims``), else
+those of a sample input (``shapes``: a build passes its first golden input, so a bundle's MACs are those of
+the inputs its proof ran), else the shared rule of :mod:`edgec.compiler.synthetic` (16, then 64 and 224 while
+nodes stay uncounted: at 1x1 a strided network's shapes break or its MACs mean nothing). The batch (the first
+dim of an input, or a dim named like one) is 1 unless ``dims`` names it: MACs per sample. The sizes used are
+recorded (``dims``). Nodes whose shapes stay unknown are listed in ``uncounted`` instead of being guessed.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from edgec.compiler.synthetic import SYNTHETIC_DIMS
 from edgec.core.errors import require
 
 WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
@@ -57,15 +62,35 @@ class ModelCost:
                 "sparsity": self.sparsity, "dims": dict(self.dims), "uncounted": list(self.uncounted)}
 
 
-def model_cost(model: Any, dims: dict[str, int] | None = None) -> ModelCost:
+def model_cost(model: Any, dims: dict[str, int] | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelCost:
     """Parameters, MACs and sparsity of a loaded ONNX ``ModelProto``.
 
     Args:
         model: the model (not modified).
-        dims: sizes for symbolic input dims by name; unnamed or unlisted dynamic dims get 1.
+        dims: sizes for symbolic input dims by name (``input:axis`` for an unnamed one).
+        shapes: a sample's input shapes by input name; its sizes fill the other dynamic dims but the batch.
+            Dims neither gives follow the shared synthetic rule (see the module docstring).
     """
     onnx = require("onnx", "onnx", "counting MACs of ONNX models")
-    fixed, used = _fix_inputs(onnx, model, dims or {})
+    best: tuple[Counter[str], dict[str, int], list[str]] | None = None
+    for spatial in SYNTHETIC_DIMS:
+        counted = _macs(onnx, model, dims or {}, shapes or {}, spatial)
+        if best is None or len(counted[2]) < len(best[2]):
+            best = counted
+        if not best[2] or not any(key.startswith("synthetic:") for key in counted[1]):
+            break
+    assert best is not None
+    macs, used, uncounted = best
+    params, sparsity = _weights(onnx, model)
+    return ModelCost(params, sum(macs.values()), dict(sorted(macs.items())), sparsity,
+                     {k.removeprefix("synthetic:"): v for k, v in used.items()}, uncounted)
+
+
+def _macs(onnx: Any, model: Any, dims: dict[str, int], sample: dict[str, tuple[int, ...]],
+          spatial: int) -> tuple[Counter[str], dict[str, int], list[str]]:
+    """MACs by op type, the sizes used (those from the synthetic rule marked ``synthetic:``) and the nodes
+    left uncounted, with the rule's non-batch dims at ``spatial``."""
+    fixed, used = _fix_inputs(onnx, model, dims, sample, spatial)
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception:  # one onnx call, best effort: on a model it cannot infer (any error type), shapes stay unknown
@@ -81,14 +106,13 @@ def model_cost(model: Any, dims: dict[str, int] | None = None) -> ModelCost:
             uncounted.append(node.name or node.op_type)
         else:
             macs[node.op_type] += count
-    params, sparsity = _weights(onnx, model)
-    return ModelCost(params, sum(macs.values()), dict(sorted(macs.items())), sparsity, used, uncounted)
+    return macs, used, uncounted
 
 
-def file_cost(path: Path, dims: dict[str, int] | None = None) -> ModelCost:
+def file_cost(path: Path, dims: dict[str, int] | None = None, shapes: dict[str, tuple[int, ...]] | None = None) -> ModelCost:
     """:func:`model_cost` of an ``.onnx`` file (loaded with its external data)."""
     onnx = require("onnx", "onnx", "counting MACs of ONNX models")
-    return model_cost(onnx.load(str(path)), dims)
+    return model_cost(onnx.load(str(path)), dims, shapes)
 
 
 def node_macs(node: Any, shapes: dict[str, tuple[int, ...]]) -> int | None:
@@ -112,20 +136,30 @@ def _numel(shape: tuple[int, ...]) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-def _fix_inputs(onnx: Any, model: Any, dims: dict[str, int]) -> tuple[Any, dict[str, int]]:
-    """A copy of ``model`` whose dynamic input dims are concrete, and the sizes chosen for them."""
+def _fix_inputs(onnx: Any, model: Any, dims: dict[str, int], sample: dict[str, tuple[int, ...]],
+                spatial: int) -> tuple[Any, dict[str, int]]:
+    """A copy of ``model`` whose dynamic input dims are concrete, and the sizes chosen for them (keys of
+    sizes from the synthetic rule start with ``synthetic:``)."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     initializers = {i.name for i in fixed.graph.initializer}
+    values = [v for v in fixed.graph.input if v.name not in initializers]
+    batch = {v.type.tensor_type.shape.dim[0].dim_param for v in values if v.type.tensor_type.shape.dim}
     used: dict[str, int] = {}
-    for value in fixed.graph.input:
-        if value.name in initializers:
-            continue
+    for value in values:
+        shape = sample.get(value.name)
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
             if dim.HasField("dim_value"):
                 continue
             name = dim.dim_param or f"{value.name}:{axis}"
-            size = int(dims.get(name, 1))
+            is_batch = axis == 0 or name in batch
+            if name in dims:
+                size = int(dims[name])
+            elif not is_batch and shape is not None and len(shape) == len(value.type.tensor_type.shape.dim):
+                size = int(shape[axis])
+            else:
+                size = 1 if is_batch else spatial
+                name = name if is_batch else f"synthetic:{name}"
             used[name] = size
             dim.Clear()
             dim.dim_value = size

@@ -15,10 +15,17 @@ Rules:
    cosine 1.0 however much pruning changed its answers. That check uses up to :data:`PRUNE_CHECK_SAMPLES`
    calibration samples, spread as in rule 1 (the golden inputs without calibration data): eight golden
    inputs are too few to tell a fine-tuned model at 98% agreement from a broken one.
+4. Where the bundle keeps dims dynamic (``Target.dynamic_shapes``: onnx, openvino), the golden set also
+   holds samples at a second size of those dims (not the batch): ``max(1, k // 4)`` more, made from the last
+   golden inputs by wrapping them along those dims (real data stays real data, repeated), at twice the
+   size, else half of it, within a ``--input`` range and ``--input-max-mb`` (:func:`with_second_shape`).
+   The first size the FP32 reference runs at is kept; when it runs at neither, the record says so and the
+   golden set keeps one shape. Parity, the bundle's ``golden.npz`` and ``edgec verify`` cover both shapes.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +35,11 @@ import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler import parity
+from edgec.compiler.dynamic_dims import InputShape, range_of
 from edgec.compiler.synthetic import (
     SYNTHETIC_DIM,
     SYNTHETIC_DIMS,
+    batch_names,
     check_sample_size,
     has_spatial_dims,
     synthetic_feeds,
@@ -99,12 +108,13 @@ def spread(count: int, wanted: int) -> list[int]:
 
 def choose_inputs(calibration: CalibrationSet | None, inputs: tuple[TensorSpec, ...], samples: int,
                   limit_mb: int, values: Mapping[str, np.ndarray] | None = None,
-                  spatial: int = SYNTHETIC_DIM) -> tuple[list[Feed], dict[str, Any]]:
+                  spatial: int = SYNTHETIC_DIM, fixed: Mapping[str, InputShape] | None = None) -> tuple[list[Feed], dict[str, Any]]:
     """The golden inputs (rules 1 and 2) and the record of how they were chosen.
 
     Args:
         values: inputs set with ``--input-value`` (synthetic inputs only; calibration sets already hold them).
         spatial: the size of dynamic non-batch dims of synthetic inputs.
+        fixed: the ``--input`` shapes, which size synthetic inputs.
 
     Raises:
         ConfigError: synthetic inputs would exceed ``limit_mb`` MiB per sample.
@@ -119,7 +129,7 @@ def choose_inputs(calibration: CalibrationSet | None, inputs: tuple[TensorSpec, 
         source["values"] = {k: v.tolist() for k, v in sorted(given.items())}
     if spatial != SYNTHETIC_DIM:
         source["dynamic_dims"] = spatial
-    return synthetic_feeds(inputs, samples, limit_mb, given, spatial), source
+    return synthetic_feeds(inputs, samples, limit_mb, given, spatial, fixed), source
 
 
 Reference = Callable[[list[Feed]], list[Feed]]
@@ -127,10 +137,11 @@ Reference = Callable[[list[Feed]], list[Feed]]
 
 
 def synthetic_reference(inputs: tuple[TensorSpec, ...], samples: int, limit_mb: int, values: Mapping[str, np.ndarray],
-                        reference: Reference) -> tuple[list[Feed], list[Feed], dict[str, Any]]:
+                        reference: Reference, fixed: Mapping[str, InputShape] | None = None,
+                        ) -> tuple[list[Feed], list[Feed], dict[str, Any]]:
     """Synthetic golden inputs the model can run, their reference outputs and their record (rule 2): dynamic
     non-batch dims at each of :data:`SYNTHETIC_DIMS` in turn until ``reference`` runs, stopping before a size
-    that would exceed ``limit_mb``.
+    that would exceed ``limit_mb``; sizes ``fixed`` gives (``--input``) win.
 
     Raises:
         ConfigError: even the first size exceeds ``limit_mb`` MiB per sample.
@@ -140,12 +151,12 @@ def synthetic_reference(inputs: tuple[TensorSpec, ...], samples: int, limit_mb: 
     failure: ExportError | None = None
     for spatial in SYNTHETIC_DIMS if has_spatial_dims(inputs) else SYNTHETIC_DIMS[:1]:
         try:
-            check_sample_size(inputs, limit_mb, spatial=spatial)
+            check_sample_size(inputs, limit_mb, fixed, spatial=spatial)
         except ConfigError:
             if not tried:
                 raise
             break
-        feeds, source = choose_inputs(None, inputs, samples, limit_mb, values, spatial)
+        feeds, source = choose_inputs(None, inputs, samples, limit_mb, values, spatial, fixed)
         tried.append(spatial)
         try:
             return feeds, reference(feeds), source
@@ -159,6 +170,102 @@ def synthetic_reference(inputs: tuple[TensorSpec, ...], samples: int, limit_mb: 
                            f"{list(spec.shape)}), or real inputs with --calib") from failure
 
 
+SECOND_SHAPE_SHARE = 4
+"""One more golden sample per this many (at least one) is taken at a second size of the dynamic dims (rule 4)."""
+DimPlaces = dict[str, list[tuple[str, int]]]
+"""A dynamic dim (its name, or ``input[axis]`` when unnamed) -> the ``(input, axis)`` places where it occurs."""
+
+
+def varying_dims(specs: tuple[TensorSpec, ...]) -> DimPlaces:
+    """The dynamic dims of ``specs`` other than the batch (rule 4), each with the places it occurs: inputs that
+    share a dim name (``input_ids`` and ``attention_mask``'s ``seq``) change together."""
+    batch = batch_names(specs)
+    dims: DimPlaces = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape):
+            if not isinstance(dim, int) and axis > 0 and dim not in batch:
+                dims.setdefault(dim if isinstance(dim, str) else f"{spec.name}[{axis}]", []).append((spec.name, axis))
+    return dims
+
+
+def same_sizes(dims: DimPlaces, feed: Feed) -> DimPlaces:
+    """``dims`` with the places of one name that differ in size in ``feed`` split off under their own
+    ``input[axis]`` key: a placeholder name (``?``, written for every dynamic dim) joins nothing."""
+    result: DimPlaces = {}
+    for key, places in dims.items():
+        first = np.shape(feed[places[0][0]])[places[0][1]]
+        for name, axis in places:
+            alike = np.shape(feed[name])[axis] == first
+            result.setdefault(key if alike else f"{name}[{axis}]", []).append((name, axis))
+    return result
+
+
+def second_sizes(feed: Feed, dims: DimPlaces, fixed: Mapping[str, InputShape] | None = None) -> list[dict[str, int]]:
+    """The sizes tried for the second shape, in order (rule 4): each dim at twice its size in ``feed``, then at
+    half of it, within its ``--input`` range (whose bounds are tried last)."""
+    options: dict[str, list[int]] = {}
+    for key, places in dims.items():
+        name, axis = places[0]
+        first = int(np.shape(feed[name])[axis])
+        bounds = next((r for n, a in places if (r := range_of(fixed or {}, n, a)) is not None), None)
+        low, high = (bounds.low, bounds.high) if bounds is not None else (1, None)
+        wanted = [2 * first, first // 2, *((high, low) if bounds is not None else ())]
+        picked = [size for i, size in enumerate(wanted) if size != first and low <= size and (high is None or size <= high)
+                  and size not in wanted[:i]]
+        if picked:
+            options[key] = picked
+    count = min(2, max((len(o) for o in options.values()), default=0))
+    return [{key: o[min(i, len(o) - 1)] for key, o in options.items()} for i in range(count)]
+
+
+def resized(feed: Feed, dims: DimPlaces, sizes: Mapping[str, int]) -> Feed:
+    """``feed`` with each dim of ``sizes`` brought to its size: wrapped around (repeated) to grow, cut to shrink."""
+    out = dict(feed)
+    for key, size in sizes.items():
+        for name, axis in dims[key]:
+            array = np.asarray(out[name])
+            out[name] = np.take(array, np.arange(size) % array.shape[axis], axis=axis)
+    return out
+
+
+def _resized_bytes(feed: Feed, dims: DimPlaces, sizes: Mapping[str, int]) -> int:
+    """What :func:`resized` would allocate, computed from shapes before anything is."""
+    shapes = {name: list(np.shape(value)) for name, value in feed.items()}
+    for key, size in sizes.items():
+        for name, axis in dims[key]:
+            shapes[name][axis] = size
+    return sum(math.prod(shape) * np.asarray(feed[name]).dtype.itemsize for name, shape in shapes.items())
+
+
+def with_second_shape(inputs: list[Feed], outputs: list[Feed], source: dict[str, Any], specs: tuple[TensorSpec, ...],
+                      fixed: Mapping[str, InputShape] | None, limit_mb: int,
+                      reference: Reference) -> tuple[list[Feed], list[Feed], dict[str, Any]]:
+    """The golden set with samples at a second size of the dynamic dims of ``specs`` added (rule 4), and
+    its record (``source["second_shape"]``); as it was when ``specs`` has none."""
+    base = inputs[-max(1, len(inputs) // SECOND_SHAPE_SHARE):]
+    dims = same_sizes(varying_dims(specs), base[0]) if inputs else {}
+    if not dims:
+        return inputs, outputs, source
+    failures: list[str] = []
+    for sizes in second_sizes(base[0], dims, fixed):
+        where = ", ".join(f"{k} {v}" for k, v in sorted(sizes.items()))
+        if _resized_bytes(base[0], dims, sizes) > limit_mb * 2**20:
+            failures.append(f"{where} is over --input-max-mb {limit_mb}")
+            continue
+        feeds = [resized(feed, dims, sizes) for feed in base]
+        try:
+            more = reference(feeds)
+        except ExportError as exc:
+            failures.append(f"at {where} the FP32 reference failed: {exc.message}")
+            continue
+        first = {key: int(np.shape(base[0][dims[key][0][0]])[dims[key][0][1]]) for key in sizes}
+        record = {"samples": len(feeds), "dims": {key: [first[key], sizes[key]] for key in sorted(sizes)},
+                  "made_from": f"the last {len(feeds)} golden inputs, wrapped or cut along those dims"}
+        return [*inputs, *feeds], [*outputs, *more], {**source, "second_shape": record}
+    why = "; ".join(failures) or "no other size fits the --input ranges"
+    return inputs, outputs, {**source, "second_shape": {"skipped": why}}
+
+
 def from_calibration(calibration: CalibrationSet, samples: int) -> tuple[list[Feed], dict[str, Any]]:
     """``samples`` calibration samples spread evenly over the set (rule 1), and the record of the choice."""
     index = spread(len(calibration), samples)
@@ -169,10 +276,19 @@ def from_calibration(calibration: CalibrationSet, samples: int) -> tuple[list[Fe
 
 def describe(source: dict[str, Any], samples: int) -> str:
     """One line for the build's summary: where the golden inputs came from and what that means."""
+    second = source.get("second_shape") or {}
+    more = int(second.get("samples", 0))
+    samples -= more
+    tail = ""
+    if more:
+        dims = ", ".join(f"{k} {v[1]} (not {v[0]})" for k, v in sorted(second.get("dims", {}).items()))
+        tail = f"; {more} more at a second size of the dynamic dims: {dims}"
+    elif second.get("skipped"):
+        tail = f"; no second size of the dynamic dims: {second['skipped']}"
     if source.get("kind") == CALIBRATION:
-        return f"{samples} of {source.get('of')} calibration samples ({source.get('data')}), evenly spaced"
+        return f"{samples} of {source.get('of')} calibration samples ({source.get('data')}), evenly spaced{tail}"
     return (f"{samples} synthetic random inputs (no --calib): a top-1 agreement on noise means little; "
-            "give --calib DATA for golden inputs drawn from real data")
+            f"give --calib DATA for golden inputs drawn from real data{tail}")
 
 
 def pruning_inputs(calibration: CalibrationSet | None, golden_inputs: list[Feed],

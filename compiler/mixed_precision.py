@@ -6,6 +6,13 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
 
 1. Build and measure the all-quantized candidate against the target's own FP32 model on the budget feeds
    (held-out data, see :mod:`edgec.compiler.fidelity_stage`). Within the budget: done.
+   Calibration is part of the search: otherwise the whole model is calibrated with the other methods the target
+   tells apart (:meth:`~edgec.targets.base.Target.searched_methods`), one build each, in
+   :data:`METHOD_ORDER`: the first within the budget ends the search (all layers quantized is the cheapest
+   model), else the best one (it must beat the build's own method by :data:`MIN_GAIN` of the gap) is what
+   the layer search starts from and every later candidate is calibrated with. A second alternative is tried
+   only when the first moved the score by more than that: when clipping the ranges' tails changes nothing,
+   the ranges are not what breaks the model and another estimator would be a wasted build.
 2. Rank the current candidate's layers by the error they add (the target's
    :meth:`~edgec.targets.base.LayerTools.compare_layers`, see :mod:`edgec.frameworks.fidelity`) on the
    :data:`RANK_SAMPLES` budget feeds where its outputs are furthest from FP32 (NNCF's ``select_subset``).
@@ -63,6 +70,10 @@ RANK_SAMPLES = 32
 """Budget feeds the per-layer ranking runs on (step 2)."""
 MIN_GAIN = 0.01
 """A group helps when it closes at least this share of the gap to FP32 (step 4): measurement noise does not."""
+METHOD_ORDER = ("percentile", "entropy", "minmax")
+"""Calibration methods in the order step 1 tries them after the build's own: ``percentile`` first (it drops the
+rare outliers that stretch a min/max range, the usual reason a whole model breaks), ``entropy`` next (it clips
+harder and calibrates slower), ``minmax`` last (the default, so usually tried first as the build's own)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,8 @@ class Candidate:
     exclude: tuple[str, ...]
     model: Path
     result: ExportResult
+    method: str | None = None
+    """The calibration method it was built with; None: the build's own (``--calib-method``)."""
 
     @property
     def size(self) -> int:
@@ -103,6 +116,13 @@ class SearchResult:
     value: float
     steps: list[dict[str, Any]] = field(default_factory=list)
     builds: int = 0
+    calibrations: dict[str, float] = field(default_factory=dict)
+    """Calibration method -> the all-quantized model's score with it, for each method tried (step 1)."""
+
+    @property
+    def method(self) -> str | None:
+        """The chosen calibration method; None: the build's own."""
+        return self.candidate.method
 
     @property
     def drop(self) -> float:
@@ -120,17 +140,17 @@ class TargetProbe:
         target: the build's target.
         request: the build's precision request (its ``exclude`` is replaced per candidate).
         float_art: the float model the target exports.
-        quantize: runs the target's precision passes with some nodes kept in float (identity for
-            targets that quantize in :meth:`Target.export`).
+        quantize: runs the target's precision passes for a request (some nodes kept in float, a calibration
+            method) on the float model (identity for targets that quantize in :meth:`Target.export`).
         feeds: the budget feeds, in the source model's layout.
         scratch: a folder for the candidates (removed by the caller).
     """
 
     def __init__(self, target: Target, request: PrecisionRequest, float_art: ModelArtifact,
-                 quantize: Callable[[tuple[str, ...]], ModelArtifact], feeds: list[Feed], scratch: Path) -> None:
+                 quantize: Callable[[PrecisionRequest], ModelArtifact], feeds: list[Feed], scratch: Path) -> None:
         self.target, self.request, self.float_art, self.quantize = target, request, float_art, quantize
         self.feeds, self.scratch = feeds, scratch
-        self._built: dict[tuple[str, ...], Candidate] = {}
+        self._built: dict[tuple[str | None, tuple[str, ...]], Candidate] = {}
         self._reference: Candidate | None = None
         self._reference_outputs: list[Feed] | None = None
 
@@ -155,11 +175,31 @@ class TargetProbe:
             self._reference_outputs = self.run(self.reference)
         return self._reference_outputs
 
-    def build(self, exclude: tuple[str, ...]) -> Candidate:
-        """The reduced-precision model with ``exclude`` kept in float (built once per exclusion set)."""
-        key = tuple(sorted(exclude))
+    def methods(self) -> tuple[str, ...]:
+        """The calibration methods the search tries: the build's own first, then the others the target tells
+        apart for this request, in :data:`METHOD_ORDER` (empty when calibration does not shape the model)."""
+        own = self.request.calibration.method if self.request.calibration is not None else None
+        supported = self.target.searched_methods(self.request, self.float_art)
+        if own is None or not supported:
+            return ()
+        return (own, *(m for m in METHOD_ORDER if m in supported and m != own))
+
+    def with_request(self, exclude: tuple[str, ...], method: str | None = None) -> PrecisionRequest:
+        """The build's request with ``exclude`` kept in float and calibrated with ``method`` (None: its own)."""
+        calibration = self.request.calibration
+        if method is not None and calibration is not None and method != calibration.method:
+            calibration = replace(calibration, method=method)
+        return replace(self.request, exclude=exclude, calibration=calibration)
+
+    def build(self, exclude: tuple[str, ...], method: str | None = None) -> Candidate:
+        """The reduced-precision model with ``exclude`` kept in float, calibrated with ``method`` (None: the
+        build's own), built once per (method, exclusion set)."""
+        own = self.request.calibration.method if self.request.calibration is not None else None
+        key = (None if method == own else method, tuple(sorted(exclude)))
         if key not in self._built:
-            self._built[key] = self._make(self.quantize(exclude), replace(self.request, exclude=exclude), f"candidate-{len(self._built)}")
+            request = self.with_request(exclude, key[0])
+            candidate = self._make(self.quantize(request), request, f"candidate-{len(self._built)}")
+            self._built[key] = replace(candidate, method=key[0])
         return self._built[key]
 
     def run(self, candidate: Candidate) -> list[Feed]:
@@ -229,12 +269,17 @@ class Search:
         log: progress messages.
         max_float_layers: at most this many layers in float.
         max_builds: at most this many candidates built.
+        methods: calibration methods to try before keeping layers in float, the build's own first
+            (:meth:`TargetProbe.methods`); empty: calibration is not searched.
     """
 
     def __init__(self, probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_drop: float,
-                 log: Callable[[str], None], max_float_layers: int = MAX_FLOAT_LAYERS, max_builds: int = MAX_BUILDS) -> None:
+                 log: Callable[[str], None], max_float_layers: int = MAX_FLOAT_LAYERS, max_builds: int = MAX_BUILDS,
+                 methods: tuple[str, ...] = ()) -> None:
         self.probe, self.metric, self.labels, self.max_drop, self.log = probe, metric, labels, max_drop, log
-        self.max_float_layers, self.max_builds = max_float_layers, max_builds
+        self.max_float_layers, self.max_builds, self.methods = max_float_layers, max_builds, methods
+        self.method: str | None = None
+        self.calibrations: dict[str, float] = {}
         self.reference = probe.reference_outputs
         self.baseline = metric.score(self.reference, self.reference, labels)
         self.steps: list[dict[str, Any]] = []
@@ -251,9 +296,29 @@ class Search:
         current = self.measure((), ())
         self.log(f"{self.metric.label}: fp32 {self.baseline:.4f}, all layers quantized {current.value:.4f} "
                  f"(budget: drop <= {self.max_drop})")
+        if self.methods:
+            self.calibrations[self.methods[0]] = current.value
+            current = self.calibrate(current)
         while not self.met() and not self.stopped:
             current = self.round(current)
         return self.result()
+
+    def calibrate(self, own: Trial) -> Trial:
+        """Step 1's calibration methods: the all-quantized model with each, until one meets the budget; returns
+        the best (the one later candidates are calibrated with)."""
+        best = own
+        for method in self.methods[1:]:
+            if self.met() or self.out_of_builds():
+                break
+            trial = self.measure((), (), method)
+            self.calibrations[method] = trial.value
+            self.log(f"calibrating with {method}: {self.metric.label} {trial.value:.4f}")
+            if self.helps(trial, best) or (self.within(trial) and not self.within(best)):
+                best = trial
+            if abs(trial.value - own.value) <= MIN_GAIN * max(self.baseline - own.value, 0.0):
+                break  # the ranges are not what breaks the model (see the module docstring)
+        self.method = best.candidate.method
+        return best
 
     def met(self) -> bool:
         """Whether the best candidate so far is within the budget."""
@@ -323,16 +388,18 @@ class Search:
             self.stopped = f"--max-builds {self.max_builds} reached"
         return bool(self.stopped)
 
-    def measure(self, layers: tuple[str, ...], exclude: tuple[str, ...]) -> Trial:
-        """Build (or reuse) the candidate keeping ``exclude`` in float and score it."""
-        candidate = self.probe.build(exclude)
+    def measure(self, layers: tuple[str, ...], exclude: tuple[str, ...], method: str | None = None) -> Trial:
+        """Build (or reuse) the candidate keeping ``exclude`` in float, calibrated with ``method`` (None: the
+        search's current method) and score it."""
+        method = method or self.method
+        candidate = self.probe.build(exclude) if method is None else self.probe.build(exclude, method)
         outputs = self.probe.run(candidate)
         trial = Trial(candidate, layers, self.metric.score(self.reference, outputs, self.labels), output_errors(self.reference, outputs))
         del outputs
         if self.best is None or self.helps(trial, self.best) or (self.within(trial) and not self.within(self.best)):
             self.best = trial  # a gain within noise does not buy more layers in float
-        self.steps.append({"float_layers": list(layers), self.metric.name: round(trial.value, 6),
-                           "drop": round(self.baseline - trial.value, 6)})
+        step = {"float_layers": list(layers), self.metric.name: round(trial.value, 6), "drop": round(self.baseline - trial.value, 6)}
+        self.steps.append({**step, "calibration": candidate.method or self.methods[0]} if self.methods else step)
         if layers:
             self.log(f"keeping {', '.join(layers)} in float: {self.metric.label} {trial.value:.4f}")
         return trial
@@ -340,20 +407,22 @@ class Search:
     def result(self) -> SearchResult:
         best = self.best
         assert best is not None
-        result = SearchResult(best.candidate, list(best.float_layers), self.baseline, best.value, self.steps, self.probe.builds)
+        result = SearchResult(best.candidate, list(best.float_layers), self.baseline, best.value, self.steps, self.probe.builds,
+                              {m: round(v, 6) for m, v in self.calibrations.items()})
         if not self.met():
             count = len(best.float_layers)
+            method = f", calibrated with {best.candidate.method}" if best.candidate.method else ""
             raise AccuracyGateError(
                 f"could not meet --max-drop {self.max_drop} on {self.metric.label}: best drop {result.drop:.4f} "
                 f"({self.metric.label} {best.value:.4f} vs fp32 {self.baseline:.4f}) with {count} "
-                f"layer{'' if count == 1 else 's'} in float ({', '.join(best.float_layers) or 'none'}); "
+                f"layer{'' if count == 1 else 's'} in float ({', '.join(best.float_layers) or 'none'}){method}; "
                 f"{self.stopped or 'search ended'} after {self.probe.builds} builds; no bundle written"
             )
         return result
 
 
 def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_drop: float, log: Callable[[str], None],
-           max_float_layers: int | None = None, max_builds: int | None = None) -> SearchResult:
+           max_float_layers: int | None = None, max_builds: int | None = None, methods: tuple[str, ...] = ()) -> SearchResult:
     """Find a model within ``max_drop`` of FP32 on ``metric`` (see the module docstring).
 
     Raises:
@@ -361,4 +430,4 @@ def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_dr
         ConfigError: the metric cannot measure these outputs (:meth:`Metric.score`).
     """
     return Search(probe, metric, labels, max_drop, log, MAX_FLOAT_LAYERS if max_float_layers is None else max_float_layers,
-                  MAX_BUILDS if max_builds is None else max_builds).run()
+                  MAX_BUILDS if max_builds is None else max_builds, methods).run()

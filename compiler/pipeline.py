@@ -13,7 +13,7 @@ The import, the passes, the FP32 reference runs and the target's export go throu
 The stages up to :meth:`Build.golden` give a frozen :class:`Prepared`, which does not depend on the
 precision; :meth:`Build.finish` runs the rest on one. A :class:`Build` for another precision of the same
 target finishes the same :class:`Prepared` without importing, converting, calibrating or running the
-reference again (``tests/unit/compiler/test_build_stages.py``): the seam for builds of many cells from one
+reference again (``tests/integration/compiler/test_build_stages.py``): the seam for builds of many cells from one
 import. Another target needs its own :meth:`Build.convert` (its route and ONNX rewrites), but
 :meth:`Build.import_source` can be shared.
 """
@@ -24,7 +24,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from edgec.calibration.readers import ImagePreprocess
 from edgec.compiler import (
     __version__,
     bundle_files,
+    dynamic_dims,
     fidelity_stage,
     golden,
     input_values,
@@ -51,7 +52,7 @@ from edgec.compiler.golden import GoldenSet, PruningCheck
 from edgec.compiler.golden_size import model_bytes, write_sized_golden
 from edgec.compiler.importers.base import Feed, Importer, ImportResult, find_importer
 from edgec.compiler.pass_runner import PassRunner
-from edgec.compiler.planner import conversion_steps, float_steps, prune_steps, upgrade_steps
+from edgec.compiler.planner import conversion_steps, float_steps, graph_shapes, prune_steps, upgrade_steps
 from edgec.compiler.synthetic import check_sample_size
 from edgec.core.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry
 from edgec.core.errors import (
@@ -254,7 +255,7 @@ class Build:
         config = self.config
         request = self.request(prepared.calibration)
         fidelity = self.fidelity(prepared, request) if config.max_drop is not None or config.report_layers else None
-        request = replace(request, exclude=fidelity.exclude if fidelity is not None else ())
+        request = fidelity.apply(request) if fidelity is not None else request
         artifact, records = self.precision(prepared, request)
         manifest = self.assemble(prepared, PrecisionOutcome(artifact, request, tuple(records), fidelity), final, before_publish)
         self.log(f"bundle written to {final}")
@@ -270,6 +271,7 @@ class Build:
         """
         self.log(f"importing {self.config.source}")
         imported = self.importer.load(self.config.source, self.cache, self.log)
+        dynamic_dims.check_given(imported.artifact.inputs, self.config.input_shapes)
         given = self.input_values(imported)
         if self.config.calib is None:  # golden inputs will be drawn: size them before any pass runs
             check_sample_size(imported.artifact.inputs, self.config.input_max_mb, self.config.input_shapes)
@@ -282,7 +284,7 @@ class Build:
         Raises:
             ConfigError: a name that is not an input, or a value the input cannot take.
         """
-        return input_values.value_arrays(imported.artifact.inputs, self.config.input_values, self.config.input_shapes)
+        return input_values.value_arrays(imported.artifact.inputs, self.config.input_values, dynamic_dims.sizes(self.config.input_shapes))
 
     def bundle_name(self, imported: ImportResult | None = None) -> str:
         """``--name``, else the source's name, with ``-pruned30`` (``-sparse30`` unstructured) when pruning.
@@ -325,7 +327,9 @@ class Build:
         """
         records: list[dict[str, Any]] = []
         route, conversions = conversion_steps(imported.artifact.format, self.target.routes, self.target.name,
-                                              bool(self.config.input_shapes))
+                                              bool(graph_shapes(self.config)))
+        if route == FORMAT_ONNX:  # dims the target cannot keep dynamic need --input sizes, asked for before any pass
+            dynamic_dims.check_target_dims(self.target, imported.artifact.inputs, self.config.input_shapes, self.request())
         self.target.check_available(route)  # what the route's converter needs (tflite's onnx2tf), before any pass runs
         source_art = self.passes.run(prune_steps(self.config, imported.artifact.format), imported.artifact, None, records)
         steps = conversions + upgrade_steps(source_art, route) + float_steps(self.config, route, self.target.onnx_rewrites)
@@ -361,10 +365,13 @@ class Build:
         self.log(f"computing FP32 reference outputs on {samples if calibration is None else min(samples, len(calibration))} golden inputs")
         if calibration is None:
             inputs, outputs, source = golden.synthetic_reference(float_art.inputs, samples, self.config.input_max_mb, values,
-                                                                 lambda feeds: reference(source_art, feeds))
+                                                                 lambda feeds: reference(source_art, feeds), self.config.input_shapes)
         else:
             inputs, source = golden.from_calibration(calibration, samples)
             outputs = reference(source_art, inputs)
+        if self.target.dynamic_shapes:  # the bundle keeps dynamic dims: prove a second size of them too
+            inputs, outputs, source = golden.with_second_shape(inputs, outputs, source, float_art.inputs, self.config.input_shapes,
+                                                               self.config.input_max_mb, lambda feeds: reference(source_art, feeds))
         pruning = None
         if self.config.prune is not None:
             check_in, check_source = golden.pruning_inputs(calibration, inputs, source)
@@ -408,11 +415,11 @@ class Build:
         gold = prepared.golden
         budget = fidelity_stage.budget_feeds(config, prepared.float_art, prepared.holdout, gold.inputs) if config.max_drop is not None else None
         probe = mixed_precision.TargetProbe(self.target, request, prepared.float_art,
-                                            lambda exclude: self.precision(prepared, replace(request, exclude=exclude))[0],
+                                            lambda candidate: self.precision(prepared, candidate)[0],
                                             budget.feeds if budget else gold.inputs,
                                             Path(tempfile.mkdtemp(prefix="fidelity-", dir=self.cache.scratch)))
         mixed, cost = fidelity_stage.search(probe, budget, config, self.log) if budget is not None else (None, None)
-        chosen = probe.build(mixed.float_nodes if mixed is not None else ())
+        chosen = probe.build(mixed.float_nodes, mixed.calibration) if mixed is not None else probe.build(())
         report = None
         if config.report_layers:
             self.log("comparing layers with the FP32 reference")
@@ -528,7 +535,7 @@ class Build:
             target=self.target.name,
             precision=self.config.precision,
             files=[file_entry(staging, f) for f in sorted({*exported.files, *shims, *extra_files, GOLDEN})],
-            inputs=[s.to_json() for s in exported.inputs],
+            inputs=[s.to_json() for s in dynamic_dims.with_ranges(exported.inputs, self.config.input_shapes)],
             outputs=[s.to_json() for s in exported.outputs],
             source={"format": imported.source_format, "sha256": imported.source_sha256, "route": prepared.route},
             passes=list(chosen.records),
@@ -537,7 +544,7 @@ class Build:
             toolchain=self.toolchain,
             model_file=exported.model_file,
             target_details=exported.details,
-            model_cost=bundle_files.model_cost(staging / exported.model_file),
+            model_cost=bundle_files.model_cost(staging / exported.model_file, prepared.golden.inputs[0]),
             **extra_fields,
         )
         (staging / MANIFEST).write_text(manifest.dumps())

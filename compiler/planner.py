@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgec.compiler import dynamic_dims
 from edgec.compiler.config import BuildConfig
 from edgec.core.errors import UnsupportedError
 from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
@@ -35,11 +36,11 @@ def conversion_steps(source_format: str, routes: tuple[str, ...], target: str,
     Raises:
         UnsupportedError: no route from the source format to the target.
     """
-    if needs_onnx:
-        if FORMAT_ONNX not in routes:
-            raise UnsupportedError(f"--input fixes dims on the ONNX route, which the {target} target does not take; "
-                                   "fix the shapes in the source model (e.g. the factory's example inputs)")
+    if needs_onnx and FORMAT_ONNX in routes:
         routes = (FORMAT_ONNX,)
+    elif needs_onnx and source_format != FORMAT_ONNX:  # an ONNX source the target cannot take at all: said below
+        raise UnsupportedError(f"--input fixes dims on the ONNX route, which the {target} target does not take; "
+                               "fix the shapes in the source model (e.g. the factory's example inputs)")
     for route in routes:
         if route == source_format:
             return route, []
@@ -50,6 +51,14 @@ def conversion_steps(source_format: str, routes: tuple[str, ...], target: str,
         f"the {target} target cannot take a {source_format} model (no conversion to {', '.join(routes)}); "
         f"give it {'; or '.join(FORMAT_SOURCES.get(r, r) for r in routes)}"
     )
+
+
+def graph_shapes(config: BuildConfig) -> dict[str, tuple[int, ...]]:
+    """The ``--input`` sizes written into the graph: none for a target that keeps dynamic shapes
+    (``Target.dynamic_shapes``), else the inputs given as sizes (see :mod:`edgec.compiler.dynamic_dims`)."""
+    from edgec.targets.base import target_class
+
+    return dynamic_dims.graph_shapes(config.input_shapes, target_class(config.target).dynamic_shapes)
 
 
 def prune_steps(config: BuildConfig, source_format: str) -> list[PassStep]:
@@ -92,8 +101,9 @@ def float_steps(config: BuildConfig, route: str, onnx_rewrites: tuple[str, ...] 
     steps: list[PassStep] = []
     if config.fold_input_values:
         steps.append(("fold_inputs", {"values": dict(config.input_values)}))
-    if config.input_shapes:
-        steps.append(("fix_shapes", {"shapes": {k: list(v) for k, v in config.input_shapes.items()}}))
+    shapes = graph_shapes(config)
+    if shapes:
+        steps.append(("fix_shapes", {"shapes": {k: list(v) for k, v in shapes.items()}}))
     if config.simplify:
         steps.append(("simplify", {}))
     return steps + [(name, {}) for name in onnx_rewrites]

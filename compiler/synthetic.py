@@ -2,7 +2,8 @@
 
 Rules:
 1. A dynamic dim is 1 for the batch and ``spatial`` (:data:`SYNTHETIC_DIM`, 16, at first) elsewhere, unless
-   ``--input NAME:DIMS`` fixes it. A named dim is the batch when it is the first dim of any input, and takes
+   ``--input NAME:DIMS`` sizes it (a size; a range brings ``spatial`` into it; ``?`` leaves the rule:
+   :mod:`edgec.compiler.dynamic_dims`). The rule itself is :func:`edgec.core.types.default_shape`. A named dim is the batch when it is the first dim of any input, and takes
    one size in every input (a recurrent state ``[2, batch, 128]`` beside ``audio [batch, 512]``). A model
    that cannot run at 16 (a stride-32 detector) is tried at the next of :data:`SYNTHETIC_DIMS`
    (:func:`edgec.compiler.golden.synthetic_reference`).
@@ -19,11 +20,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from edgec.compiler.dynamic_dims import DimRange, InputShape
 from edgec.core.errors import ConfigError, ExportError
-from edgec.core.types import TensorSpec
+from edgec.core.types import SYNTHETIC_DIM, TensorSpec, batch_dims, default_shape
 
-SYNTHETIC_DIM = 16
-"""Size first used for dynamic non-batch dims of synthetic golden inputs."""
 SYNTHETIC_DIMS = (SYNTHETIC_DIM, 64, 224)
 """Sizes tried in turn for dynamic non-batch dims until the FP32 reference runs (rule 1)."""
 DEFAULT_INPUT_MAX_MB = 256
@@ -33,7 +33,7 @@ _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 def batch_names(inputs: tuple[TensorSpec, ...]) -> frozenset[str]:
     """Names of the dims that are the first dim of some input (rule 1)."""
-    return frozenset(s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str))
+    return batch_dims(inputs)
 
 
 def has_spatial_dims(inputs: tuple[TensorSpec, ...]) -> bool:
@@ -42,24 +42,27 @@ def has_spatial_dims(inputs: tuple[TensorSpec, ...]) -> bool:
     return any(not isinstance(d, int) and i > 0 and d not in batch for s in inputs for i, d in enumerate(s.shape))
 
 
-def synthetic_shape(spec: TensorSpec, fixed: tuple[int, ...] | None = None, batch: frozenset[str] = frozenset(),
+def synthetic_shape(spec: TensorSpec, fixed: InputShape | None = None, batch: frozenset[str] = frozenset(),
                     spatial: int = SYNTHETIC_DIM) -> tuple[int, ...]:
-    """The concrete shape drawn for ``spec``: ``fixed`` when given (``--input``), else rule 1.
+    """The concrete shape drawn for ``spec``: rule 1, with the sizes ``fixed`` gives (``--input``) winning.
 
     Args:
+        fixed: the ``--input`` shape of this input (sizes, ranges or None per dim), checked against the spec
+            before (:func:`edgec.compiler.dynamic_dims.check_given`).
         batch: dim names that are the batch (:func:`batch_names` of all the model's inputs).
         spatial: the size of the other dynamic dims.
 
     Raises:
         ExportError: the model declares a negative dim.
     """
-    if fixed is not None:
-        return fixed
     for dim in spec.shape:
         if isinstance(dim, int) and dim < 0:
             raise ExportError(f"the model declares input {spec.name!r} with dim {dim} in shape {list(spec.shape)}; "
                               "expected sizes >= 0 or named (dynamic) dims")
-    return tuple(d if isinstance(d, int) else (1 if i == 0 or d in batch else spatial) for i, d in enumerate(spec.shape))
+    rule = default_shape(spec, batch, spatial)
+    if fixed is None or len(fixed) != len(rule):
+        return rule
+    return tuple(g if isinstance(g, int) else g.pick(r) if isinstance(g, DimRange) else r for g, r in zip(fixed, rule))
 
 
 def human_bytes(count: int) -> str:
@@ -70,7 +73,7 @@ def human_bytes(count: int) -> str:
     return f"{count} B" if unit == 0 else f"{value:.3g} {_UNITS[unit]}"
 
 
-def check_sample_size(inputs: tuple[TensorSpec, ...], limit_mb: int, fixed: Mapping[str, tuple[int, ...]] | None = None,
+def check_sample_size(inputs: tuple[TensorSpec, ...], limit_mb: int, fixed: Mapping[str, InputShape] | None = None,
                       spatial: int = SYNTHETIC_DIM) -> None:
     """Refuse inputs whose one synthetic sample would exceed ``limit_mb`` MiB (rule 2), before allocating.
 
@@ -103,8 +106,10 @@ def check_sample_size(inputs: tuple[TensorSpec, ...], limit_mb: int, fixed: Mapp
 
 
 def synthetic_feeds(inputs: tuple[TensorSpec, ...], count: int, limit_mb: int,
-                    values: Mapping[str, np.ndarray] | None = None, spatial: int = SYNTHETIC_DIM) -> list[dict[str, np.ndarray]]:
-    """``count`` deterministic random samples for ``inputs`` (seed 0), checked against ``limit_mb`` first.
+                    values: Mapping[str, np.ndarray] | None = None, spatial: int = SYNTHETIC_DIM,
+                    fixed: Mapping[str, InputShape] | None = None) -> list[dict[str, np.ndarray]]:
+    """``count`` deterministic random samples for ``inputs`` (seed 0), checked against ``limit_mb`` first;
+    ``fixed``: the ``--input`` shapes (rule 1).
 
     Inputs in ``values`` (``--input-value``) take their value; float inputs are standard normal, booleans
     and ``*mask*`` inputs ones, other integers (token ids) in ``[0, 100)``. Every array keeps the input's
@@ -114,10 +119,11 @@ def synthetic_feeds(inputs: tuple[TensorSpec, ...], count: int, limit_mb: int,
         ConfigError: one sample would exceed ``limit_mb`` MiB.
         ExportError: the model declares a negative dim.
     """
-    check_sample_size(inputs, limit_mb, spatial=spatial)
+    check_sample_size(inputs, limit_mb, fixed, spatial=spatial)
     rng = np.random.default_rng(0)
-    batch, given = batch_names(inputs), dict(values or {})
-    return [{spec.name: given[spec.name] if spec.name in given else _draw(spec, rng, synthetic_shape(spec, None, batch, spatial))
+    batch, given, shapes = batch_names(inputs), dict(values or {}), dict(fixed or {})
+    return [{spec.name: given[spec.name] if spec.name in given else
+             _draw(spec, rng, synthetic_shape(spec, shapes.get(spec.name), batch, spatial))
              for spec in inputs} for _ in range(count)]
 
 

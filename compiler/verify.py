@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from edgec.compiler import parity
 from edgec.core.bundle import (
@@ -36,13 +38,33 @@ class VerifyReport:
     manifest: BundleManifest
     measured: dict[str, dict[str, Any]]
     files_checked: int
+    shapes: list[dict[str, list[int]]] = field(default_factory=list)
+    """The input shapes the golden samples were run at (more than one where the bundle keeps dims dynamic)."""
 
     def parity_summary(self) -> str:
         """``min cosine 0.999984, top-1 4/8 (5 near-ties)``: the worst cosine, then the top-1 counts of each
-        class-score output (rows whose top class matches FP32's, and how many were near-ties)."""
+        class-score output (rows whose top class matches FP32's, and how many were near-ties), then the
+        golden shapes where there are several (``at 2 input shapes: x 1x3x48x320, 1x3x48x640``)."""
         worst = min(m["cosine"] for m in self.measured.values())
         top1 = [text for m in self.measured.values() if (text := measure.format_top1(m))]
-        return ", ".join([f"min cosine {worst:.6f}", *top1])
+        shapes = [f"at {len(self.shapes)} input shapes: {_shapes_text(self.shapes)}"] if len(self.shapes) > 1 else []
+        return ", ".join([f"min cosine {worst:.6f}", *top1, *shapes])
+
+
+def golden_shapes(feeds: list[Feed]) -> list[dict[str, list[int]]]:
+    """The distinct input shapes of ``feeds``, in order of first appearance."""
+    seen: list[dict[str, list[int]]] = []
+    for feed in feeds:
+        shape = {name: [int(d) for d in np.shape(value)] for name, value in feed.items()}
+        if shape not in seen:
+            seen.append(shape)
+    return seen
+
+
+def _shapes_text(shapes: list[dict[str, list[int]]]) -> str:
+    """``x 1x3x48x320, 1x3x48x640``: per input whose shape varies, its shapes."""
+    names = [n for n in shapes[0] if len({tuple(s[n]) for s in shapes}) > 1]
+    return "; ".join(f"{n} {', '.join('x'.join(map(str, s[n])) for s in shapes)}" for n in names)
 
 
 def verify_bundle(bundle: Path, threads: int | None = None) -> VerifyReport:
@@ -71,9 +93,11 @@ def verify_bundle(bundle: Path, threads: int | None = None) -> VerifyReport:
     parts = {name: t for name, t in tolerance.items() if isinstance(t, dict) and "part_sizes" in t}
     measured = parity.compare(golden_out, actual, list(golden_out[0]), parts)
     failures = parity.check(measured, tolerance)
+    shapes = golden_shapes(golden_in)
     if failures:
-        raise AccuracyGateError(f"{bundle.name}: parity check failed: {'; '.join(failures)}")
-    return VerifyReport(manifest, measured, files)
+        where = f" (golden inputs at {len(shapes)} shapes: {_shapes_text(shapes)})" if len(shapes) > 1 else ""
+        raise AccuracyGateError(f"{bundle.name}: parity check failed: {'; '.join(failures)}{where}")
+    return VerifyReport(manifest, measured, files, shapes)
 
 
 def run_golden(target: Target, bundle: Path, manifest: BundleManifest, golden_in: list[Feed],

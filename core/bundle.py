@@ -149,12 +149,28 @@ def read_checked_golden(bundle: Path, manifest: BundleManifest) -> tuple[list[Fe
 
 def write_golden(path: Path, inputs: list[Feed], outputs: list[Feed]) -> None:
     """Write golden feeds as ``inputs/NAME`` and ``outputs/NAME`` arrays of shape ``(samples, ...)``, deflated
-    (what ``np.savez_compressed`` writes, with fixed zip dates: a rebuild gives the same bytes)."""
+    (what ``np.savez_compressed`` writes, with fixed zip dates: a rebuild gives the same bytes).
+
+    Samples of another shape (a model with dynamic dims, checked at a second size) go into groups of their
+    own, ``inputs@1/NAME`` and ``outputs@1/NAME`` and so on, in the order their shapes first appear; readers
+    that know only ``inputs/NAME`` check the first group (:func:`read_golden` reads them all, in order).
+    """
     arrays: dict[str, np.ndarray] = {}
-    for prefix, feeds in (("inputs", inputs), ("outputs", outputs)):
-        for name in feeds[0]:
-            arrays[f"{prefix}/{name}"] = np.stack([np.asarray(f[name]) for f in feeds])
+    for number, members in enumerate(shape_groups(inputs, outputs)):
+        tag = "" if number == 0 else f"@{number}"
+        for prefix, feeds in (("inputs", inputs), ("outputs", outputs)):
+            for name in feeds[0]:
+                arrays[f"{prefix}{tag}/{name}"] = np.stack([np.asarray(feeds[i][name]) for i in members])
     write_npz(path, arrays, compress=True)
+
+
+def shape_groups(inputs: list[Feed], outputs: list[Feed]) -> list[list[int]]:
+    """Sample indices grouped by the shapes of their inputs and outputs, groups in order of first appearance."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, (given, taken) in enumerate(zip(inputs, outputs)):
+        key = tuple((n, np.shape(v)) for feed in (given, taken) for n, v in feed.items())
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
 
 
 def write_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> None:

@@ -54,10 +54,22 @@ class TensorSpec:
         return cls(str(data["name"]), tuple(data["shape"]), str(data["dtype"]), rest)
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
-        """Whether a concrete shape fits this spec (symbolic dims match anything)."""
+        """Whether a concrete shape fits this spec: fixed dims equal, symbolic dims any size, or a size within
+        the dim's range where ``extra["ranges"]`` records one (``[low, high]`` or None per dim)."""
         if len(shape) != len(self.shape):
             return False
-        return all(not isinstance(d, int) or d == s for d, s in zip(self.shape, shape))
+        ranges = self.dim_ranges()
+        return all(d == s if isinstance(d, int) else r is None or r[0] <= s <= r[1]
+                   for d, s, r in zip(self.shape, shape, ranges))
+
+    def dim_ranges(self) -> list[tuple[int, int] | None]:
+        """Per dim, the ``(low, high)`` sizes a dynamic dim takes, or None (any size); a malformed record
+        (manifests are untrusted) counts as none."""
+        recorded = self.extra.get("ranges")
+        if not isinstance(recorded, list) or len(recorded) != len(self.shape):
+            return [None] * len(self.shape)
+        return [(r[0], r[1]) if isinstance(r, list) and len(r) == 2 and all(type(v) is int for v in r) else None
+                for r in recorded]
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,23 @@ class ModelArtifact:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+
+def batch_dims(inputs: tuple[TensorSpec, ...]) -> frozenset[str]:
+    """Names of the symbolic dims that are the batch: the first dim of some input (a recurrent state
+    ``[2, batch, 128]`` shares its batch with ``audio [batch, 512]``)."""
+    return frozenset(s.shape[0] for s in inputs if s.shape and isinstance(s.shape[0], str))
+
+
+SYNTHETIC_DIM = 16
+"""Size first used for dynamic non-batch dims of synthetic inputs (see :mod:`edgec.compiler.synthetic`)."""
+
+
+def default_shape(spec: TensorSpec, batch: frozenset[str], spatial: int = SYNTHETIC_DIM) -> tuple[int, ...]:
+    """The shared rule for the size of each dynamic dim when no data says it: 1 for the batch (the first
+    dim, or a dim named like some input's first dim: :func:`batch_dims`), ``spatial`` for the others;
+    fixed dims as they are. The compiler's synthetic inputs and TensorRT's default profiles both use it."""
+    return tuple(d if isinstance(d, int) else (1 if i == 0 or d in batch else spatial) for i, d in enumerate(spec.shape))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

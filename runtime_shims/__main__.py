@@ -76,13 +76,28 @@ def read_manifest(path: str) -> dict[str, Any]:
 
 
 def load_bundle(path: str) -> tuple[dict[str, Any], Feed, Feed]:
-    """Manifest plus golden inputs and outputs (name -> array stacked over samples).
+    """Manifest plus golden inputs and outputs of the first shape (name -> array stacked over samples).
 
     Raises:
         ShimError: not a bundle, a name that breaks the bundle's rules, malformed golden file.
     """
     manifest = read_manifest(path)
     return (manifest, *read_golden_arrays(path, manifest))
+
+
+def read_golden_feeds(path: str, manifest: dict[str, Any]) -> tuple[list[Feed], list[Feed]]:
+    """Every golden sample, of every shape (a model with dynamic dims carries samples at several sizes),
+    as one input and one output dict per sample, after the names are checked as in :func:`read_golden_arrays`.
+
+    Raises:
+        ShimError: a name that breaks the bundle's rules, or a golden file that is not golden data.
+    """
+    read_golden_arrays(path, manifest)  # the checks and their messages
+    golden = bundle_files.check_named(path, manifest)["golden"]
+    try:
+        return measure.read_golden(golden)
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        raise ShimError(f"{path}: unreadable bundle: {brief(exc, 200)}", EXIT_INTEGRITY) from None
 
 
 def read_golden_arrays(path: str, manifest: dict[str, Any]) -> tuple[Feed, Feed]:
@@ -138,27 +153,24 @@ def activate(path: str, manifest: dict[str, Any], threads: int | None) -> Runner
                         f"{brief(exc, 200)}", EXIT_INTEGRITY) from None
 
 
-def feeds_of(stacked: Feed) -> list[Feed]:
-    """Per-sample feeds from arrays stacked over samples."""
-    count = len(next(iter(stacked.values()))) if stacked else 0
-    return [{name: arr[i] for name, arr in stacked.items()} for i in range(count)]
-
-
-def parity(runner: Runner, manifest: dict[str, Any], golden_in: Feed, golden_out: Feed) -> dict[str, Any]:
-    """Golden inputs through the runner, compared with the golden outputs and the manifest's tolerance."""
-    actual = [runner.infer(feed) for feed in feeds_of(golden_in)]
+def parity(runner: Runner, manifest: dict[str, Any], golden_in: list[Feed], golden_out: list[Feed]) -> dict[str, Any]:
+    """Golden inputs (every sample, of every shape) through the runner, compared with the golden outputs
+    and the manifest's tolerance."""
+    actual = [runner.infer(feed) for feed in golden_in]
     recorded = manifest.get("parity") or {}
     tolerance = recorded.get("tolerance")
-    measured = {name: measure.compare_output(ref, np.stack([np.asarray(a[name]) for a in actual]),
-                                             measure.parts_in((tolerance or {}).get(name)))
-                for name, ref in sorted(golden_out.items()) if all(name in a for a in actual)}
+    names = sorted(golden_out[0]) if golden_out else []
+    measured = {name: measure.compare_samples([o[name] for o in golden_out], [a[name] for a in actual],
+                                              measure.parts_in((tolerance or {}).get(name)))
+                for name in names if all(name in a for a in actual)}
     source = "manifest"
     if not tolerance:
         minimum = measure.DEFAULT_MIN_COSINE.get(str(manifest.get("precision")), 0.98)
-        tolerance = {name: {"min_cosine": minimum} for name in golden_out}
+        tolerance = {name: {"min_cosine": minimum} for name in names}
         source = "default"
     failures = measure.check_tolerance(measured, tolerance)
-    return {"measured": True, "samples": len(actual), "outputs": measured, "tolerance": tolerance,
+    shapes = len({tuple(np.shape(v) for v in feed.values()) for feed in golden_in})
+    return {"measured": True, "samples": len(actual), "shapes": shapes, "outputs": measured, "tolerance": tolerance,
             "tolerance_source": source, "ok": not failures, "failures": failures}
 
 
@@ -307,7 +319,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         runner.infer(feed)
         first_ms = (time.perf_counter() - start) * 1000.0
-        checked = parity(runner, manifest, golden_in, golden_out) if args.parity else {"measured": False}
+        checked = parity(runner, manifest, *read_golden_feeds(args.bundle, manifest)) if args.parity else {"measured": False}
         rounds = measure.time_calls(lambda: runner.infer(feed), args.runs, args.warmup, args.repeats)
         peak_rss = measure.peak_rss_bytes()
         evaluation = evaluate(runner, manifest, golden_in, args.eval, args.eval_output) if args.eval else None
@@ -330,7 +342,7 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     """File hashes, then golden parity within the manifest's tolerance."""
     manifest = read_manifest(args.bundle)
     files = check_files(args.bundle, manifest)
-    golden_in, golden_out = read_golden_arrays(args.bundle, manifest)
+    golden_in, golden_out = read_golden_feeds(args.bundle, manifest)
     runner = activate(args.bundle, manifest, args.threads)
     try:
         checked = parity(runner, manifest, golden_in, golden_out)

@@ -119,13 +119,8 @@ def compare_output(ref: np.ndarray, got: np.ndarray, parts: tuple[int, list[int]
     ref64 = ref.astype(np.float64).ravel()
     got64 = got.astype(np.float64).ravel()
     if ref64.shape != got64.shape:
-        return {"max_abs": float("inf"), "mean_abs": float("inf"), "cosine": 0.0, "ref_max_abs": 0.0}
-    diff = np.abs(ref64 - got64)
-    denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
-    cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
-    result: dict[str, Any] = {"max_abs": sig6(float(diff.max()) if diff.size else 0.0),
-              "mean_abs": sig6(float(diff.mean()) if diff.size else 0.0), "cosine": sig6(cosine),
-              "ref_max_abs": sig6(float(np.abs(ref64).max()) if ref64.size else 0.0)}
+        return dict(_MISMATCH)
+    result = _elementwise(ref64, got64)
     if looks_like_class_scores(ref):
         result["top1_agreement"] = sig6(float(np.mean(ref.argmax(-1) == got.argmax(-1))))
         result.update(top1_counts(ref, got, result["max_abs"]))
@@ -134,6 +129,64 @@ def compare_output(ref: np.ndarray, got: np.ndarray, parts: tuple[int, list[int]
         if cosines is not None:
             result.update(part_axis=parts[0], part_sizes=list(parts[1]), part_cosines=cosines, min_part_cosine=min(cosines))
     return result
+
+
+_MISMATCH = {"max_abs": float("inf"), "mean_abs": float("inf"), "cosine": 0.0, "ref_max_abs": 0.0}
+
+
+def _elementwise(ref64: np.ndarray, got64: np.ndarray) -> dict[str, Any]:
+    """max_abs, mean_abs, cosine and the reference's largest magnitude of two flat float64 arrays."""
+    diff = np.abs(ref64 - got64)
+    denom = float(np.linalg.norm(ref64) * np.linalg.norm(got64))
+    cosine = float(ref64 @ got64 / denom) if denom > 0 else float(np.array_equal(ref64, got64))
+    return {"max_abs": sig6(float(diff.max()) if diff.size else 0.0),
+            "mean_abs": sig6(float(diff.mean()) if diff.size else 0.0), "cosine": sig6(cosine),
+            "ref_max_abs": sig6(float(np.abs(ref64).max()) if ref64.size else 0.0)}
+
+
+def compare_samples(refs: list[Any], gots: list[Any], parts: tuple[int, list[int]] | None = None) -> dict[str, Any]:
+    """:func:`compare_output` over per-sample arrays, which may differ in shape from sample to sample (golden
+    inputs at two sizes of a dynamic dim): samples of one shape are stacked as before; otherwise every
+    metric is taken over all samples' elements (and class-score rows, and each part's elements) together, so
+    one sample size cannot hide another's error."""
+    pairs = [(np.asarray(r), np.asarray(g)) for r, g in zip(refs, gots)]
+    if any(r.size != g.size for r, g in pairs) or not pairs:
+        return dict(_MISMATCH)
+    pairs = [(r, g.reshape(r.shape)) for r, g in pairs]
+    if len({r.shape for r, _ in pairs}) == 1:
+        return compare_output(np.stack([r for r, _ in pairs]), np.stack([g for _, g in pairs]), parts)
+    result = _elementwise(np.concatenate([r.astype(np.float64).ravel() for r, _ in pairs]),
+                          np.concatenate([g.astype(np.float64).ravel() for _, g in pairs]))
+    classes = {r.shape[-1] if r.ndim else 0 for r, _ in pairs}
+    if len(classes) == 1 and all(looks_like_class_scores(r[None]) for r, _ in pairs):
+        rows = [np.concatenate([a.reshape(-1, a.shape[-1]) for a in side]) for side in zip(*pairs)]
+        result["top1_agreement"] = sig6(float(np.mean(rows[0].argmax(-1) == rows[1].argmax(-1))))
+        result.update(top1_counts(rows[0], rows[1], result["max_abs"]))
+    if parts is not None:
+        cosines = _ragged_part_cosines(pairs, parts[0], parts[1])
+        if cosines is not None:
+            result.update(part_axis=parts[0], part_sizes=list(parts[1]), part_cosines=cosines, min_part_cosine=min(cosines))
+    return result
+
+
+def _ragged_part_cosines(pairs: list[tuple[np.ndarray, np.ndarray]], axis: int, sizes: list[int]) -> list[float] | None:
+    """:func:`part_cosines` of samples of several shapes: each part's elements of every sample together."""
+    if min(sizes, default=0) < 1 or any(not 0 <= axis < r.ndim or r.shape[axis] != sum(sizes) for r, _ in pairs):
+        return None
+    cuts = np.cumsum(sizes)[:-1]
+    split = [(np.split(r, cuts, axis), np.split(g, cuts, axis)) for r, g in pairs]
+    return [_centred_cosine(np.concatenate([rs[i].ravel() for rs, _ in split]), np.concatenate([gs[i].ravel() for _, gs in split]))
+            for i in range(len(sizes))]
+
+
+def _centred_cosine(ref: np.ndarray, got: np.ndarray) -> float:
+    """Cosine of the deviations of ``ref`` and ``got`` from ``ref``'s mean (0.0 for values within 1e-9 of 0)."""
+    r = ref.astype(np.float64).ravel()
+    g = got.astype(np.float64).ravel() - r.mean()
+    r = r - r.mean()
+    denom = float(np.linalg.norm(r) * np.linalg.norm(g))
+    value = float(r @ g) / denom if denom > 0 else float(np.allclose(r, g))
+    return sig6(value) if abs(value) > 1e-9 else 0.0  # no -0.0 from rounding
 
 
 def parts_in(limits: dict[str, Any] | None) -> tuple[int, list[int]] | None:
@@ -152,15 +205,7 @@ def part_cosines(ref: np.ndarray, got: np.ndarray, axis: int, sizes: list[int]) 
     if ref.shape != got.shape or not 0 < axis < ref.ndim or ref.shape[axis] != sum(sizes) or min(sizes, default=0) < 1:
         return None
     cuts = np.cumsum(sizes)[:-1]
-    cosines = []
-    for part_ref, part_got in zip(np.split(ref, cuts, axis), np.split(got, cuts, axis)):
-        r = part_ref.astype(np.float64).ravel()
-        g = part_got.astype(np.float64).ravel() - r.mean()
-        r = r - r.mean()
-        denom = float(np.linalg.norm(r) * np.linalg.norm(g))
-        value = float(r @ g) / denom if denom > 0 else float(np.allclose(r, g))
-        cosines.append(sig6(value) if abs(value) > 1e-9 else 0.0)  # no -0.0 from rounding
-    return cosines
+    return [_centred_cosine(r, g) for r, g in zip(np.split(ref, cuts, axis), np.split(got, cuts, axis))]
 
 
 def top1_counts(ref: np.ndarray, got: np.ndarray, max_abs: float) -> dict[str, int]:
@@ -249,13 +294,34 @@ def _parse_int(text: str) -> int:
 
 
 def read_golden(path: Any) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """Golden feeds from ``golden.npz`` (arrays ``inputs/NAME`` and ``outputs/NAME``, samples first):
-    one input dict and one output dict per sample."""
+    """Golden feeds from ``golden.npz`` (arrays ``inputs/NAME`` and ``outputs/NAME``, samples first, then
+    the groups of samples of other shapes, ``inputs@1/NAME`` ...): one input dict and one output dict per
+    sample, group after group.
+
+    Raises:
+        ValueError: a group's inputs and outputs hold different numbers of samples.
+    """
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in data.files}
-    result: dict[str, list[dict[str, np.ndarray]]] = {}
-    for prefix in ("inputs", "outputs"):
-        names = [k.split("/", 1)[1] for k in arrays if k.startswith(prefix + "/")]
-        count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
-        result[prefix] = [{n: np.asarray(arrays[f"{prefix}/{n}"][i]) for n in names} for i in range(count)]
-    return result["inputs"], result["outputs"]
+    inputs: list[dict[str, np.ndarray]] = []
+    outputs: list[dict[str, np.ndarray]] = []
+    for tag in golden_groups(arrays):
+        given, taken = _group(arrays, f"inputs{tag}"), _group(arrays, f"outputs{tag}")
+        if given and taken and len(given) != len(taken):
+            raise ValueError(f"golden group {tag or '@0'} has {len(given)} inputs but {len(taken)} outputs")
+        inputs += given
+        outputs += taken
+    return inputs, outputs
+
+
+def golden_groups(names: Any) -> list[str]:
+    """The group tags of golden array names, in order: ``""`` for ``inputs/NAME``, ``"@1"`` for ``inputs@1/NAME`` ..."""
+    tags = {key.split("/", 1)[0].removeprefix("inputs").removeprefix("outputs") for key in names if "/" in key}
+    numbered = sorted(int(t[1:]) for t in tags if t.startswith("@") and t[1:].isdigit())
+    return ([""] if "" in tags else []) + [f"@{n}" for n in numbered]
+
+
+def _group(arrays: dict[str, np.ndarray], prefix: str) -> list[dict[str, np.ndarray]]:
+    names = [k.split("/", 1)[1] for k in arrays if k.split("/", 1)[0] == prefix]
+    count = len(arrays[f"{prefix}/{names[0]}"]) if names else 0
+    return [{n: np.asarray(arrays[f"{prefix}/{n}"][i]) for n in names} for i in range(count)]

@@ -13,7 +13,7 @@ from edgec.calibration.dataset import CalibrationSet
 from edgec.core.errors import ConfigError, MissingDependencyError, UnsupportedError
 from edgec.core.installed import Readiness, readiness, require_installed
 from edgec.core.registry import Registry
-from edgec.core.types import Feed, ModelArtifact, TensorSpec
+from edgec.core.types import Feed, ModelArtifact, TensorSpec, batch_dims
 from edgec.runtime_shims.base import Runner
 from edgec.runtime_shims.runners import open_model
 from edgec.targets.options import NamedFlag, TargetOptions, merge_flags
@@ -112,6 +112,14 @@ class Target:
     onnx_rewrites: ClassVar[tuple[str, ...]] = ()
     """Passes (by name, in order) that the target's converter needs on its ONNX route; the planner runs them
     after the clean-up passes, so they are cached and listed in the manifest like any pass."""
+    calibration_methods: ClassVar[tuple[str, ...]] = ("minmax",)
+    """Calibration methods (``--calib-method``) whose static INT8 models differ on this target; ``--max-drop``
+    tries the others before keeping layers in float (:meth:`searched_methods`)."""
+    dynamic_shapes: ClassVar[bool] = False
+    """Whether its bundles keep the dims the source leaves dynamic and run any size of them (onnxruntime,
+    OpenVINO): ``--input`` then only sizes the data. False: its ONNX route needs fixed sizes, written into the
+    graph from ``--input``, and :meth:`dims_to_fix` says which dims must be given (a route its own converter
+    takes, Core ML's or ExecuTorch's from PyTorch, bounds dims itself)."""
     export_version: ClassVar[str] = "1"
     """Part of the cache key of its exports: bump it when :meth:`export` writes other files for the same
     model, request and toolchain versions, so that no rebuild reuses an export of the old code."""
@@ -165,6 +173,22 @@ class Target:
         (part of its cache key): :attr:`export_version`; a target whose export depends on the host (an
         engine built for this GPU) adds the host here."""
         return {"export_version": self.export_version}
+
+    def searched_methods(self, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[str, ...]:
+        """The calibration methods that give ``request`` different models of ``artifact``: :attr:`calibration_methods`
+        for an INT8 request with calibration data that is not ``--int8-mode dynamic``, else none."""
+        if request.precision != "int8" or request.calibration is None or request.int8_mode == "dynamic":
+            return ()
+        return self.calibration_methods if len(self.calibration_methods) > 1 else ()
+
+    def dims_to_fix(self, inputs: tuple[TensorSpec, ...], request: PrecisionRequest | None = None) -> list[tuple[TensorSpec, int]]:
+        """``(input, axis)`` of the dynamic dims its ONNX route needs a size for (``--input``): none where
+        :attr:`dynamic_shapes`, else every dynamic dim but the batch (the first dim of some input)."""
+        if self.dynamic_shapes:
+            return []
+        batch = batch_dims(inputs)
+        return [(spec, axis) for spec in inputs for axis, dim in enumerate(spec.shape)
+                if not isinstance(dim, int) and axis > 0 and dim not in batch]
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         """Passes that bring a float model to the requested precision."""

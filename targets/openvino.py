@@ -46,7 +46,9 @@ extra model output and runs both on CPU in f32; ops are named by their friendly 
 ``IgnoredScope(names=...)`` takes) and grouped into source layers by their weights' names
 (``conv3.weight`` -> ``conv3``) or the first part of their names (``linear/aten.linear.default/MatMul``
 -> ``linear``). ``PrecisionRequest.exclude`` becomes the ignored scope of ``nncf.quantize`` (and of
-``nncf.compress_weights``): those ops keep float inputs and weights.
+``nncf.compress_weights``): those ops keep float inputs and weights. On the ``pt2`` route layers are the torch
+modules that called the ops (``convs.2``, ``act@1`` for a module's second call), from the program's
+``nn_module_stack`` kept in the IR's rt_info (:mod:`edgec.targets._openvino_layers`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.frameworks import fidelity
 from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL
 from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
+from edgec.targets._openvino_layers import decode, fx_name, store_layers, stored_layers
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -124,6 +127,8 @@ class OpenVinoTarget(Target, LayerTools):
     precision_notes = {"fp16": "halves storage; weights are decompressed to f32 when compiled: 1.00x fp32 latency "
                                "(measured); fp16 compute: --target-option inference_precision=f16"}
     Options = OpenVinoOptions
+    dynamic_shapes = True
+    calibration_methods = ("minmax", "entropy", "percentile")
     sparsity_gain = "size after compression"
     color = "#9467bd"
 
@@ -215,8 +220,10 @@ def _convert_pt2(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]
     from edgec.frameworks.torch_utils import safe_load_pt2
 
     program = safe_load_pt2(artifact.path)
-    model = _convert_or_raise(ov, program, "torch.export program",
+    decoded, layers = decode(program)
+    model = _convert_or_raise(ov, decoded, "torch.export program",
                               hint="export it with torch.onnx.export and build from the .onnx file")
+    store_layers(model, layers)  # layers named by torch modules, not FX nodes (op_layers)
     return model, {"route": FORMAT_PT2, "converter": "openvino.convert_model(torch.export.ExportedProgram)"}
 
 
@@ -383,17 +390,19 @@ def _check_names(model: Any, exclude: tuple[str, ...]) -> None:
 
 
 def op_layers(model: Any) -> dict[str, str]:
-    """Op friendly name -> source layer: the name of its first named weight of its own (:func:`_own_weight`)
+    """Op friendly name -> source layer: on the pt2 route the torch module that called it (``convs.2``, ``act@1``:
+    :mod:`edgec.targets._openvino_layers`); else the name of its first named weight of its own (:func:`_own_weight`)
     without ``.weight``/``.bias`` (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``
     -> ``linear``, the torch op); an op OpenVINO named itself (``Multiply_c1``: a convolution with its
     batch norm folded in) takes the layer of its first consumer."""
     ops = list(model.get_ordered_ops())
-    layers = {}
+    layers, modules = {}, stored_layers(model)  # pt2 route: the torch module of each FX node (_openvino_layers)
     for op in ops:
         name = op.get_friendly_name()
         weights = [n for i in op.inputs()[1:] if _own_weight(i.get_source_output())
                    for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
-        layers[name] = _weight_layer(weights[0]) if weights else (name.split("/", 1)[0] or name)
+        module = modules.get(fx_name(name))
+        layers[name] = module or (_weight_layer(weights[0]) if weights else (name.split("/", 1)[0] or name))
     for op in reversed(ops):  # consumers come later in graph order
         name = op.get_friendly_name()
         if _CANONICAL.fullmatch(layers[name]):

@@ -35,12 +35,12 @@ import numpy as np
 from pydantic import field_validator
 
 from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, brief, require
-from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec
+from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec, batch_dims, default_shape
 from edgec.frameworks import onnx_utils
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.base import RunnerError
 from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
-from edgec.targets.onnx import OnnxLayers
+from edgec.targets.onnx import ORT_CALIBRATION_METHODS, OnnxLayers
 from edgec.targets.options import TargetOptions, option
 
 MODEL_FILE = "model.onnx"
@@ -52,8 +52,6 @@ QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MiniLM's mean cosine to FP32 from 0.975 to 0.841 (measured on the 12 evaluation sentences)."""
 DEFAULT_MAX_BATCH = 32
 DEFAULT_MAX_TOKENS = 512
-SYNTHETIC_DIM = 16
-"""Non-batch size of the pipeline's synthetic golden inputs (no calibration data): the profile's opt size then."""
 
 
 def int8_pass_options(method: str) -> dict[str, Any]:
@@ -127,6 +125,7 @@ class TensorRTTarget(OnnxLayers, Target):
     """Enough to build the bundle; ``tensorrt`` is only needed to build or run the engine."""
     packages = ("onnx", "onnxruntime", "tensorrt")
     Options = TensorRTOptions
+    calibration_methods = ORT_CALIBRATION_METHODS
     color = "#d62728"
 
     def validate(self, request: PrecisionRequest) -> None:
@@ -134,6 +133,14 @@ class TensorRTTarget(OnnxLayers, Target):
         if request.precision == "int8" and request.int8_mode == "dynamic":
             raise UnsupportedError("TensorRT has no dynamic (run-time) INT8 quantization",
                                    hint="use --int8-mode static (or auto) with --calib PATH")
+
+    def dims_to_fix(self, inputs: tuple[TensorSpec, ...], request: PrecisionRequest | None = None) -> list[tuple[TensorSpec, int]]:
+        """The dynamic dims of float inputs other than the batch, which a default profile would pin to one
+        size (:func:`optimization_profiles`); integer inputs (token ids, masks) get a 1..512 profile, and an
+        input with a ``trt_profile`` of its own needs nothing."""
+        profiles = request.options_as(TensorRTOptions).trt_profile if request is not None else {}
+        return [(spec, axis) for spec, axis in super().dims_to_fix(inputs, request)
+                if not spec.dtype.startswith(("int", "uint", "bool")) and spec.name not in profiles]
 
     def export_cache_key(self) -> dict[str, Any]:
         """An engine is built for this GPU and driver, or not at all: both are part of the export's key."""
@@ -237,12 +244,14 @@ def _require_valid_qdq(model: Any, precision: str) -> dict[str, Any]:
 
 
 def golden_shapes(inputs: tuple[TensorSpec, ...], request: PrecisionRequest) -> dict[str, Shape]:
-    """Shapes of the build's golden inputs: the first calibration sample's, else the pipeline's synthetic ones."""
+    """Shapes of the build's golden inputs: the first calibration sample's, else those of the shared rule of
+    synthetic inputs (:func:`edgec.core.types.default_shape`: 1 for the batch, 16 for other dynamic dims;
+    float dims other than the batch are sized with ``--input`` before: :meth:`TensorRTTarget.dims_to_fix`)."""
     if request.calibration is not None:
         feed = request.calibration.feed(0)
         return {spec.name: tuple(int(d) for d in feed[spec.name].shape) for spec in inputs}
-    return {spec.name: tuple(d if isinstance(d, int) else (1 if i == 0 else SYNTHETIC_DIM) for i, d in enumerate(spec.shape))
-            for spec in inputs}
+    batch = batch_dims(inputs)
+    return {spec.name: default_shape(spec, batch) for spec in inputs}
 
 
 def optimization_profiles(inputs: tuple[TensorSpec, ...], golden: dict[str, Shape],

@@ -1,0 +1,77 @@
+"""Torch module names for the layers of an OpenVINO model converted from a ``.pt2`` program (issue 19).
+
+OpenVINO's PyTorch frontend names each op after the FX node it came from (``convolution_2/aten.convolution.default/Convolution``)
+and keeps nothing of the module that called it. ``torch.export`` records that module in each node's
+``nn_module_stack``; :func:`torch_layers` maps FX node names to the innermost module's qualified name, as
+``model.named_modules()`` spells it (``convs.2``, ``encoder.layer.3.output.dense``), with torch's own ``@k``
+for the k-th further call of one module (one ``nn.ReLU`` called after every convolution: ``act``, ``act@1``, ...):
+each call is its own layer, so keeping one in float never drags the others along. Nodes called from the
+root module itself (``torch.flatten`` in ``forward``) keep their FX names.
+
+The map is stored in the model's rt_info (:data:`RT_INFO`, one JSON string), so the FP32 IR a bundle or a
+layer probe reads names its layers as the torch source does without the source at hand
+(:func:`stored_layers`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+RT_INFO = ("edgec", "torch_layers")
+"""Where the FX node -> torch module map is kept in the model's rt_info."""
+
+
+def decode(program: Any) -> tuple[Any, dict[str, str]]:
+    """The ``ExportedProgram`` as OpenVINO's PyTorch frontend decodes it (after its own decompositions, which
+    rename nodes: ``conv2d_2`` becomes ``convolution_2``) for ``openvino.convert_model``, and
+    :func:`torch_layers` of the decoded graph. A program the decoder refuses is returned as it is (with no
+    layers), for ``convert_model`` to report its error."""
+    try:
+        from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
+
+        decoder = TorchFXPythonDecoder.from_exported_program(program)
+    except Exception:  # the decoder's errors (any type, from torch's decompositions): convert_model reports them
+        return program, {}
+    return decoder, torch_layers(decoder.pt_module)
+
+
+def torch_layers(module: Any) -> dict[str, str]:
+    """FX node name -> the torch module that called it (see the module docstring), for a module or program
+    with an FX ``graph``."""
+    layers = {}
+    for node in module.graph.nodes:
+        stack = node.meta.get("nn_module_stack") if node.op == "call_function" else None
+        if not stack:
+            continue
+        key, (path, _) = list(stack.items())[-1]
+        qualified = str(path).removeprefix("L['self'].").removeprefix("L['self']")  # as dynamo-captured stacks spell it
+        if not qualified:
+            continue  # called by the root module: the FX name is the best name there is
+        call = key.rsplit("@", 1)[1] if "@" in key else ""
+        layers[node.name] = f"{qualified}@{call}" if call else qualified
+    return layers
+
+
+def store_layers(model: Any, layers: dict[str, str]) -> None:
+    """Keep ``layers`` in the model's rt_info (saved with the IR); nothing when empty."""
+    if layers:
+        model.set_rt_info(json.dumps(layers, sort_keys=True, separators=(",", ":")), list(RT_INFO))
+
+
+def stored_layers(model: Any) -> dict[str, str]:
+    """The map :func:`store_layers` kept in ``model`` (empty when none: not a ``.pt2`` source, or an older bundle)."""
+    if not model.has_rt_info(list(RT_INFO)):
+        return {}
+    value = model.get_rt_info(list(RT_INFO))
+    text = value.astype(str) if hasattr(value, "astype") else str(value)
+    try:
+        layers = json.loads(text)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in layers.items()} if isinstance(layers, dict) else {}
+
+
+def fx_name(op_name: str) -> str:
+    """The FX node an op of the PyTorch frontend came from: the first part of its friendly name."""
+    return op_name.split("/", 1)[0]
