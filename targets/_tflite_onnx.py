@@ -1,6 +1,8 @@
 """The ``tflite`` target's ONNX route: onnx2tf turns the ONNX graph into a Keras graph in a subprocess (it is
 slow to import, prints a lot and may exit the interpreter on errors); the worker saves it as a SavedModel
-whose signature keeps the ONNX input/output names and reports which tensors it made channels-last. The
+whose signature keeps the ONNX input/output names and reports which tensors it made channels-last (3-D inputs
+that reach no convolution or pooling, sequences and recurrent states, keep their layout: :func:`sequence_inputs`;
+the Keras variables the graph reads are tracked on the saved module, which grouped convolutions need). The
 model it gets has been through the passes in ``TfliteTarget.onnx_rewrites`` (exact rewrites of what onnx2tf
 cannot turn into TFLite builtins; see :mod:`edgec.targets.tflite`).
 """
@@ -34,6 +36,11 @@ ONNX2TF_MODULES = ("onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psut
 ONNX2TF_TIMEOUT_S = 1800
 SAMPLE_IMAGES = "calibration_image_sample_data_20x128x128x3_float32.npy"
 """onnx2tf loads this from the working directory for image-like inputs, or downloads it (fails offline)."""
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")
+RECURRENT_HINT = ("the unroll_rnn pass left it to onnx2tf ('edgec build -v' logs why: a dynamic sequence length, "
+                  "more than 512 steps, clip, other activations): fix the sequence length with --input, or build for "
+                  "the onnx target")
+"""What to try when onnx2tf fails on a recurrent node: the tflite route unrolls those it can (``unroll_rnn``)."""
 MISMATCH_LIMIT = 1e-2
 """Largest relative error between onnx2tf's float graph and the ONNX model before the route is refused."""
 
@@ -66,7 +73,7 @@ def onnx_to_saved_model(artifact: ModelArtifact, calibration: CalibrationSet | N
             raise
         _CONVERTED[key] = folder
     io = json.loads((folder / "io.json").read_text())
-    return folder / "saved_model", _read_perms(io, (folder / "onnx2tf.log").read_text(errors="replace"))
+    return folder / "saved_model", _read_perms(io, (folder / "onnx2tf.log").read_text(errors="replace"), artifact.path)
 
 
 def _run_onnx2tf(artifact: ModelArtifact, folder: Path, calibration: CalibrationSet | None) -> None:
@@ -124,32 +131,52 @@ def _write_sample_images(work_dir: Path, calibration: CalibrationSet | None) -> 
     np.save(work_dir / SAMPLE_IMAGES, images)
 
 
-def _read_perms(io: dict[str, Any], log: str) -> dict[str, tuple[int, ...]]:
+def _read_perms(io: dict[str, Any], log: str, onnx_path: Path) -> dict[str, tuple[int, ...]]:
     perms = {name: tuple(p) for name, p in io["perms"].items() if list(p) != sorted(p)}
     for name, err in io["mismatch"].items():
         if err > MISMATCH_LIMIT:
             raise ExportError(f"onnx2tf converted output {name!r} wrongly: relative error {err:.3g} against the ONNX "
-                              "model (route: onnx -> onnx2tf)", hint="try the onnx target, or simplify the model",
-                              log=log)
+                              f"model (route: onnx -> onnx2tf){_known_cause(onnx_path)}",
+                              hint="try the onnx target, or simplify the model", log=log)
     return perms
+
+
+def _known_cause(onnx_path: Path) -> str:
+    """What onnx2tf is known to get wrong in this model, as a clause naming the node (or nothing)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    for node in graph.node:
+        if node.op_type in RECURRENT_OPS and len(node.input) > 4 and node.input[4]:
+            return (f"; onnx2tf ignores the per-item sequence_lens of {node.op_type} {node.name!r}: pad the "
+                    "sequences to one length and drop sequence_lens")
+    return ""
 
 
 def _onnx2tf_error(artifact: ModelArtifact, log: str, returncode: int) -> ExportError:
     if returncode == -1:
         return ExportError(f"onnx2tf did not finish within {ONNX2TF_TIMEOUT_S} s (route: onnx -> onnx2tf)", log=log)
-    names = re.findall(r"onnx_op_name: (\S+)", log)
+    names = [re.sub(r"^wa/", "/", n) for n in re.findall(r"onnx_op_name: (\S+)", log)]  # onnx2tf's rename of "/x"
     reason = _last_error_line(log)
     if not names:
         return ExportError(f"onnx2tf failed (route: onnx -> onnx2tf): {reason}", log=log)
     op_type = _onnx_op_type(artifact.path, names[-1])
     dynamic = [s for s in artifact.inputs if any(not isinstance(d, int) for d in s.shape[1:])]
-    hint = "replace the op in the model, or build for the onnx target"
+    hint = RECURRENT_HINT if op_type.split()[-1] in RECURRENT_OPS else "replace the op in the model, or build for the onnx target"
     if dynamic:  # onnx2tf often fails on dims it cannot infer; fixed shapes are its own advice
         fixed = " ".join(f"--input {s.name}:{'x'.join(str(d) if isinstance(d, int) else '1' if i == 0 else 'N' for i, d in enumerate(s.shape))}"
                          for s in dynamic)
         hint = f"the model has dynamic dims, which onnx2tf may not follow: fix them ({fixed}, N your size), or {hint}"
     return ExportError(f"onnx2tf cannot convert ONNX op {names[-1]!r} ({op_type}) (route: onnx -> onnx2tf): {reason}",
                        hint=hint, log=log)
+
+
+def recurrent_nodes(path: Path) -> list[tuple[str, str]]:
+    """(op type, name) of the ``LSTM``/``GRU``/``RNN`` nodes of an ONNX model (onnx2tf makes each a WHILE loop)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [(n.op_type, n.name) for n in graph.node if n.op_type in RECURRENT_OPS]
 
 
 def _onnx_op_type(path: Path, node_name: str) -> str:
@@ -163,7 +190,8 @@ def _last_error_line(log: str) -> str:
     unsupported = re.findall(r"ERROR: (\S+ OP is not yet implemented)", log)
     if unsupported:
         return unsupported[-1]
-    lines = [ln.strip() for ln in log.splitlines() if re.match(r"^\w*(Error|Exception)\b", ln.strip())]
+    lines = [re.sub(r"^(?:\w+\.)+(?=\w*(?:Error|Exception)\b)", "", ln.strip()) for ln in log.splitlines()
+             if re.match(r"^(?:\w+\.)*\w*(Error|Exception)\b", ln.strip())]  # tensorflow.python...InvalidArgumentError
     lines += [ln.strip() for ln in log.splitlines() if ln.strip().startswith("'") and "must be" in ln]
     return (lines[-1] if lines else "see the converter log")[:300]
 
@@ -191,7 +219,8 @@ def onnx2tf_worker(args_json: str) -> int:
     try:
         with tempfile.TemporaryDirectory() as scratch, _tflite_layers.onnx2tf_tensors() as tensors:
             keras_model = onnx2tf.convert(onnx_graph=model, output_folder_path=scratch, not_use_onnxsim=True,
-                                          disable_model_save=True, output_signaturedefs=True, verbosity="info")
+                                          disable_model_save=True, output_signaturedefs=True, verbosity="info",
+                                          keep_shape_absolutely_input_names=sequence_inputs(model) or None)
     except BaseException as exc:  # onnx2tf calls sys.exit(1) on some errors
         traceback.print_exc()
         print(f"onnx_op_name: {getattr(exc, 'onnx_op_name', None)}" if getattr(exc, "onnx_op_name", None) else "")
@@ -202,6 +231,37 @@ def onnx2tf_worker(args_json: str) -> int:
     report = _layout_report(serve, shapes, args, input_names, output_names)
     Path(args["io"]).write_text(json.dumps(report))
     return 0
+
+
+CHANNEL_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
+                         "GlobalAveragePool", "GlobalMaxPool", "BatchNormalization", "InstanceNormalization",
+                         "LpNormalization", "Resize", "Upsample", "DepthToSpace", "SpaceToDepth"})
+"""Ops that read a channel axis: a 3-D input that reaches one is ``[N, C, W]`` and onnx2tf makes it channels-last."""
+
+
+def sequence_inputs(model: Any) -> list[str]:
+    """The 3-D inputs that reach no op of :data:`CHANNEL_OPS`: sequences ``[N, T, C]`` and recurrent states
+    ``[directions, N, H]``, which onnx2tf would otherwise transpose as if they were ``[N, C, W]`` (a streaming
+    model's device would then transpose its state at every call). They keep the source layout."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    initializers = {t.name for t in model.graph.initializer}
+    return [v.name for v in model.graph.input if v.name not in initializers
+            and len(v.type.tensor_type.shape.dim) == 3 and not _reaches_channel_op(v.name, consumers)]
+
+
+def _reaches_channel_op(value: str, consumers: dict[str, list[Any]]) -> bool:
+    seen, stack = {value}, [value]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.op_type in CHANNEL_OPS:
+                return True
+            fresh = [o for o in node.output if o not in seen]
+            seen.update(fresh)
+            stack.extend(fresh)
+    return False
 
 
 def _name_layers(model: Any, tensors: dict[str, Any]) -> None:
@@ -225,6 +285,10 @@ def _save_serving(tf: Any, keras_model: Any, input_names: list[str], output_name
     module = tf.Module()
     module.model = keras_model
     concrete = serve.get_concrete_function()
+    # onnx2tf makes grouped convolutions Keras Conv layers whose kernels the functional model does not
+    # track; a SavedModel refuses a function that captures an untracked variable, so every variable the
+    # traced function reads is tracked on the module itself
+    module.captured = list(concrete.variables)
     tf.saved_model.save(module, str(out), signatures={SERVING: concrete})
     return concrete
 

@@ -19,7 +19,9 @@ Precisions are applied by the converter (``precision_passes`` is empty):
   manifest's tensor specs, and the bundle's golden inputs are int8.
 - ``int8``, dynamic-range (int8 weights, float activations and IO): with ``--int8-mode dynamic``,
   without ``--calib``, and in ``auto`` mode for MatMul-dominated ONNX models (transformers; the same
-  rule as the onnx target). Measured on MiniLM-L6 (1x32 tokens, 12 sentences, mean cosine to PyTorch):
+  rule as the onnx target) and for models that keep an ``LSTM``/``GRU``/``RNN`` node (one the ``unroll_rnn``
+  pass could not unroll: onnx2tf makes it a ``WHILE`` loop, and TensorFlow 2.21's full-integer quantizer
+  crashes the process on it, so ``--int8-mode static`` is refused for them). Measured on MiniLM-L6 (1x32 tokens, 12 sentences, mean cosine to PyTorch):
   full-integer 0.341, dynamic-range 0.9986.
 
 Mixed precision (``--max-drop``) keeps some ops of a full-integer model in float with TensorFlow's
@@ -27,7 +29,9 @@ selective quantization (denylisted nodes); ``--report-layers`` and ``edgec debug
 tensors with LiteRT. Both work on op output tensor names, and the onnx2tf worker names the Keras layers
 after the ONNX model's layers so that those names carry the source layer (see :mod:`._tflite_layers`).
 
-Layout: onnx2tf makes 3-D/4-D/5-D tensors channels-last (NCHW -> NHWC). The bundle declares the
+Layout: onnx2tf makes 3-D/4-D/5-D tensors channels-last (NCHW -> NHWC), except 3-D inputs that reach no
+convolution or pooling (sequences ``[N, T, C]``, recurrent states: a streaming model feeds its state output back
+as it comes, see :func:`._tflite_onnx.sequence_inputs`). The bundle declares the
 channels-last shape with ``"layout": "NHWC", "source_layout": "NCHW"``; golden inputs and outputs
 are transposed to it (:meth:`TfliteTarget.bundle_feeds`). Tensors that keep the source layout say
 ``"layout": "as_source"``. Which outputs were transposed is measured, not guessed: the worker runs
@@ -65,7 +69,13 @@ from edgec.frameworks.tf_utils import (
 )
 from edgec.runtime_shims.litert import LiteRtRunner, quantize
 from edgec.targets import _tflite_layers
-from edgec.targets._tflite_onnx import CHANNELS_LAST, ONNX2TF_MODULES, channels_last, onnx_to_saved_model
+from edgec.targets._tflite_onnx import (
+    CHANNELS_LAST,
+    ONNX2TF_MODULES,
+    channels_last,
+    onnx_to_saved_model,
+    recurrent_nodes,
+)
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.onnx import choose_int8_mode
 from edgec.targets.options import TargetOptions, option
@@ -114,6 +124,14 @@ def quant_plan(request: PrecisionRequest, io_dtype: str, artifact: ModelArtifact
 def _int8_kind(request: PrecisionRequest, io_dtype: str, artifact: ModelArtifact | None) -> str:
     if request.int8_mode == "dynamic" or request.calibration is None:
         return "dynamic"
+    loops = recurrent_nodes(artifact.path) if artifact is not None and artifact.format == FORMAT_ONNX else []
+    if loops and (request.int8_mode == "static" or io_dtype == "int8" or request.exclude):
+        op, name = loops[0]
+        raise UnsupportedError(f"full-integer INT8 of {op} {name!r} on the tflite target: the unroll_rnn pass left it "
+                               "a WHILE loop, which crashes TensorFlow's quantizer (TF 2.21)",
+                               hint="use --int8-mode dynamic, or fp16/fp32; 'edgec build -v' logs why it was not unrolled")
+    if loops:
+        return "dynamic"  # see the error above
     if request.int8_mode == "static" or io_dtype == "int8":
         return "full"
     if artifact is not None and artifact.format == FORMAT_ONNX and choose_int8_mode(request, artifact) == "dynamic":
@@ -145,8 +163,11 @@ class TfliteTarget(Target, LayerTools):
     Options = TfliteOptions
     sparsity_gain = "size after compression"
     color = "#ff7f0e"
-    onnx_rewrites = ("split_reduce_l2", "fuse_gelu")
-    """Exact rewrites onnx2tf needs (see those passes): ReduceL2 trips it, a bare Erf has no TFLite builtin."""
+    export_version = "2"
+    """2: 3-D sequence inputs keep their layout; variables read by the graph are tracked (grouped convolutions)."""
+    onnx_rewrites = ("unroll_rnn", "split_reduce_l2", "fuse_gelu")
+    """Exact rewrites onnx2tf needs (see those passes): a recurrent node with its state as an input trips it (and
+    becomes a WHILE loop otherwise), ReduceL2 trips it, a bare Erf has no TFLite builtin."""
 
     def check_runtime(self) -> None:
         """LiteRT, or ``tflite_runtime`` where that is what a device has: running a bundle needs no TensorFlow."""

@@ -285,6 +285,7 @@ def test_onnx_route_runs_the_rewrite_passes_and_lists_them_in_the_manifest(tmp_p
     bundle = build(BuildConfig(source=str(src), target="tflite", out=tmp_path / "out", simplify=False)).bundle_dir
     m = load_manifest(bundle)
     assert [(p["name"], p["modified"], p["stats"]) for p in m.passes] == [
+        ("unroll_rnn", False, {"unrolled": {}, "not_unrolled": {}}),
         ("split_reduce_l2", True, {"split": 1, "not_split": {}}), ("fuse_gelu", True, {"fused": 1, "not_fused": {}})]
     assert m.target_details["ops"].get("GELU") == 1 and "onnx_rewrites" not in m.target_details
     assert m.parity["outputs"]["y"]["cosine"] > 0.99999
