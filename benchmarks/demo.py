@@ -37,11 +37,13 @@ if TYPE_CHECKING:
 
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
 THREADS = 1
+"""Runtime threads for the accuracy and latency runs: one, so targets compare kernel for kernel. Each bundle's
+runner sizes its runtime's thread pool before loading the model (ExecuTorch's pool is process-wide; see
+:mod:`edgec.runtime_shims.executorch`, rule 5)."""
 RECIPE = Path(__file__).resolve().parents[1] / "edgec.yaml"
 """The demo's recipe (in a clone of the repository): what it builds, for the model it trains (its options
 include ExecuTorch's ``max_dim: {batch: 1}``: memory planned for one image per call, not the exported batch
 bound)."""
-"""Runtime threads for the accuracy and latency runs: one, so targets compare kernel for kernel."""
 INT8_CPU_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
 """CPU features with int8 dot-product instructions (x86 VNNI/AMX, ARM dot product/i8mm), read from /proc/cpuinfo."""
 

@@ -1,20 +1,24 @@
-"""executorch bundles against onnx bundles of the same models, in one run.
+"""executorch bundles against onnx and tflite bundles of the same models, in one run.
 
-``python -m edgec.benchmarks.executorch_vs_onnx [--runs N] [--models digits digits_wide minilm] [--out DIR]``
+``python -m edgec.benchmarks.executorch_vs_onnx [--runs N] [--models digits minilm onet digits_wide] [--out DIR]``
 
 Per model (the digits CNN and the wider 32x32 digits CNN, trained here; MiniLM-L6 sentence embeddings with a
-fixed 1x32 token window):
+fixed 1x32 token window; MTCNN's pretrained ONet, :mod:`edgec.benchmarks.zoo.mtcnn`, on 48x48 photo windows):
 
 - **onnx fp32 / onnx int8**: ``edgec build --target onnx`` (onnxruntime; int8 in ``auto`` mode: static QDQ for
   the CNNs, dynamic for MiniLM);
+- **tflite fp32 / tflite int8**: ``edgec build --target tflite`` (LiteRT through onnx2tf; int8 full-integer
+  with float IO, NHWC inputs);
 - **executorch fp32 / fp16 / int8**: ``edgec build --target executorch`` (XNNPACK; int8 in ``auto`` mode: PT2E
   static for the CNNs, dynamic for MiniLM), with ``max_dim`` capping the planned batch (and sequence).
 
-Latency: batch 1, 2 threads in both runtimes, warm-up, then the median of ``--runs`` calls measured in
+Latency: batch 1, 2 threads in every runtime, warm-up, then the median of ``--runs`` calls measured in
 alternating rounds so that load from other processes hits every variant alike. Size: the model file.
 Fidelity: mean row cosine of the outputs to the PyTorch FP32 model's on held-out data (digits: the 450 test
-images, also scored by top-1; MiniLM: the evaluation sentences). Ratios are executorch over onnx at the same
-precision: below 1 means executorch is faster or smaller.
+images, also scored by top-1 against the labels; MiniLM: the evaluation sentences; ONet: 256 windows of a photo
+calibration never saw, its three heads side by side per row, and "top-1" is agreement with FP32's face/non-face
+decision). Ratios are executorch over onnx and over tflite at the same precision: below 1 means executorch is
+faster or smaller.
 """
 
 from __future__ import annotations
@@ -38,10 +42,13 @@ ROUNDS = 5
 MINILM_SEQ = 32
 EVAL_BATCH = 64
 """Digits are scored in chunks of this many images; the executorch bundles plan for this batch."""
-MODELS = ("digits", "digits_wide", "minilm")
+MODELS = ("digits", "minilm", "onet", "digits_wide")
+DEFAULT_MODELS = ("digits", "minilm", "onet")
+ONET_EVAL = 256
 Precision = Literal["fp32", "fp16", "int8"]
-VARIANTS: tuple[tuple[str, Precision], ...] = (("onnx", "fp32"), ("onnx", "int8"), ("executorch", "fp32"),
-                                               ("executorch", "fp16"), ("executorch", "int8"))
+VARIANTS: tuple[tuple[str, Precision], ...] = (("onnx", "fp32"), ("onnx", "int8"), ("tflite", "fp32"), ("tflite", "int8"),
+                                               ("executorch", "fp32"), ("executorch", "fp16"), ("executorch", "int8"))
+BASELINES = ("onnx", "tflite")
 
 Feed = dict[str, np.ndarray]
 
@@ -53,6 +60,8 @@ class Variant:
     target: str
     precision: Precision
     path: Path | None = None
+    channels_last: bool = False
+    """The bundle takes NHWC inputs (tflite bundles from the ONNX route)."""
     size: int = 0
     latency_ms: float | None = None
     cosine: float | None = None
@@ -73,9 +82,12 @@ class Case:
     calib: Path
     options: tuple[tuple[str, str], ...]
     feed: Feed
-    outputs: Callable[[Any], np.ndarray]
+    outputs: Callable[[Any, bool], np.ndarray]
+    """A runner's outputs on the scoring data, one row per sample (the bool: the runner takes NHWC)."""
     reference: np.ndarray
     labels: np.ndarray | None = None
+    scores: slice = field(default_factory=lambda: slice(None))
+    """The columns of a row whose argmax is compared with ``labels`` (top-1)."""
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
@@ -95,8 +107,8 @@ def digits_case(work: Path, wide: bool) -> Case:
     assets = (digits_wide if wide else digits).prepare(work)
     x = assets.data.x_test
 
-    def logits(runner: Any) -> np.ndarray:
-        chunks = [x[i:i + EVAL_BATCH] for i in range(0, len(x), EVAL_BATCH)]
+    def logits(runner: Any, channels_last: bool) -> np.ndarray:
+        chunks = [_layout(x[i:i + EVAL_BATCH], channels_last) for i in range(0, len(x), EVAL_BATCH)]
         return np.concatenate([next(iter(runner.infer({runner.input_names[0]: c}).values())) for c in chunks])
 
     name = "digits-wide CNN" if wide else "digits CNN"
@@ -112,13 +124,44 @@ def minilm_case(work: Path) -> Case:
     reference = minilm.embed_torch(minilm.load_module(), minilm.SENTENCES)
     feeds = [minilm.tokenize([s], max_length=MINILM_SEQ) for s in minilm.SENTENCES]
 
-    def embeddings(runner: Any) -> np.ndarray:
+    def embeddings(runner: Any, channels_last: bool) -> np.ndarray:
         return np.stack([next(iter(runner.infer(f).values()))[0] for f in feeds])
 
     shapes: dict[str, tuple[int, ...]] = {name: (1, MINILM_SEQ) for name in minilm.INPUT_NAMES}
     options = (("max_dim", f"batch=1,seq={MINILM_SEQ}"),)
     return Case("MiniLM-L6", "edgec.benchmarks.zoo.minilm:factory", calib, options, feeds[6], embeddings, reference,
                 input_shapes=shapes)
+
+
+def onet_case(work: Path) -> Case:
+    """MTCNN's pretrained ONet on held-out photo windows: its three heads per row, top-1 = FP32's face decision."""
+    import torch
+
+    from edgec.benchmarks.zoo import mtcnn
+
+    calib = mtcnn.save_calib(work / "calib.npz")
+    x = mtcnn.eval_windows(ONET_EVAL)
+    with torch.no_grad():
+        reference = np.concatenate([t.numpy() for t in mtcnn.load_onet()(torch.from_numpy(x))], axis=1)
+
+    def heads(runner: Any, channels_last: bool) -> np.ndarray:
+        chunks = [_layout(x[i:i + EVAL_BATCH], channels_last) for i in range(0, len(x), EVAL_BATCH)]
+        return np.concatenate([_onet_row(runner.infer({runner.input_names[0]: c})) for c in chunks])
+
+    face = slice(14, 16)
+    return Case("MTCNN ONet", "edgec.benchmarks.zoo.mtcnn:factory", calib, (("max_dim", f"batch={EVAL_BATCH}"),),
+                {"x": x[:1]}, heads, reference, reference[:, face].argmax(axis=1), face)
+
+
+def _onet_row(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """ONet's heads side by side (box 4, landmarks 10, face probability 2), found by width: runtimes name and
+    order outputs their own way."""
+    by_width = {np.asarray(v).reshape(len(v), -1).shape[1]: np.asarray(v).reshape(len(v), -1) for v in outputs.values()}
+    return np.concatenate([by_width[4], by_width[10], by_width[2]], axis=1)
+
+
+def _layout(x: np.ndarray, channels_last: bool) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if channels_last and x.ndim == 4 else x
 
 
 def build_bundles(case: Case, out: Path) -> list[Variant]:
@@ -132,7 +175,7 @@ def build_bundles(case: Case, out: Path) -> list[Variant]:
     for target, precision in VARIANTS:
         variant = Variant(target, precision)
         options = case.options if target == "executorch" else ()
-        shapes = case.input_shapes if target == "onnx" else {}
+        shapes = case.input_shapes if target in ("onnx", "tflite") else {}
         flags = " ".join(f"--target-option {k}={v}" for k, v in options)
         print(f"$ edgec build {case.source} --target {target} --precision {precision} --calib {case.calib} {flags}", flush=True)
         try:
@@ -140,6 +183,7 @@ def build_bundles(case: Case, out: Path) -> list[Variant]:
                                  input_shapes=shapes, target_options=target_options(target, options), force=True)
             outcome = build(config)
             variant.path = outcome.bundle_dir / outcome.manifest.model_file
+            variant.channels_last = any(s.extra.get("layout", "").upper() == "NHWC" for s in outcome.manifest.input_specs())
         except EdgecError as exc:
             variant.note = exc.one_line()
         variants.append(variant)
@@ -148,10 +192,11 @@ def build_bundles(case: Case, out: Path) -> list[Variant]:
 
 def _runner(variant: Variant) -> Any:
     from edgec.runtime_shims.executorch import ExecuTorchRunner
+    from edgec.runtime_shims.litert import LiteRtRunner
     from edgec.runtime_shims.ort import OrtRunner
 
     assert variant.path is not None
-    cls = OrtRunner if variant.target == "onnx" else ExecuTorchRunner
+    cls = {"onnx": OrtRunner, "tflite": LiteRtRunner}.get(variant.target, ExecuTorchRunner)
     return cls(str(variant.path), threads=THREADS)
 
 
@@ -173,19 +218,20 @@ def measure(case: Case, variants: list[Variant], runs: int) -> None:
         runner = _runner(v)
         try:
             runner.activate()
-            got = case.outputs(runner)
+            got = case.outputs(runner, v.channels_last)
         except RunnerError as exc:
             v.note = f"does not run: {str(exc)[:200]}"
             continue
         v.cosine = _row_cosine(got, case.reference)
         if case.labels is not None:
-            v.top1 = float(np.mean(got.argmax(axis=1) == case.labels))
+            v.top1 = float(np.mean(got[:, case.scores].argmax(axis=1) == case.labels))
         runners[v.name] = runner
     times: dict[str, list[float]] = {name: [] for name in runners}
     per_round = [runs // ROUNDS + (1 if i < runs % ROUNDS else 0) for i in range(ROUNDS)]
+    feeds = {v.name: {k: _layout(a, v.channels_last) for k, a in case.feed.items()} for v in variants if v.name in runners}
     for count in per_round:
         for name, runner in runners.items():
-            times[name].extend(time_calls(_call(runner, case.feed), count, WARMUP, repeats=1)[0])
+            times[name].extend(time_calls(_call(runner, feeds[name]), count, WARMUP, repeats=1)[0])
     for v in variants:
         if v.name in runners:
             v.latency_ms = statistics.median(times[v.name]) * 1000
@@ -198,7 +244,12 @@ def _call(runner: Any, feed: Feed) -> Callable[[], Any]:
 
 def run_model(name: str, work: Path, runs: int) -> tuple[Case, list[Variant]]:
     """Build and measure every variant of one model."""
-    case = minilm_case(work) if name == "minilm" else digits_case(work, wide=name == "digits_wide")
+    if name == "minilm":
+        case = minilm_case(work)
+    elif name == "onet":
+        case = onet_case(work)
+    else:
+        case = digits_case(work, wide=name == "digits_wide")
     variants = build_bundles(case, work / "bundles")
     print(f"measuring {case.model}: {runs} timed batch-1 runs per variant", flush=True)
     measure(case, variants, runs)
@@ -206,16 +257,19 @@ def run_model(name: str, work: Path, runs: int) -> tuple[Case, list[Variant]]:
 
 
 def ratio_rows(case: Case, variants: list[Variant]) -> list[dict[str, Any]]:
-    """executorch over onnx at each precision both have: latency and size ratios, and both cosines."""
+    """executorch over each baseline (onnx, tflite) at each precision both have: latency and size ratios, and
+    both cosines."""
     by_name = {v.name: v for v in variants}
     rows = []
-    for precision in ("fp32", "int8"):
-        onnx, et = by_name.get(f"onnx {precision}"), by_name.get(f"executorch {precision}")
-        if onnx is None or et is None or onnx.latency_ms is None or et.latency_ms is None:
-            continue
-        rows.append({"model": case.model, "precision": precision, "latency_ratio": et.latency_ms / onnx.latency_ms,
-                     "size_ratio": et.size / onnx.size, "cosine_executorch": et.cosine, "cosine_onnx": onnx.cosine,
-                     "top1_executorch": et.top1, "top1_onnx": onnx.top1})
+    for baseline in BASELINES:
+        for precision in ("fp32", "int8"):
+            base, et = by_name.get(f"{baseline} {precision}"), by_name.get(f"executorch {precision}")
+            if base is None or et is None or base.latency_ms is None or et.latency_ms is None:
+                continue
+            rows.append({"model": case.model, "baseline": baseline, "precision": precision,
+                         "latency_ratio": et.latency_ms / base.latency_ms, "size_ratio": et.size / base.size,
+                         "cosine_executorch": et.cosine, f"cosine_{baseline}": base.cosine,
+                         "top1_executorch": et.top1, f"top1_{baseline}": base.top1})
     return rows
 
 
@@ -230,10 +284,11 @@ def format_table(results: list[tuple[Case, list[Variant]]], runs: int) -> str:
             cos = f"{v.cosine:12.6f}" if v.cosine is not None else f"{'-':>12}"
             top1 = f"{v.top1:7.4f}" if v.top1 is not None else f"{'-':>7}"
             lines.append(f"{case.model:16} {v.name:16} {size} {lat} {cos} {top1}")
-    lines += ["", f"{'model':16} {'precision':9} {'latency et/onnx':>16} {'size et/onnx':>13}"]
+    lines += ["", f"{'model':16} {'precision':9} {'vs':7} {'latency et/vs':>14} {'size et/vs':>11}"]
     for case, variants in results:
         for row in ratio_rows(case, variants):
-            lines.append(f"{row['model']:16} {row['precision']:9} {row['latency_ratio']:16.2f} {row['size_ratio']:13.2f}")
+            lines.append(f"{row['model']:16} {row['precision']:9} {row['baseline']:7} {row['latency_ratio']:14.2f} "
+                         f"{row['size_ratio']:11.2f}")
     lines.append("")
     lines.append(f"latency: batch 1, {THREADS} threads, median of {runs} runs after {WARMUP} warm-up runs per round, "
                  f"{ROUNDS} alternating rounds")
@@ -244,7 +299,8 @@ def format_table(results: list[tuple[Case, list[Variant]]], runs: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgec.benchmarks.executorch_vs_onnx", description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100, help="timed batch-1 inferences per variant (default 100)")
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), help="default: all three")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(DEFAULT_MODELS),
+                        help=f"default: {' '.join(DEFAULT_MODELS)}")
     parser.add_argument("--out", type=Path, help="keep models and bundles here (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     args = parser.parse_args(argv)

@@ -13,7 +13,12 @@ Rules:
    than the planned shape is refused here with both shapes named (the runtime only logs a resize error).
 4. The runtimes print cpuinfo and load diagnostics on file descriptor 2 (when a program loads and when
    XNNPACK first runs); they are captured then and shown only in the error when that fails.
-5. ``threads`` resizes ``executorch.runtime``'s process-wide thread pool; the numpy runtime keeps its own.
+5. ``threads`` resizes ``executorch.runtime``'s process-wide thread pool, before the program loads and only
+   when its size differs; the numpy runtime keeps its own. XNNPACK delegates keep the pool that existed when
+   their method loaded, and a resize destroys it: a method loaded before a resize runs on freed memory and
+   crashes the process (measured: the segfault of ``make demo``'s latency loop, which resized the pool after
+   loading). So a runner that would resize the pool while another runner of the process holds a loaded
+   program is refused (:class:`RunnerError`) instead.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import os
 import sys
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +139,8 @@ class ExecuTorchRunner(Runner):
     def activate_impl(self) -> None:
         runtime, name = load_runtime(self.choice)
         self.runtime = "executorch" if name == "executorch" else "executorch_numpy_runtime"
+        if name == "executorch" and self.threads:
+            size_thread_pool(int(self.threads), self.model_path)
         with captured_native_stderr() as log:
             try:
                 program = runtime.load_program(self.model_path)
@@ -174,11 +182,7 @@ class ExecuTorchRunner(Runner):
             import torch
 
             self._torch = torch
-            if self.threads:
-                from executorch.extension.pybindings import portable_lib
-
-                with captured_native_stderr():  # it logs "Resetting threadpool to N threads."
-                    portable_lib._unsafe_reset_threadpool(int(self.threads))
+            _LOADED.add(self)
 
     def _meta(self) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
         """Planned (upper-bound) shapes of forward's inputs and outputs."""
@@ -217,6 +221,31 @@ class ExecuTorchRunner(Runner):
         self._method = None
         self._torch = None
         self._first = True
+        _LOADED.discard(self)
+
+
+_LOADED: weakref.WeakSet[ExecuTorchRunner] = weakref.WeakSet()
+"""Active runners: their methods hold the thread pool they were loaded with (rule 5)."""
+
+
+def size_thread_pool(threads: int, model_path: str) -> None:
+    """Resize ``executorch.runtime``'s thread pool to ``threads`` before a program loads (rule 5).
+
+    Raises:
+        RunnerError: it has another size and a runner of this process holds a loaded program, whose
+            delegates would be left with the destroyed pool.
+    """
+    from executorch.extension.pybindings import portable_lib
+
+    current = int(portable_lib._threadpool_get_thread_count())
+    if current == threads:
+        return
+    if any(runner._method is not None for runner in list(_LOADED)):
+        raise RunnerError(f"cannot run {model_path} on {threads} threads: ExecuTorch's thread pool is process-wide and "
+                          f"a program loaded in this process runs on its {current} threads (resizing it would "
+                          "crash that program); deactivate the other runner first, or ask for the same threads")
+    with captured_native_stderr():  # it logs "Resetting threadpool to N threads."
+        portable_lib._unsafe_reset_threadpool(threads)
 
 
 def _to_numpy(value: Any) -> np.ndarray:

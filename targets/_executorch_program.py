@@ -29,23 +29,27 @@ Dim = int | tuple[str, int, int | None]
 
 
 def apply_precision(program: Any, request: PrecisionRequest, artifact: ModelArtifact, caps: dict[str, int],
-                    backend: str) -> tuple[Any, dict[str, Any]]:
-    """The program at the requested precision, re-exported where it changed or ``caps`` narrow its dims, and
-    what was done. fp16 for coreml and qnn is their compiler's compute precision (the program stays fp32).
+                    backend: str) -> tuple[Any, dict[str, Any], Any]:
+    """The program at the requested precision, re-exported where it changed or ``caps`` narrow its dims, what
+    was done, and the graph module the precision made before re-export (the PT2E-converted module, the float16
+    module; None where the program stays float32): the per-layer tools run it. fp16 for coreml and qnn is
+    their compiler's compute precision (the program stays fp32).
 
     Raises:
         CalibrationError: the calibration data does not run through the program.
+        ConfigError: ``request.exclude`` names neither a module nor an op of the program.
         UnsupportedError: the program takes keyword inputs and must be re-exported.
     """
     if request.precision == "fp16" and backend in HALF_PROGRAM_BACKENDS:
-        return reexport(half_module(copy.deepcopy(program.module())), program, caps), {"weights": "fp16"}
+        half = half_module(copy.deepcopy(program.module()))
+        return reexport(half, program, caps), {"weights": "fp16"}, half.inner
     if request.precision == "int8":
         module, quantization = quantize_pt2e(program, request, artifact)
-        return reexport(module, program, caps), {"weights": "int8 per channel", "quantization": quantization}
+        return reexport(module, program, caps), {"weights": "int8 per channel", "quantization": quantization}, module
     weights = {"weights": "fp32" if request.precision == "fp32" else f"fp16 ({backend} compute precision)"}
     if narrows(program, caps):
-        return reexport(program.module(), program, caps), weights
-    return program, weights
+        return reexport(program.module(), program, caps), weights, None
+    return program, weights, None
 
 
 def half_module(module: Any) -> Any:
@@ -104,10 +108,12 @@ def choose_int8_mode(request: PrecisionRequest, program: Any) -> str:
 
 
 def quantize_pt2e(program: Any, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
-    """PT2E INT8 with ``XNNPACKQuantizer`` (per-channel weights); modules named in ``request.exclude`` stay float.
+    """PT2E INT8 with ``XNNPACKQuantizer`` (per-channel weights); what ``request.exclude`` names stays float
+    (:func:`keep_float`).
 
     Raises:
         CalibrationError: the calibration data does not run through the prepared program.
+        ConfigError: ``request.exclude`` names neither a module nor an op of the program.
     """
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -115,9 +121,9 @@ def quantize_pt2e(program: Any, request: PrecisionRequest, artifact: ModelArtifa
     mode = choose_int8_mode(request, program)
     config, observer = quant_config(mode, request)
     quantizer = XNNPACKQuantizer().set_global(config)
-    for name in request.exclude:  # set_module_name(name, None) asserts in 1.5.1; a None config annotates nothing
-        quantizer.module_name_config[name] = None
-    prepared = prepare_pt2e(integer_scalar_ops(program.module()), quantizer)
+    graph_module = integer_scalar_ops(program.module())
+    keep_float(quantizer, graph_module, request.exclude)
+    prepared = prepare_pt2e(graph_module, quantizer)
     samples = _calibrate(prepared, program, request, artifact, mode)
     details: dict[str, Any] = {
         "mode": mode, "tool": "torchao prepare_pt2e/convert_pt2e + XNNPACKQuantizer", "weights": "int8 symmetric per channel",
@@ -131,6 +137,76 @@ def quantize_pt2e(program: Any, request: PrecisionRequest, artifact: ModelArtifa
     if request.exclude:
         details["kept_float"] = list(request.exclude)
     return convert_pt2e(prepared), details
+
+
+def keep_float(quantizer: Any, graph_module: Any, exclude: tuple[str, ...]) -> None:
+    """Configure ``quantizer`` to leave ``exclude`` in float.
+
+    1. A module's qualified name (``conv3``, ``encoder.layer.0.attention``; :func:`module_names`) gets no
+       quantization config, which is what ``XNNPACKQuantizer.set_module_name(name, None)`` means (it asserts
+       on None in ExecuTorch 1.5.1; a None entry of ``module_name_config`` annotates nothing). Every op inside
+       the module, its submodules' too, stays float; XNNPACK annotates an activation only fused with the op
+       before it, so a ``torch.relu`` called on the module's output in the parent's forward stays float too.
+    2. Any other name is an op of the graph (an ``add`` in a forward that owns no module for it) and is
+       filtered out with the quantizer's filter function.
+
+    Raises:
+        ConfigError: a name is neither a module nor an op of the graph.
+    """
+    modules = module_names(graph_module)
+    ops = {n.name for n in graph_module.graph.nodes if n.op == "call_function"}
+    unknown = [name for name in exclude if name not in modules and name not in ops]
+    if unknown:
+        raise ConfigError(f"modules or ops to keep in float not found in the torch program: {', '.join(unknown[:5])}",
+                          hint="name modules as the model names them (conv3, encoder.layer.0)")
+    for name in exclude:
+        if name in modules:
+            quantizer.module_name_config[name] = None
+    filtered = frozenset(name for name in exclude if name not in modules)
+    if filtered:
+        quantizer.set_filter_function(lambda node: node.name not in filtered)
+
+
+def module_name(node: Any) -> str:
+    """The qualified name of the innermost module whose forward called ``node`` (``""``: the root's)."""
+    stack = list(node.meta.get("nn_module_stack", {}).values())
+    path = str(stack[-1][0]) if stack else ""
+    return path.removeprefix("L['self'].").removeprefix("L['self']")
+
+
+def module_names(graph_module: Any) -> set[str]:
+    """Qualified names of the modules whose forwards called ops of the graph (not the root)."""
+    names = set()
+    for node in graph_module.graph.nodes:
+        for path, _ in node.meta.get("nn_module_stack", {}).values():
+            names.add(str(path).removeprefix("L['self'].").removeprefix("L['self']"))
+    return names - {""}
+
+
+def decompose_prelu(program: Any) -> int:
+    """Each ``aten.prelu`` whose input is not 4-D -> ``relu(x) + clamp(x, max=0) * weight`` (the same values),
+    in the program's graph, in place; returns how many.
+
+    ExecuTorch 1.5.1's XNNPACK lowering treats PReLU as a channels-last op and fails on a PReLU after a
+    linear layer ("Attempting to convert non-NHWC compatible node to NHWC" in ``ChannelsLastTaggedReshapePass``;
+    measured on MTCNN's ONet, whose dense layer ends in PReLU). 4-D PReLU lowers as it is.
+    """
+    import torch
+
+    graph = program.graph_module.graph
+    aten = torch.ops.aten
+    found = [n for n in graph.nodes if n.op == "call_function" and n.target == aten.prelu.default
+             and isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dim() != 4]
+    for node in found:
+        x, weight = node.args
+        with graph.inserting_before(node):
+            negative = graph.call_function(aten.mul.Tensor, (graph.call_function(aten.clamp.default, (x, None, 0.0)), weight))
+            out = graph.call_function(aten.add.Tensor, (graph.call_function(aten.relu.default, (x,)), negative))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    if found:
+        program.graph_module.recompile()
+    return len(found)
 
 
 def integer_scalar_ops(graph_module: Any) -> Any:

@@ -46,8 +46,12 @@ The input and output names are stored in the program (constant method ``edgec_io
 :mod:`edgec.runtime_shims.executorch`), so a device needs only the ``.pte``; the torch-free
 ``executorch-numpy-runtime`` (Python >= 3.12, numpy only) runs the xnnpack bundles too. Rebuilds are
 byte-identical for the xnnpack and vulkan backends (Core ML's backend names its models with random UUIDs).
-Per-layer tools (``--report-layers``, ``--max-drop``, ``edgec debug``) are not offered yet: ``request.exclude``
-already keeps PT2E modules in float by their torch names, but intermediate tensors of a ``.pte`` are not read.
+Per-layer tools (``--report-layers``, ``--max-drop``): layers are the torch model's modules (``conv3``,
+``encoder.layer.0.attention.self.query``), compared in the torch programs that were lowered (the PT2E-converted
+graph, its quantization simulated in float32, against the float graph; a ``.pte`` exposes no intermediate
+tensors) and kept in float with the quantizer's per-module config; see :mod:`edgec.targets._executorch_layers`.
+``--max-drop`` measures each candidate with the ``.pte`` itself. ``edgec debug`` of a finished bundle is not
+offered: the torch programs are known only while the build runs.
 """
 
 from __future__ import annotations
@@ -75,16 +79,20 @@ from edgec.core.errors import (
 )
 from edgec.core.installed import lookup, require_installed
 from edgec.core.types import FORMAT_PT2, ModelArtifact, TensorSpec
+from edgec.frameworks.fidelity import LayerDivergence, NodeInfo
 from edgec.runtime_shims.executorch import IO_METHOD, captured_native_stderr, quiet_python_logs
+from edgec.targets import _executorch_layers
+from edgec.targets._executorch_layers import LayerMemo, Lowered
 from edgec.targets._executorch_program import (
     Dim,
     apply_precision,
+    decompose_prelu,
     dim_bounds,
     op_counts,
     op_name,
     symbol_caps,
 )
-from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
+from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
 MODEL_FILE = "model.pte"
@@ -140,7 +148,7 @@ class QnnSdkMissing(MissingDependencyError):
         self.package, self.extra = "qnn-sdk", "executorch"
 
 
-class ExecuTorchTarget(Target):
+class ExecuTorchTarget(Target, LayerTools):
     """ExecuTorch ``.pte`` bundles (options: :class:`ExecuTorchOptions`)."""
 
     name = "executorch"
@@ -160,6 +168,8 @@ class ExecuTorchTarget(Target):
     def __init__(self) -> None:
         self.backend: str | None = None
         """The backend of the build this instance validated; None for a bundle of unknown backend."""
+        self._memo = LayerMemo()
+        """The torch programs behind the ``.pte`` files this instance wrote (the per-layer tools run them)."""
 
     def validate(self, request: PrecisionRequest) -> None:
         """Check the backend/precision combination (and the QNN SDK) before anything is imported.
@@ -219,12 +229,41 @@ class ExecuTorchTarget(Target):
 
             program = safe_load_pt2(artifact.path)
             caps = symbol_caps(program, artifact, options.max_dim)
-            program, details = apply_precision(program, request, artifact, caps, options.backend)
+            program, details, reduced = apply_precision(program, request, artifact, caps, options.backend)
             buffer, lowered = lower(program, artifact, options, request.precision)
             inputs = fixed_specs(artifact.inputs, dim_bounds(program))
         (bundle_dir / MODEL_FILE).write_bytes(buffer)
+        self._memo.remember(buffer, Lowered(artifact, request.precision, reduced))
         details.update(lowered)
         return ExportResult(MODEL_FILE, (MODEL_FILE,), inputs, artifact.outputs, details)
+
+    # ---- per-layer tools (LayerTools; see edgec.targets._executorch_layers)
+
+    def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[LayerDivergence]:
+        """Per-op divergence of the torch program lowered into ``candidate`` from the float program lowered into
+        ``reference``, run node by node in torch (a ``.pte`` exposes no intermediate tensors; see
+        :mod:`edgec.targets._executorch_layers` for what is compared).
+
+        Raises:
+            UnsupportedError: a file this target instance did not build (``edgec debug`` of a bundle).
+            ConfigError: not an fp32 reference and a reduced-precision candidate of the same model.
+        """
+        with _quiet(io.StringIO()):
+            return _executorch_layers.compare(self._memo, reference, candidate, feeds)
+
+    def float_group(self, reference: Path, layer: str, ranked: list[LayerDivergence]) -> list[str]:
+        """The layer and the layers producing the activations it reads (PT2E quantizes a tensor at its producer)."""
+        return _executorch_layers.float_group(self._reference_nodes(reference), layer)
+
+    def float_nodes(self, reference: Path, layers: list[str], ranked: list[LayerDivergence]) -> tuple[str, ...]:
+        """The modules' qualified names (``conv3``), or the op names of layers that are no module."""
+        nodes = self._reference_nodes(reference)
+        graph = self._memo.float_graph(self._memo.lookup(reference))  # loaded by _reference_nodes
+        return _executorch_layers.float_names(graph, nodes, layers)
+
+    def _reference_nodes(self, reference: Path) -> list[NodeInfo]:
+        with _quiet(io.StringIO()):
+            return _executorch_layers.graph_nodes(self._memo.float_graph(self._memo.lookup(reference)))
 
 
 @contextlib.contextmanager
@@ -265,6 +304,7 @@ def lower(program: Any, artifact: ModelArtifact, options: ExecuTorchOptions, pre
     from executorch.exir import to_edge_transform_and_lower
 
     partitioner, converter = _partitioner(options, precision)
+    rewritten = decompose_prelu(program)
     names = json.dumps({"inputs": [s.name for s in artifact.inputs], "outputs": [s.name for s in artifact.outputs]})
     io_names = torch.tensor(list(names.encode("utf-8")), dtype=torch.uint8)
     with _bounds_kept():
@@ -279,6 +319,7 @@ def lower(program: Any, artifact: ModelArtifact, options: ExecuTorchOptions, pre
         "runtime": "executorch", "route": FORMAT_PT2, "backend": options.backend, "converter": converter,
         "operators": {"delegated": delegated, "portable": portable}, "delegates": delegates,
         "planned_memory_bytes": memory, "planned_inputs": planned,
+        **({"rewrites": {"prelu_not_4d_decomposed": rewritten}} if rewritten else {}),
     }
 
 

@@ -286,6 +286,19 @@ def test_runner_names_the_torch_free_runtime_when_asked_for_it_and_absent(tmp_pa
         pytest.skip("executorch-numpy-runtime is installed here")
 
 
+def test_prelu_after_a_linear_layer_lowers_and_matches_torch(tmp_path: Path) -> None:
+    """ExecuTorch 1.5.1's XNNPACK lowering fails on a 2-D PReLU (MTCNN's ONet); the target decomposes it."""
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.PReLU(16), torch.nn.Linear(16, 3))
+    path = _export(module, (torch.randn(2, 12),), {}, tmp_path / "prelu.pt2")
+    artifact = ModelArtifact(path, FORMAT_PT2, (TensorSpec("x", (2, 12), "float32"),), (TensorSpec("y", (2, 3), "float32"),),
+                             "0" * 64)
+    pte, out = _export_bundle(artifact, tmp_path / "b")
+    assert out["details"]["rewrites"] == {"prelu_not_4d_decomposed": 1}
+    x = np.random.default_rng(6).standard_normal((2, 12)).astype(np.float32)
+    np.testing.assert_allclose(_run(pte, {"x": x})["y"], _reference(artifact, x), rtol=1e-5, atol=1e-5)
+
+
 def test_program_holds_its_io_names(conv: ModelArtifact, tmp_path: Path) -> None:
     pte, _ = _export_bundle(conv, tmp_path / "b")
     from executorch.runtime import Runtime
