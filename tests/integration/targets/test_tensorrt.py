@@ -18,6 +18,7 @@ from edgec.core.bundle import load_manifest
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.ort import OrtRunner
 from edgec.targets.tensorrt import TensorRTOptions, TensorRTTarget, check_trt_qdq
+from tests.conftest import REPO
 from tests.support.cli import run_cli
 from tests.support.models import make_calib, make_conv_onnx
 
@@ -203,7 +204,7 @@ def test_gpu_check_script_fails_clearly_without_tensorrt(tiny) -> None:
     import subprocess
     import sys
 
-    script = Path(__file__).resolve().parents[3] / "benchmarks" / "tensorrt_gpu_check.py"
+    script = REPO / "benchmarks" / "tensorrt_gpu_check.py"
     proc = subprocess.run([sys.executable, str(script), str(tiny["int8"])], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3 and proc.stdout == ""
     assert "tensorrt is not installed" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

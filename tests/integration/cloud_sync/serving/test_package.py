@@ -18,13 +18,13 @@ import tomllib
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
 from edgec.core import errors
+from tests.conftest import REPO
 from tests.support.cli import assert_one_line_error, run_cli
 from tests.support.models import make_calib, make_conv_onnx
 
 pytest.importorskip("yaml")
 pytest.importorskip("packaging")
 
-REPO = Path(__file__).resolve().parents[3]
 PIN = re.compile(r"([a-z0-9][a-z0-9._-]*)==([0-9][0-9A-Za-z.+!-]*)(  # .*)?")
 
 
