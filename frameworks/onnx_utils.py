@@ -50,11 +50,16 @@ def _dtype_name(elem_type: int) -> str:
 
 
 def value_info_spec(value_info: Any) -> TensorSpec:
-    """A :class:`TensorSpec` from an ONNX ValueInfoProto."""
+    """A :class:`TensorSpec` from an ONNX ValueInfoProto.
+
+    A ``dim_value`` of ``-1`` (older exporters such as paddle2onnx write it for a dynamic dim) is dynamic
+    (``None``), like a dim with neither a value nor a name; any other negative value stays, and is refused
+    where input sizes are checked.
+    """
     tensor_type = value_info.type.tensor_type
     dims: list[int | str | None] = []
     for dim in tensor_type.shape.dim:
-        if dim.HasField("dim_value"):
+        if dim.HasField("dim_value") and dim.dim_value != -1:
             dims.append(int(dim.dim_value))
         elif dim.HasField("dim_param"):
             dims.append(str(dim.dim_param))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
@@ -46,6 +47,7 @@ class QuantizeDynamic(Pass):
             nodes_to_exclude=list(opts.nodes_to_exclude) or None,
         )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
+        require_quantized(out_path)
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
         return PassResult(out, True, {"mode": "dynamic", "ops": onnx_utils.op_counts(model)})

@@ -7,16 +7,24 @@ int8 weights (U8S8), the fast path of onnxruntime's x86 kernels.
 An output ``Concat`` that joins parts whose calibrated ranges differ by more than ``mixed_range_ratio``
 (10x by default: a detector's boxes 0-320 beside its class probabilities 0-1) stays float, with the moves
 after it (see :mod:`edgec.compiler.passes._mixed_outputs`); the stats list it under ``kept_float_outputs``.
+
+A ``Gemm`` bias stored as a ``(1, N)`` row (tf2onnx writes them so) is given to the quantizer as the ``(N,)``
+vector it means: onnxruntime's int32-bias check indexes per-channel biases by output channel and fails on a
+2-D one (``The truth value of an array with more than one element is ambiguous``). The stats count them
+under ``gemm_biases_flattened``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from pathlib import Path
 from typing import Any, Literal
 
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
+from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
@@ -55,6 +63,29 @@ def data_reader(calibration: CalibrationSet, base: type) -> Any:
     return Reader()
 
 
+def flatten_gemm_biases(path: Path, work_dir: Path) -> tuple[Path, int]:
+    """The model at ``path`` with every ``(1, N)`` Gemm bias initializer read only by Gemms reshaped to ``(N,)``
+    (saved in ``work_dir``; ``path`` itself when there is none), and how many were reshaped."""
+    from onnx import numpy_helper
+
+    model = onnx_utils.load_model(path)
+    readers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            readers.setdefault(name, set()).add(f"{node.op_type}:{index}")
+    count = 0
+    for init in model.graph.initializer:
+        if len(init.dims) == 2 and init.dims[0] == 1 and readers.get(init.name) == {"Gemm:2"}:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).reshape(-1), init.name))
+            count += 1
+    if not count:
+        return path, 0
+    del model.graph.value_info[:]  # the bias's old shape must not linger in annotations
+    out = work_dir / "gemm_bias.onnx"
+    onnx_utils.save_model(model, out)
+    return out, count
+
+
 class QuantizeStatic(Pass):
     """onnxruntime ``quantize_static``: QDQ, per-channel weights, calibrated activations."""
 
@@ -70,28 +101,33 @@ class QuantizeStatic(Pass):
         out_path = ctx.work_dir / "model.onnx"
         act = q.QuantType.QUInt8 if opts.activation_type == "uint8" else q.QuantType.QInt8
         logging.getLogger().setLevel(logging.ERROR)
-        source, mixed = self._mixed_outputs(artifact.path, ctx)
+        source, flattened = flatten_gemm_biases(artifact.path, ctx.work_dir)
+        source, mixed = self._mixed_outputs(source, ctx)
         exclude = [*opts.nodes_to_exclude, *(n for m in mixed for n in m.nodes if n not in opts.nodes_to_exclude)]
         ctx.log(f"calibrating activations on {len(ctx.calibration)} samples ({opts.method})")
-        q.quantize_static(
-            str(source),
-            str(out_path),
-            data_reader(ctx.calibration, q.CalibrationDataReader),
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=opts.per_channel,
-            activation_type=act,
-            weight_type=q.QuantType.QInt8,
-            op_types_to_quantize=list(opts.op_types) if opts.op_types else None,
-            nodes_to_exclude=exclude or None,
-            calibrate_method=getattr(q.CalibrationMethod, METHOD_NAMES[opts.method]),
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options},
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print their progress to stdout
+            q.quantize_static(
+                str(source),
+                str(out_path),
+                data_reader(ctx.calibration, q.CalibrationDataReader),
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=opts.per_channel,
+                activation_type=act,
+                weight_type=q.QuantType.QInt8,
+                op_types_to_quantize=list(opts.op_types) if opts.op_types else None,
+                nodes_to_exclude=exclude or None,
+                calibrate_method=getattr(q.CalibrationMethod, METHOD_NAMES[opts.method]),
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options},
+            )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
+        require_quantized(out_path)
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
         stats: dict[str, Any] = {"mode": "static", "ops": onnx_utils.op_counts(model)}
         if mixed:
             stats["kept_float_outputs"] = [m.to_json() for m in mixed]
+        if flattened:
+            stats["gemm_biases_flattened"] = flattened
         return PassResult(out, True, stats)
 
     def _mixed_outputs(self, path: Path, ctx: PassContext) -> tuple[Path, list[MixedOutput]]:
