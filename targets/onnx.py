@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from edgec.core.errors import UnsupportedError
 from edgec.core.types import FORMAT_ONNX, ModelArtifact
 from edgec.frameworks import fidelity, onnx_utils
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
-from edgec.targets.options import TargetOptions
+from edgec.targets.options import TargetOptions, option
 
 MODEL_FILE = "model.onnx"
 ORT_CALIBRATION_METHODS = ("minmax", "percentile")
@@ -78,8 +78,17 @@ class OnnxLayers(LayerTools):
         return tuple(node for node, layer in names.items() if layer in layers)
 
 
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+"""What ``quantize_ops=compute`` quantizes: the ops that carry the weights and the arithmetic."""
+
+
 class OnnxOptions(TargetOptions):
-    """The onnx target takes no options."""
+    """Options of the onnx target (unknown keys rejected)."""
+
+    quantize_ops: Literal["default", "compute"] = option(
+        "default", "static INT8 op set: default (onnxruntime's list, which also quantizes pooling, Add, Mul, "
+        "Concat, Softmax...) or compute (Conv, ConvTranspose, Gemm, MatMul only; safer on detectors, recognizers "
+        "and models with arithmetic front ends)")
 
 
 class OnnxTarget(OnnxLayers, Target):
@@ -111,7 +120,8 @@ class OnnxTarget(OnnxLayers, Target):
         exclude = self.exclude_options(request)
         if choose_int8_mode(request, artifact) == "static":
             method = request.calibration.method if request.calibration else "minmax"
-            return [("quantize_static", {"method": method, **exclude})]
+            ops = {"op_types": list(COMPUTE_OPS)} if request.options_as(OnnxOptions).quantize_ops == "compute" else {}
+            return [("quantize_static", {"method": method, **ops, **exclude})]
         return [("quantize_dynamic", exclude)]
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:

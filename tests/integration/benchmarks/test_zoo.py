@@ -49,3 +49,22 @@ def test_a_paddle_exported_classifier_from_its_wheel_builds_onnx_int8_that_keeps
     assert np.mean(agreement) >= 0.9 and latency_ms > 0 and runtime == "onnxruntime"
     # the data is what the model was trained on: FP32 tells the upside-down lines (every other one) apart
     assert np.mean([r[next(iter(r))].argmax() == i % 2 for i, r in enumerate(reference)]) >= 0.75
+
+
+@pytest.mark.slow
+def test_a_recognizer_whose_pooling_outgrows_a_halved_height_builds_for_openvino_proving_its_first_size(
+        ppocr_cls: tuple[zoo.ZooModel, Path], tmp_path: Path) -> None:
+    """PP-OCR's recognizer (same wheel): OpenVINO refuses the golden set's second size of the dynamic dims (its
+    AveragePool kernel is taller than the halved feature map, which onnxruntime pads), so the bundle keeps its
+    dynamic width, proves the first size and says why the second was dropped."""
+    model = zoo.get("ppocr_rec")
+    path = zoo.fetch(model)
+    np.savez(tmp_path / "calib.npz", **data.text_lines(path, 8, 0))
+    done = run_cli("build", str(path), "--target", "openvino", "--input", "x:1x3x48x320", "--calib",
+                   str(tmp_path / "calib.npz"), "--out", str(tmp_path / "out"), "--json")
+    assert done.returncode == 0, done.stderr
+    bundle = Path(json.loads(done.stdout)[0]["bundle"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert "AvgPool" in manifest["parity"]["second_shape_refused"]
+    assert isinstance(manifest["inputs"][0]["shape"][3], str)  # the width stays dynamic (named)
+    assert run_cli("verify", str(bundle)).returncode == 0
