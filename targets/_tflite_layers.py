@@ -247,12 +247,25 @@ def quantize_excluding(converter: Any, exclude: tuple[str, ...]) -> bytes:
     Raises:
         ConfigError: a name in ``exclude`` is not an op output of the model.
     """
+    return quantize_calibrated(converter, calibrate_only(converter), exclude)
+
+
+def calibrate_only(converter: Any) -> bytes:
+    """The float model with the converter's calibration statistics (what :func:`quantize_calibrated` takes)."""
+    converter._experimental_calibrate_only = True
+    return bytes(converter.convert())
+
+
+def quantize_calibrated(converter: Any, calibrated: bytes, exclude: tuple[str, ...]) -> bytes:
+    """The second step of :func:`quantize_excluding`, on a model from :func:`calibrate_only`.
+
+    Raises:
+        ConfigError: a name in ``exclude`` is not an op output of the model.
+    """
     tf = tf_module()
     from tensorflow.lite.python import convert as tfl_convert
 
-    converter._experimental_calibrate_only = True
-    calibrated = converter.convert()
-    known = {n.name for n in graph_nodes(_interpreter(bytes(calibrated)))}
+    known = {n.name for n in graph_nodes(_interpreter(calibrated))}
     unknown = [name for name in exclude if name not in known]
     if unknown:
         raise ConfigError(f"the tflite model has no op output {unknown[0]!r} to keep in float "

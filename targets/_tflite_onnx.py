@@ -41,6 +41,8 @@ RECURRENT_HINT = ("the unroll_rnn pass left it to onnx2tf ('edgec build -v' logs
                   "more than 512 steps, clip, other activations): fix the sequence length with --input, or build for "
                   "the onnx target")
 """What to try when onnx2tf fails on a recurrent node: the tflite route unrolls those it can (``unroll_rnn``)."""
+OUTPUT_MOVES = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+"""ONNX ops that move values without changing them (:func:`has_output_concat`)."""
 MISMATCH_LIMIT = 1e-2
 """Largest relative error between onnx2tf's float graph and the ONNX model before the route is refused."""
 
@@ -179,6 +181,22 @@ def recurrent_nodes(path: Path) -> list[tuple[str, str]]:
     return [(n.op_type, n.name) for n in graph.node if n.op_type in RECURRENT_OPS]
 
 
+def has_output_concat(path: Path) -> bool:
+    """Whether a graph output comes from a ``Concat`` through ops that only move values (a detector's boxes and
+    scores): the full-integer INT8 build then checks the ranges it joins (:mod:`._tflite_mixed`)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    for output in graph.output:
+        node = producer.get(output.name)
+        while node is not None and node.op_type in OUTPUT_MOVES and node.input:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type == "Concat":
+            return True
+    return False
+
+
 def _onnx_op_type(path: Path, node_name: str) -> str:
     import onnx
 
@@ -214,6 +232,7 @@ def onnx2tf_worker(args_json: str) -> int:
         print(f"missing module: {exc}")
         return 3
     model = onnx.load(args["onnx"])
+    renamed = scope_safe_node_names(model)
     input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     output_names = [o.name for o in model.graph.output]
     try:
@@ -223,7 +242,8 @@ def onnx2tf_worker(args_json: str) -> int:
                                           keep_shape_absolutely_input_names=sequence_inputs(model) or None)
     except BaseException as exc:  # onnx2tf calls sys.exit(1) on some errors
         traceback.print_exc()
-        print(f"onnx_op_name: {getattr(exc, 'onnx_op_name', None)}" if getattr(exc, "onnx_op_name", None) else "")
+        failed = getattr(exc, "onnx_op_name", None)
+        print(f"onnx_op_name: {renamed.get(failed, failed)}" if failed else "")
         return 2
     _name_layers(model, tensors)
     serve = _save_serving(tf, keras_model, input_names, output_names, Path(args["saved"]))
@@ -231,6 +251,29 @@ def onnx2tf_worker(args_json: str) -> int:
     report = _layout_report(serve, shapes, args, input_names, output_names)
     Path(args["io"]).write_text(json.dumps(report))
     return 0
+
+
+SCOPE_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-/>]")
+"""Characters a TensorFlow name scope refuses (its pattern is ``^[A-Za-z0-9_.\\-/>]*$``)."""
+
+
+def scope_safe_node_names(model: Any) -> dict[str, str]:
+    """Rename the nodes whose names TensorFlow refuses as a scope (paddle2onnx writes ``Softmax@0``): onnx2tf
+    passes some node names to TensorFlow ops as ``name=`` (``tf.nn.softmax``), which then raise
+    ``'Softmax@0' is not a valid scope name``. Unsafe characters become ``_`` (made unique); returns new -> old
+    name, so that an error names the node as the source model does. Layer names are unchanged:
+    :func:`._tflite_layers.scope_name` makes the same replacement."""
+    taken = {n.name for n in model.graph.node}
+    renamed: dict[str, str] = {}
+    for node in model.graph.node:
+        if not SCOPE_UNSAFE.search(node.name):
+            continue
+        name = SCOPE_UNSAFE.sub("_", node.name)
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        renamed[name], node.name = node.name, name
+    return renamed
 
 
 CHANNEL_OPS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool", "AveragePool", "LpPool",
