@@ -89,7 +89,7 @@ class OpenVinoRunner(Runner):
         self._compiled = core.compile_model(model, self.device, self.compile_config)
         self._request = self._compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self._compiled.inputs]
-        self.output_names = [port.get_any_name() for port in self._compiled.outputs]
+        self.output_names = [port.get_any_name() for port in model.outputs]  # compiling may merge in a producer's names
         self._output_aliases = [set(port.get_names()) for port in self._compiled.outputs]
 
     def _config(self, declared: dict[str, str]) -> dict[str, Any]:

@@ -6,7 +6,10 @@ Routes (:attr:`OpenVinoTarget.routes` lists them in preference order: pt2, saved
    the artifact's specs (the frontend leaves every dim dynamic and names outputs after torch ops).
    Measured on the digits CNN and MiniLM: same fidelity as through ONNX, latency equal within noise.
    A program the frontend rejects is an export error whose hint is to build from an ONNX export instead.
-2. ``onnx``: ONNX sources (after edgec's clean-up passes) through ``openvino.convert_model(path)``.
+2. ``onnx``: ONNX sources (after edgec's clean-up passes) through ``openvino.convert_model(path)``, after
+   the ``If`` nodes that fixed input dims decide (torch's rank and squeeze checks) became their branch
+   (:mod:`edgec.targets._openvino_ifs`; ``target_details.folded_ifs``): OpenVINO converts both branches and
+   refuses the one that never runs, or gives the ``If`` an unknown rank that a following ``Conv`` refuses.
 3. ``savedmodel`` / ``keras``: TensorFlow sources through OpenVINO's TensorFlow frontend,
    ``openvino.convert_model(saved_model_dir)`` on the ``serving_default`` signature (a Keras model, ``.keras``
    or ``.h5``, is first exported to one, as for the tflite target). The frontend orders and names ports by
@@ -20,6 +23,8 @@ Precision is applied here with OpenVINO's own tools, so :meth:`OpenVinoTarget.pr
   calibration set through :func:`edgec.calibration.nncf_adapter.to_nncf_dataset`. ``model_type`` is
   ``transformer`` for MatMul-dominated models (SmoothQuant, attention-aware scopes; MiniLM: cosine
   mean 0.997 vs 0.60 with nncf's defaults, measured) and nncf's default otherwise.
+  ``preset`` ``auto`` is ``mixed`` (asymmetric activations) when SiLU/GELU-like activations outnumber ReLUs
+  (:mod:`edgec.targets._openvino_preset`; YOLOv8n: detection agreement 0.956, was a collapsed build).
 - ``int8`` ``dynamic``: ``nncf.compress_weights`` INT8_ASYM: int8 weights, float activations; no data needed.
 - ``int8`` ``auto`` (default): ``static`` when calibration data is given; otherwise weight-only INT8, and
   ``target_details.quantization.reason`` says so (as the onnx target falls back to dynamic INT8).
@@ -78,7 +83,9 @@ from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.frameworks import fidelity
 from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL
 from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
+from edgec.targets._openvino_ifs import fixed_dims, fold_ifs
 from edgec.targets._openvino_layers import decode, fx_name, store_layers, stored_layers
+from edgec.targets._openvino_preset import auto_preset
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -91,6 +98,8 @@ _CANONICAL = re.compile(r"\b[A-Z][A-Za-z0-9]*_c(\d+)\b")
 _PROBE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
 _SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
 _CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
+_RANK_HINT = ("an If in the model (torch's export of squeeze on a dim it cannot prove is 1) has outputs whose "
+              "rank depends on the input sizes: export the model with fixed input shapes, or build the onnx target")
 _RANGES = {"minmax": None, "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
 
 
@@ -100,7 +109,8 @@ class OpenVinoOptions(TargetOptions):
     model_type: Literal["auto", "transformer", "default"] = option(
         "auto", "nncf model type for static INT8: auto (transformer when MatMuls outnumber convs), transformer, default")
     preset: Literal["auto", "performance", "mixed"] = option(
-        "auto", "nncf preset: auto, performance (symmetric activations), mixed (asymmetric)")
+        "auto", "nncf preset: auto (mixed when SiLU/GELU-like activations outnumber ReLUs, else nncf's default), "
+                "performance (symmetric activations), mixed (asymmetric)")
     fast_bias_correction: bool = option(True, "true or false (nncf's full bias correction)")
     ignored_types: tuple[str, ...] = option(
         (), "comma-separated OpenVINO op types kept in float by INT8, e.g. Softmax,MVN")
@@ -128,6 +138,7 @@ class OpenVinoTarget(Target, LayerTools):
                                "(measured); fp16 compute: --target-option inference_precision=f16"}
     Options = OpenVinoOptions
     dynamic_shapes = True
+    export_version = "2"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims
     calibration_methods = ("minmax", "entropy", "percentile")
     sparsity_gain = "size after compression"
     color = "#9467bd"
@@ -204,8 +215,11 @@ def convert(ov: Any, artifact: ModelArtifact, work_dir: Path | None = None) -> t
         ExportError: OpenVINO could not convert it.
     """
     if artifact.format == FORMAT_ONNX:
-        model = _convert_or_raise(ov, str(artifact.path), "ONNX model")
         details: dict[str, Any] = {"route": FORMAT_ONNX, "converter": "openvino.convert_model(onnx file)"}
+        path, folded = _fold_static_ifs(artifact, work_dir)
+        if folded:
+            details["folded_ifs"] = folded
+        model = _convert_or_raise(ov, str(path), "ONNX model", hint=_RANK_HINT)
     elif artifact.format == FORMAT_PT2:
         model, details = _convert_pt2(ov, artifact)
     elif artifact.format in (FORMAT_SAVEDMODEL, FORMAT_KERAS) and work_dir is not None:
@@ -214,6 +228,21 @@ def convert(ov: Any, artifact: ModelArtifact, work_dir: Path | None = None) -> t
         raise UnsupportedError(f"the openvino target takes pt2, onnx, savedmodel or keras models, not {artifact.format}")
     _apply_specs(ov, model, artifact)
     return model, details
+
+
+def _fold_static_ifs(artifact: ModelArtifact, work_dir: Path | None) -> tuple[Path, int]:
+    """The ONNX model with the ``If`` nodes its fixed input dims decide replaced by their branch
+    (:mod:`edgec.targets._openvino_ifs`), and how many; the artifact's own file when none."""
+    if work_dir is None:
+        return artifact.path, 0
+    from edgec.frameworks import onnx_utils
+
+    model = onnx_utils.load_model(artifact.path)
+    folded = fold_ifs(model, {spec.name: fixed_dims(spec) for spec in artifact.inputs})
+    if not folded:
+        return artifact.path, 0
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return onnx_utils.save_artifact(model, work_dir, "folded_ifs.onnx").path, folded
 
 
 def _convert_pt2(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]:
@@ -241,6 +270,8 @@ def _convert_or_raise(ov: Any, source: Any, what: str, hint: str | None = None) 
         with _quiet(log):
             return ov.convert_model(source)
     except Exception as exc:  # one OpenVINO call: its frontends raise RuntimeError, OpConversionFailure, any type
+        if hint == _RANK_HINT and "rank has to be known" not in str(exc):
+            hint = None
         raise ExportError(f"OpenVINO could not convert the {what}: {type(exc).__name__}: {brief(exc)}", hint=hint,
                           log=log.getvalue() + f"\n{type(exc).__name__}: {exc}\n") from exc
 
@@ -292,8 +323,9 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
     kwargs: dict[str, Any] = {"subset_size": len(calibration), "fast_bias_correction": options.fast_bias_correction}
     if model_type == "transformer":
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
-    if options.preset != "auto":
-        kwargs["preset"] = nncf.QuantizationPreset(options.preset)
+    preset = options.preset if options.preset != "auto" else auto_preset(model)
+    if preset != "auto":
+        kwargs["preset"] = nncf.QuantizationPreset(preset)
     if options.ignored_types or exclude:
         kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(options.ignored_types), names=list(exclude), validate=False)
     estimator = _RANGES[calibration.method]
@@ -305,7 +337,7 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
         kwargs["advanced_parameters"] = AdvancedQuantizationParameters(activations_range_estimator_params=params)
     quantized = _run_nncf(nncf, "nncf.quantize", lambda: nncf.quantize(model, to_nncf_dataset(calibration), **kwargs))
     return quantized, {
-        "mode": "static", "tool": "nncf.quantize", "model_type": model_type, "preset": options.preset,
+        "mode": "static", "tool": "nncf.quantize", "model_type": model_type, "preset": preset,
         "fast_bias_correction": options.fast_bias_correction, "ignored_types": list(options.ignored_types),
         "activation_ranges": (estimator or "nncf default (mean min/max)").lower(), "subset_size": len(calibration),
         "fake_quantize_ops": _count(quantized, "FakeQuantize"),
