@@ -8,7 +8,7 @@ DEMO_STAMP := $(VENV)/.edgec-demo-installed
 # to train, scikit-learn for the digits, sync for the `edgec publish` it suggests. No test or dev tools.
 # tensorflow-cpu (tflite, 1.3 GB) and torch (0.8 GB) are most of it: `make demo DEMO_EXTRAS=torch,onnx,openvino,sync`
 # installs less, and the demo's table then says which targets were not built and what would install them.
-DEMO_EXTRAS ?= torch,onnx,openvino,tflite,coreml,sync
+DEMO_EXTRAS ?= torch,onnx,openvino,tflite,coreml,executorch,sync
 # The demo reuses the full install (`make test`'s) where it exists, else installs only what it needs
 DEMO_INSTALL := $(if $(wildcard $(STAMP)),$(STAMP),$(DEMO_STAMP))
 
