@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from edgec.calibration.dataset import CalibrationSet, subset_indices
+from edgec.calibration.dataset import IGNORED_ARRAYS, CalibrationSet, subset_indices
 from edgec.calibration.readers import read_path
-from edgec.compiler import mixed_precision
+from edgec.compiler import input_values, mixed_precision
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.golden import spread
 from edgec.compiler.metrics import Metric
@@ -235,7 +235,7 @@ def budget_feeds(config: BuildConfig, artifact: ModelArtifact, holdout: tuple[Fe
     """
     metric(config).check(artifact.outputs)
     if config.eval is not None:
-        raw = read_path(config.eval, artifact.inputs, None, max_bytes=config.calib_max_mb << 20)
+        raw = _eval_arrays(read_path(config.eval, artifact.inputs, None, max_bytes=config.calib_max_mb << 20), artifact, config)
         if config.metric == "accuracy" and "labels" not in raw:
             raise CalibrationError(f"--eval {config.eval} has no 'labels' array; expected inputs plus labels")
         data = CalibrationSet.from_arrays(raw, artifact.inputs, source=str(config.eval))
@@ -246,6 +246,21 @@ def budget_feeds(config: BuildConfig, artifact: ModelArtifact, holdout: tuple[Fe
     if holdout:
         return Budget(list(holdout), None, "held-out calibration")
     return Budget(golden_inputs, None, "golden")
+
+
+def _eval_arrays(raw: dict[str, np.ndarray], artifact: ModelArtifact, config: BuildConfig) -> dict[str, np.ndarray]:
+    """``--eval`` arrays as calibration reads them with ``--input-value``: a setting folded into the graph (no
+    longer an input) is dropped, one that is still an input takes its value in every sample (the data need
+    not hold it)."""
+    names = {spec.name for spec in artifact.inputs}
+    kept = {k: v for k, v in raw.items() if k not in config.input_values or k in names}
+    settings = {k: v for k, v in config.input_values.items() if k in names}
+    if not settings:
+        return kept
+    data = [np.asarray(v) for k, v in kept.items() if k not in settings and k not in IGNORED_ARRAYS]
+    count = len(data[0]) if data else 1
+    arrays = input_values.value_arrays(artifact.inputs, settings)
+    return {**kept, **{k: np.broadcast_to(v, (count, *v.shape)).copy() for k, v in arrays.items()}}
 
 
 def search(probe: TargetProbe, budget: Budget, config: BuildConfig, log: Callable[[str], None]) -> tuple[MixedPrecision, Cost]:

@@ -16,7 +16,8 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
 2. Rank the current candidate's layers by the error they add (the target's
    :meth:`~edgec.targets.base.LayerTools.compare_layers`, see :mod:`edgec.frameworks.fidelity`) on the
    :data:`RANK_SAMPLES` budget feeds where its outputs are furthest from FP32 (NNCF's ``select_subset``).
-   This costs runs, not builds.
+   This costs runs, not builds. Ops that keeping in float cannot change (:data:`NOT_CANDIDATES`: control
+   flow, value movers, boolean ops) are skipped, and a set of layers measured once is never proposed again.
 3. Measure the :data:`TOP_K` best-ranked groups (a layer and the layers the target says must go with it,
    :meth:`~edgec.targets.base.LayerTools.float_group`), each kept in float alone on top of the current
    candidate: one build each, in ranking order, stopping at the first that meets the budget.
@@ -70,6 +71,18 @@ RANK_SAMPLES = 32
 """Budget feeds the per-layer ranking runs on (step 2)."""
 MIN_GAIN = 0.01
 """A group helps when it closes at least this share of the gap to FP32 (step 4): measurement noise does not."""
+BUDGET_TOLERANCE = 1e-9
+"""Float rounding allowed on a drop equal to the budget (scores that are shares of counts are exact otherwise)."""
+NOT_CANDIDATES = frozenset({
+    "If", "Loop", "Scan",  # control flow: no quantizer quantizes the node; its body reads outer values unseen
+    "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Flatten", "Expand",  # move values; QDQ keeps their input's scale
+    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor",  # boolean results
+    "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS",  # TFLite's value movers
+})
+"""Op types the search never keeps in float on their own (step 3), though the ranking may show growth on them:
+keeping them in float changes no quantized op (an ``If``'s body reads tensors that are not its inputs, so all
+their error counts as its own; a ``Squeeze`` only passes its input's quantized values on), so each would be a
+build that cannot help. Seen on Silero VAD: every candidate was an ``If``, ``Equal``, ``Squeeze`` or ``Unsqueeze``."""
 METHOD_ORDER = ("percentile", "entropy", "minmax")
 """Calibration methods in the order step 1 tries them after the build's own: ``percentile`` first (it drops the
 rare outliers that stretch a min/max range, the usual reason a whole model breaks), ``entropy`` next (it clips
@@ -325,7 +338,9 @@ class Search:
         return self.best is not None and self.within(self.best)
 
     def within(self, trial: Trial) -> bool:
-        return self.baseline - trial.value <= self.max_drop
+        """Whether ``trial``'s drop is at most the budget; a drop that equals it up to float rounding (1 - 0.95
+        is 0.050000000000000044) is within."""
+        return self.baseline - trial.value <= self.max_drop + BUDGET_TOLERANCE
 
     def round(self, current: Trial) -> Trial:
         """Steps 2-4 from ``current``; returns the candidate the next round starts from."""
@@ -373,7 +388,7 @@ class Search:
         for d in ranked:
             if d.growth <= 0 or len(found) == TOP_K:
                 break
-            if d.layer in current.float_layers:
+            if d.layer in current.float_layers or d.op in NOT_CANDIDATES:
                 continue
             group = [x for x in dict.fromkeys(self.probe.group(d.layer, ranked)) if x not in current.float_layers][:room]
             layers = (*current.float_layers, *group)
@@ -392,6 +407,7 @@ class Search:
         """Build (or reuse) the candidate keeping ``exclude`` in float, calibrated with ``method`` (None: the
         search's current method) and score it."""
         method = method or self.method
+        self.tried.add(frozenset(layers))  # a combination step 4 measured is not proposed again in a later round
         candidate = self.probe.build(exclude) if method is None else self.probe.build(exclude, method)
         outputs = self.probe.run(candidate)
         trial = Trial(candidate, layers, self.metric.score(self.reference, outputs, self.labels), output_errors(self.reference, outputs))

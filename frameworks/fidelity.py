@@ -178,14 +178,19 @@ def layer_names(model: Any) -> dict[str, str]:
 
 
 def own_weights(model: Any) -> set[str]:
-    """Initializers that name a layer: read by exactly one node, more than one value, a module-path name
+    """Initializers that name a layer: float, read by exactly one node, more than one value, a module-path name
     (not an exporter's ``onnx::Conv_123``). Shared constants (``min_val_cast``) and scalars are not weights."""
     readers: dict[str, int] = {}
     for node in model.graph.node:
         for name in set(node.input):
             readers[name] = readers.get(name, 0) + 1
     return {i.name for i in model.graph.initializer
-            if readers.get(i.name) == 1 and int(np.prod(i.dims)) > 1 and "::" not in i.name}
+            if readers.get(i.name) == 1 and int(np.prod(i.dims)) > 1 and "::" not in i.name
+            and i.data_type in _FLOAT_TYPES}  # a Slice's int64 starts or a Reshape's shape is no layer's weights
+
+
+_FLOAT_TYPES = frozenset({1, 10, 11, 16})
+"""ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16: the element types of weights."""
 
 
 ACTIVATIONS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "Gelu", "HardSwish", "HardSigmoid", "Softmax"})
