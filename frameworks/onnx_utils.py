@@ -187,3 +187,12 @@ def sort_nodes(model: Any) -> bool:
     del graph.node[:]
     graph.node.extend(copies)
     return True
+
+
+def unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_1``, ``name_2``, ... the first not in ``taken``; added to ``taken``."""
+    candidate, n = name, 1
+    while candidate in taken:
+        candidate, n = f"{name}_{n}", n + 1
+    taken.add(candidate)
+    return candidate

@@ -57,14 +57,6 @@ def _why_not(node: Any, types: dict[str, int]) -> int | None:
     return 2 if elem is not None and elem not in floats else None
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        candidate, n = f"{name}_{n}", n + 1
-    taken.add(candidate)
-    return candidate
-
-
 def split(model: Any) -> tuple[int, Counter[str]]:
     """Split every ReduceL2 that follows the rules, in place; returns the count and, per broken rule, the misses."""
     from onnx import helper
@@ -83,7 +75,7 @@ def split(model: Any) -> tuple[int, Counter[str]]:
                 missed[WHY[why]] += 1
             nodes.append(node)
             continue
-        squared = _unique(f"{node.output[0]}__edgec_sum_square", taken)
+        squared = onnx_utils.unique_name(f"{node.output[0]}__edgec_sum_square", taken)
         reduce = helper.make_node("ReduceSumSquare", list(node.input), [squared], name=f"{node.name}__sum_square")
         reduce.attribute.extend(node.attribute)
         nodes += [reduce, helper.make_node("Sqrt", [squared], list(node.output), name=node.name)]

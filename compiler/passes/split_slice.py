@@ -48,14 +48,6 @@ def _constants(node: Any, values: dict[str, np.ndarray]) -> tuple[np.ndarray, ..
     return (starts, ends, axes, steps) if starts.size > 1 and len({starts.size, ends.size, axes.size, steps.size}) == 1 else None
 
 
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        candidate, n = f"{name}_{n}", n + 1
-    taken.add(candidate)
-    return candidate
-
-
 def split(model: Any) -> int:
     """Split every ``Slice`` that follows the rules, in place; returns how many were split."""
     from onnx import helper, numpy_helper
@@ -73,11 +65,11 @@ def split(model: Any) -> int:
         for k in range(parts[0].size):
             inputs = [current]
             for role, array in zip(("starts", "ends", "axes", "steps"), parts, strict=True):
-                name = _unique(f"{node.name or node.output[0]}__edgec_{role}{k}", taken)
+                name = onnx_utils.unique_name(f"{node.name or node.output[0]}__edgec_{role}{k}", taken)
                 graph.initializer.append(numpy_helper.from_array(array[k:k + 1].astype(array.dtype), name))
                 inputs.append(name)
             last = k == parts[0].size - 1
-            output = node.output[0] if last else _unique(f"{node.output[0]}__edgec_axis{k}", taken)
+            output = node.output[0] if last else onnx_utils.unique_name(f"{node.output[0]}__edgec_axis{k}", taken)
             nodes.append(helper.make_node("Slice", inputs, [output], name=node.name if last else f"{node.name}__axis{k}"))
             current = output
         count += 1
