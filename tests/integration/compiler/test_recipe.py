@@ -47,7 +47,7 @@ def project(tmp_path: Path) -> Path:
     ("models: [{source: a.onnx}]\nprecisions: [fp32, int4]\n", "precisions[1]: expected 'fp32', 'fp16' or 'int8', got 'int4'"),
     ("models: [{source: a.onnx}]\ntargets: [onnx, onnx]\n", "targets: lists onnx more than once"),
     ("models: [{source: a.onnx}]\noptions: {coreml: {palettize: 5}}\n", "options.coreml.palettize: must be one of 4, 6, 8, got 5"),
-    ("models: [{source: a.onnx}]\noptions: {onnx: {speed: max}}\n", "options.onnx: unknown key 'speed'; it takes no keys"),
+    ("models: [{source: a.onnx}]\noptions: {onnx: {speed: max}}\n", "options.onnx: unknown key 'speed'; expected one of: quantize_ops"),
     ("models: [{source: a.onnx}]\noptions: {tpu: {}}\n", "options: unknown key 'tpu'; expected one of: coreml"),
     ("models: [{source: a.onnx}]\ngates: {min-cosine: 2}\n", "gates.min-cosine: expected less than or equal to 1, got 2"),
     ("models: [{source: a.onnx}]\ngates: {min_cosine: 0.9}\n", "gates: unknown key 'min_cosine'; expected one of: max-drop"),
