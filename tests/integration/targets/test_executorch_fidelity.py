@@ -1,5 +1,5 @@
 """Per-layer comparison and mixed precision on the executorch target, on the fragile six-conv model of
-``tests/support/models.py (make_fragile)`` rebuilt in torch with the same weights: conv2's output channel 0 is
+``make_fragile`` (``tests/support/models.py``) rebuilt in torch with the same weights: conv2's output channel 0 is
 300x the others and conv3 scales it back down, so static INT8's per-tensor range for the activation between
 them crushes the other channels, and the error appears in conv3. Layers are the torch modules' names; PT2E's
 per-module config keeps them in float.

@@ -1,5 +1,5 @@
 """Per-layer comparison and mixed precision on the openvino target, on the fragile six-conv model of
-``tests/support/models.py (make_fragile)`` (conv3 reads an activation whose channel 0 is 300x the others, so
+``make_fragile`` (``tests/support/models.py``) (conv3 reads an activation whose channel 0 is 300x the others, so
 static INT8's per-tensor range for it crushes the other channels). nncf's ignored scope keeps ops in float.
 """
 

@@ -1,5 +1,5 @@
 """Per-layer comparison and mixed precision on the tflite target (ONNX route through onnx2tf), on the fragile
-six-conv model of ``tests/support/models.py (make_fragile)``: conv2's output channel 0 is 300x larger and conv3
+six-conv model of ``make_fragile`` (``tests/support/models.py``): conv2's output channel 0 is 300x larger and conv3
 scales it back down, so full-integer INT8's per-tensor range for the activation between them crushes the
 other channels, and the error appears in conv3.
 

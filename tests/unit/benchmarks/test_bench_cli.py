@@ -1,4 +1,6 @@
-"""``edgec bench`` on the host: one process per bundle, reports, --merge, --require-speedup, errors: the in-process checks (the builds are in tests/integration/benchmarks/test_bench_cli.py)."""
+"""``edgec bench`` on the host: one process per bundle, reports, --merge, --require-speedup, errors.
+
+The checks that build nothing; the builds are in tests/integration/benchmarks/test_bench_cli.py."""
 
 from __future__ import annotations
 

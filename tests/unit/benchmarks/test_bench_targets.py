@@ -1,4 +1,7 @@
-"""``edgec bench`` on a mix of targets, as the demo leaves them: bundles this host cannot run get a row: the in-process checks (the builds are in tests/integration/benchmarks/test_bench_targets.py)."""
+"""``edgec bench`` on a mix of targets, as the demo leaves them: bundles this host cannot run get a row
+saying why, sizes count every model file, golden top-1 agreement is shown as counts with its meaning.
+
+The checks that build nothing; the builds are in tests/integration/benchmarks/test_bench_targets.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The device agent as a separate process against a local store and moto's S3 server: updates,: the in-process checks (the builds are in tests/integration/cloud_sync/test_agent.py)."""
+"""The device agent as a separate process against a local store and moto's S3 server: updates,
+kills at every state, refused metadata and objects, an unreachable store and a full disk.
+
+The checks that build nothing; the builds are in tests/integration/cloud_sync/test_agent.py."""
 
 from __future__ import annotations
 

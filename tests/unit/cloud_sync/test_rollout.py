@@ -1,4 +1,7 @@
-"""Staged rollouts: deterministic cohorts, the abort rule evaluated from device reports in the store,: the in-process checks (the builds are in tests/integration/cloud_sync/test_rollout.py)."""
+"""Staged rollouts: deterministic cohorts, the abort rule evaluated from device reports in the store,
+and the fleet summary.
+
+The checks that build nothing; the builds are in tests/integration/cloud_sync/test_rollout.py."""
 
 from __future__ import annotations
 

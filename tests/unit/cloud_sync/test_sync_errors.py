@@ -1,4 +1,6 @@
-"""A store that does not answer is a sync error (exit 9), not an integrity error: nothing failed a check: the in-process checks (the builds are in tests/integration/cloud_sync/test_sync_errors.py)."""
+"""A store that does not answer is a sync error (exit 9), not an integrity error: nothing failed a check.
+
+The checks that build nothing; the builds are in tests/integration/cloud_sync/test_sync_errors.py."""
 
 from __future__ import annotations
 

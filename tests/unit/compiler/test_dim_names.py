@@ -1,4 +1,8 @@
-"""Symbolic dims of PyTorch sources are named after what they are (``batch``, ``seq``, the user's: the in-process checks (the builds are in tests/integration/compiler/test_dim_names.py)."""
+"""Symbolic dims of PyTorch sources are named after what they are (``batch``, ``seq``, the user's
+``Dim`` name), never torch.export's shape symbols (``s77``): in the manifest, ``edgec inspect``, the
+ONNX and OpenVINO bundles, and serving's errors.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_dim_names.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,11 @@
-"""Per-layer divergence and mixed precision under a budget, on a model with one known-fragile layer: the in-process checks (the builds are in tests/integration/compiler/test_fidelity.py)."""
+"""Per-layer divergence and mixed precision under a budget, on a model with one known-fragile layer.
+
+The model is six 3x3 convolutions; conv2's output channel 0 is scaled up 300x and conv3 scales that
+input channel back down. FP32 does not care, but static INT8 gives the tensor between them one
+per-tensor range that the outlier channel fills, so every other channel is crushed to a few levels:
+the error appears in conv3, the layer that reads the outlier-heavy activation.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_fidelity.py."""
 
 from __future__ import annotations
 

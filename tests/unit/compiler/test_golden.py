@@ -1,4 +1,7 @@
-"""Golden inputs that make the parity check mean something: spread over the calibration set, and said: the in-process checks (the builds are in tests/integration/compiler/test_golden.py)."""
+"""Golden inputs that make the parity check mean something: spread over the calibration set, and said
+to be synthetic when they are.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_golden.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""A bundle's golden.npz keeps the proof, sized to the model: deflated, at most 25% of the model or 1 MiB (or: the in-process checks (the builds are in tests/integration/compiler/test_golden_size.py)."""
+"""A bundle's golden.npz keeps the proof, sized to the model: deflated, at most 25% of the model or 1 MiB (or
+--golden-max-mb), fewer samples when they do not fit, the choice recorded in the manifest; rebuilds stay
+byte-identical and `edgec verify` passes on what was kept.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_golden_size.py."""
 
 from __future__ import annotations
 

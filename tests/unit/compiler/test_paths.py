@@ -1,4 +1,7 @@
-"""Paths are made absolute once, at the edge (BuildConfig, the cache's environment variable): converters that run: the in-process checks (the builds are in tests/integration/compiler/test_paths.py)."""
+"""Paths are made absolute once, at the edge (BuildConfig, the cache's environment variable): converters that run
+in a worker with another working directory (onnx2tf) still find the cache, the model and the data.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_paths.py."""
 
 from __future__ import annotations
 

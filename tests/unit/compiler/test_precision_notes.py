@@ -1,4 +1,7 @@
-"""What a precision buys on each target is said where the user decides: ``edgec targets`` lists each: the in-process checks (the builds are in tests/integration/compiler/test_precision_notes.py)."""
+"""What a precision buys on each target is said where the user decides: ``edgec targets`` lists each
+target's measured notes, and a build of that precision repeats its note in the summary.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_precision_notes.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""An unchanged rebuild reuses the target's export and the FP32 reference from the stage cache, ships the: the in-process checks (the builds are in tests/integration/compiler/test_rebuild_cache.py)."""
+"""An unchanged rebuild reuses the target's export and the FP32 reference from the stage cache, ships the
+same bytes as a fresh build, and anything that changes the export misses; an existing bundle is refused
+before the source is imported.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_rebuild_cache.py."""
 
 from __future__ import annotations
 

@@ -9,51 +9,17 @@ import numpy as np
 import pytest
 
 from edgec.compiler.metrics import Metric
-from edgec.compiler.mixed_precision import METHOD_ORDER, Candidate, Search
+from edgec.compiler.mixed_precision import METHOD_ORDER, Search
 from edgec.core import errors
-from edgec.frameworks.fidelity import LayerDivergence
-
-Key = tuple[str, frozenset[str]]
+from tests.support.probes import ScriptedProbe
 
 
-class MethodProbe:
-    """Scores per (method, float layers); the build's own method is ``minmax``; layers ranked in a fixed order."""
-
-    def __init__(self, scores: dict[Key, float], ranking: list[str], default: float = 0.9) -> None:
-        self.scores, self.ranking, self.default = scores, ranking, default
-        self.built: list[Key] = []
-        self.reference_outputs = [{"y": np.array([1.0, 0.0])} for _ in range(4)]
-
-    @property
-    def builds(self) -> int:
-        return len(self.built)
-
-    def build(self, exclude: tuple[str, ...], method: str | None = None) -> Candidate:
-        key = (method or "minmax", frozenset(exclude))
-        if key not in self.built:
-            self.built.append(key)
-        return Candidate(tuple(sorted(exclude)), Path("/nowhere/model"), None, method)  # type: ignore[arg-type]
-
-    def run(self, candidate: Candidate) -> list[dict[str, np.ndarray]]:
-        value = self.scores.get((candidate.method or "minmax", frozenset(candidate.exclude)), self.default)
-        return [{"y": np.array([value, np.sqrt(1 - value**2)])} for _ in range(4)]
-
-    def rank(self, candidate: Candidate, indices: list[int]) -> list[LayerDivergence]:
-        return [LayerDivergence(x, "Conv", x, x, 0.1, 0.9, 0.1 - i / 100) for i, x in enumerate(self.ranking)]
-
-    def group(self, layer: str, ranked: list[LayerDivergence]) -> list[str]:
-        return [layer]
-
-    def nodes(self, layers: list[str], ranked: list[LayerDivergence]) -> tuple[str, ...]:
-        return tuple(layers)
-
-
-def _run(probe: MethodProbe, methods: tuple[str, ...] = ("minmax", "percentile", "entropy"), **kw):
+def _run(probe: ScriptedProbe, methods: tuple[str, ...] = ("minmax", "percentile", "entropy"), **kw):
     return Search(probe, Metric("cosine"), None, 0.02, lambda _: None, methods=methods, **kw).run()  # type: ignore[arg-type]
 
 
 def test_a_method_that_meets_the_budget_ends_the_search_with_every_layer_quantized() -> None:
-    probe = MethodProbe({("minmax", frozenset()): 0.90, ("percentile", frozenset()): 0.99}, ["a", "b"])
+    probe = ScriptedProbe({("minmax", frozenset()): 0.90, ("percentile", frozenset()): 0.99}, ["a", "b"])
     result = _run(probe)
     assert result.method == "percentile" and result.float_layers == [] and result.calibrations == {"minmax": 0.9, "percentile": 0.99}
     assert probe.built == [("minmax", frozenset()), ("percentile", frozenset())]
@@ -62,14 +28,14 @@ def test_a_method_that_meets_the_budget_ends_the_search_with_every_layer_quantiz
 def test_the_layer_search_runs_on_top_of_the_best_method() -> None:
     scores = {("minmax", frozenset()): 0.90, ("percentile", frozenset()): 0.93, ("entropy", frozenset()): 0.95,
               ("entropy", frozenset({"a"})): 0.99, ("minmax", frozenset({"a"})): 0.995}
-    result = _run(probe := MethodProbe(scores, ["a", "b"]))
+    result = _run(probe := ScriptedProbe(scores, ["a", "b"]))
     assert result.method == "entropy" and result.float_layers == ["a"] and result.value == pytest.approx(0.99)
     assert ("minmax", frozenset({"a"})) not in probe.built  # later candidates are calibrated with the winner
 
 
 def test_a_second_method_is_not_built_when_the_first_changed_nothing() -> None:
     scores = {("minmax", frozenset()): 0.90, ("percentile", frozenset()): 0.9001, ("minmax", frozenset({"a"})): 0.99}
-    result = _run(probe := MethodProbe(scores, ["a", "b"]))
+    result = _run(probe := ScriptedProbe(scores, ["a", "b"]))
     assert result.method is None and result.float_layers == ["a"]  # the build's own method: a noise-sized gain does not switch
     assert [m for m, layers in probe.built if not layers] == ["minmax", "percentile"]
 
@@ -78,12 +44,12 @@ def test_method_builds_count_against_max_builds_and_the_failure_names_the_method
     scores = {("minmax", frozenset()): 0.90, ("percentile", frozenset()): 0.95}
     with pytest.raises(errors.AccuracyGateError, match=r"with 0 layers in float \(none\), calibrated with percentile; "
                                                        r"--max-builds 2 reached after 2 builds"):
-        _run(MethodProbe(scores, ["a"]), max_builds=2)
+        _run(ScriptedProbe(scores, ["a"]), max_builds=2)
 
 
 def test_without_methods_the_search_never_tries_another_calibration() -> None:
     scores = {("minmax", frozenset()): 0.90, ("minmax", frozenset({"a"})): 0.99}
-    result = _run(probe := MethodProbe(scores, ["a"]), methods=())
+    result = _run(probe := ScriptedProbe(scores, ["a"]), methods=())
     assert result.calibrations == {} and {m for m, _ in probe.built} == {"minmax"}
 
 

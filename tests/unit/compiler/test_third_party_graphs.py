@@ -1,4 +1,9 @@
-"""Graphs as third-party exporters write them, each property on a tiny model built here (issue 18): old: the in-process checks (the builds are in tests/integration/compiler/test_third_party_graphs.py)."""
+"""Graphs as third-party exporters write them, each property on a tiny model built here (issue 18): old
+opsets with ``Constant`` weights, 0-d integer settings, ``If`` outputs in OpenVINO, a detector's output that
+joins boxes and class probabilities, dynamic dims a stride-32 network cannot run at 16, and reduced-precision
+bundles that collapsed.
+
+The checks that build nothing; the builds are in tests/integration/compiler/test_third_party_graphs.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""What a target needs is looked up without importing it: `edgec targets` answers fast, says "ready" only when: the in-process checks (the builds are in tests/integration/targets/test_installed.py)."""
+"""What a target needs is looked up without importing it: `edgec targets` answers fast, says "ready" only when
+every route's modules are there, and names the exact command for what is missing (tf-keras: --no-deps).
+
+The checks that build nothing; the builds are in tests/integration/targets/test_installed.py."""
 
 from __future__ import annotations
 

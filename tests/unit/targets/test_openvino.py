@@ -1,4 +1,6 @@
-"""The openvino target on tiny models built inline: IR files, routes, fp16/int8 mechanics, runner, bad input: the in-process checks (the builds are in tests/integration/targets/test_openvino.py)."""
+"""The openvino target on tiny models built inline: IR files, routes, fp16/int8 mechanics, runner, bad input.
+
+The checks that build nothing; the builds are in tests/integration/targets/test_openvino.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The tensorrt target: TensorRT-ready Q/DQ and fp16 graphs, profiles, errors; engines where a GPU is: the in-process checks (the builds are in tests/integration/targets/test_tensorrt.py)."""
+"""The tensorrt target: TensorRT-ready Q/DQ and fp16 graphs, profiles, errors; engines where a GPU is.
+
+On a host without TensorRT or an NVIDIA GPU the bundle's ONNX is checked by reading the graph and by
+running it in onnxruntime; the engine tests are skipped, naming what is missing.
+
+The checks that build nothing; the builds are in tests/integration/targets/test_tensorrt.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The tflite target on tiny models built in the test: Keras, SavedModel and ONNX sources, every precision,: the in-process checks (the builds are in tests/integration/targets/test_tflite.py)."""
+"""The tflite target on tiny models built in the test: Keras, SavedModel and ONNX sources, every precision,
+layouts, int8 model IO, and converter failures that name the op and the route.
+
+Bundles are built once per module (each conversion takes seconds) and shared between tests.
+
+The checks that build nothing; the builds are in tests/integration/targets/test_tflite.py."""
 
 from __future__ import annotations
 

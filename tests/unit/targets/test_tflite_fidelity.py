@@ -1,4 +1,11 @@
-"""Per-layer comparison and mixed precision on the tflite target (ONNX route through onnx2tf), on the fragile: the in-process checks (the builds are in tests/integration/targets/test_tflite_fidelity.py)."""
+"""Per-layer comparison and mixed precision on the tflite target (ONNX route through onnx2tf), on the fragile
+six-conv model of ``make_fragile`` (``tests/support/models.py``): conv2's output channel 0 is 300x larger and conv3
+scales it back down, so full-integer INT8's per-tensor range for the activation between them crushes the
+other channels, and the error appears in conv3.
+
+Bundles are built once per module (onnx2tf and each conversion take seconds) and shared between tests.
+
+The checks that build nothing; the builds are in tests/integration/targets/test_tflite_fidelity.py."""
 
 from __future__ import annotations
 
