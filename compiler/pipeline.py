@@ -475,7 +475,7 @@ class Build:
             entry.update(measured=True, outputs=measured, tolerance=parity.tolerance(measured, config.precision))
             degraded = parity.collapsed(measured, not gold.synthetic)
             if degraded:
-                _collapse_gate(config, degraded)
+                _collapse_gate(config, self.target, degraded)
                 entry["degraded"] = degraded
         if gold.pruning is not None:
             entry["unpruned"] = self._unpruned(gold.pruning, prepared.imported.source_format, staging, exported, entry["measured"])
@@ -625,7 +625,7 @@ def _gate(config: BuildConfig, measured: dict[str, Any]) -> None:
         )
 
 
-def _collapse_gate(config: BuildConfig, reasons: list[str]) -> None:
+def _collapse_gate(config: BuildConfig, target: Target, reasons: list[str]) -> None:
     """Refuse a collapsed bundle (see :func:`edgec.compiler.parity.collapsed`) unless ``--allow-degraded``.
 
     Raises:
@@ -635,8 +635,8 @@ def _collapse_gate(config: BuildConfig, reasons: list[str]) -> None:
         return
     dynamic = config.precision == "int8" and (config.calib is None or config.int8_mode == "dynamic")
     tries = "--int8-mode static with --calib DATA, " if dynamic else ""
-    if config.precision == "int8" and not dynamic and config.target == "onnx":
-        tries += "--target-option quantize_ops=compute (Conv, Gemm and MatMul only), "
+    if config.precision == "int8" and not dynamic and target.collapse_hint:
+        tries += f"{target.collapse_hint}, "
     raise AccuracyGateError(
         f"the {config.precision} bundle has collapsed against the FP32 reference: {'; '.join(reasons)}; no bundle written",
         hint=f"try {tries}--max-drop 0.01 (keeps the most sensitive layers in float), fp16, or --allow-degraded to "

@@ -120,6 +120,9 @@ class Target:
     OpenVINO): ``--input`` then only sizes the data. False: its ONNX route needs fixed sizes, written into the
     graph from ``--input``, and :meth:`dims_to_fix` says which dims must be given (a route its own converter
     takes, Core ML's or ExecuTorch's from PyTorch, bounds dims itself)."""
+    collapse_hint: ClassVar[str] = ""
+    """What to try first when its static INT8 bundle collapses (the accuracy gate's hint), e.g. an option of
+    its own; empty: only the general advice."""
     export_version: ClassVar[str] = "1"
     """Part of the cache key of its exports: bump it when :meth:`export` writes other files for the same
     model, request and toolchain versions, so that no rebuild reuses an export of the old code."""

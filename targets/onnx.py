@@ -108,6 +108,7 @@ class OnnxTarget(OnnxLayers, Target):
     Options = OnnxOptions
     dynamic_shapes = True
     calibration_methods = ORT_CALIBRATION_METHODS
+    collapse_hint = "--target-option quantize_ops=compute (Conv, Gemm and MatMul only)"
 
     def searched_methods(self, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[str, ...]:
         """All three for static INT8; none when ``auto`` resolves to dynamic (see :func:`choose_int8_mode`)."""
