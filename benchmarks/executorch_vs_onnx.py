@@ -208,7 +208,7 @@ def _row_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def measure(case: Case, variants: list[Variant], runs: int) -> None:
     """Size, fidelity and batch-1 latency (alternating rounds) of every variant that built and runs."""
     from edgec.runtime_shims.base import RunnerError
-    from edgec.runtime_shims.measure import time_calls
+    from edgec.runtime_shims.measure import interleaved_calls
 
     runners: dict[str, Any] = {}
     for v in variants:
@@ -226,12 +226,8 @@ def measure(case: Case, variants: list[Variant], runs: int) -> None:
         if case.labels is not None:
             v.top1 = float(np.mean(got[:, case.scores].argmax(axis=1) == case.labels))
         runners[v.name] = runner
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    per_round = [runs // ROUNDS + (1 if i < runs % ROUNDS else 0) for i in range(ROUNDS)]
     feeds = {v.name: {k: _layout(a, v.channels_last) for k, a in case.feed.items()} for v in variants if v.name in runners}
-    for count in per_round:
-        for name, runner in runners.items():
-            times[name].extend(time_calls(_call(runner, feeds[name]), count, WARMUP, repeats=1)[0])
+    times = interleaved_calls({name: _call(runner, feeds[name]) for name, runner in runners.items()}, runs, WARMUP, ROUNDS)
     for v in variants:
         if v.name in runners:
             v.latency_ms = statistics.median(times[v.name]) * 1000

@@ -193,6 +193,7 @@ def bundle_feed(feed: Feed, runtime: str) -> Feed:
 def measure(case: Case, variants: list[Variant], runs: int) -> None:
     """Size, fidelity and batch-1 latency (alternating rounds) of every variant that exists and runs."""
     from edgec.runtime_shims.base import RunnerError
+    from edgec.runtime_shims.measure import interleaved_calls
 
     runners: dict[str, Any] = {}
     for v in variants:
@@ -206,23 +207,16 @@ def measure(case: Case, variants: list[Variant], runs: int) -> None:
             runners[v.name] = runner
         except RunnerError as exc:
             v.note = f"does not run: {str(exc)[:200]}"
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    per_round = [runs // ROUNDS + (1 if i < runs % ROUNDS else 0) for i in range(ROUNDS)]
-    for count in per_round:
-        for v in variants:
-            if v.name in runners:
-                times[v.name].extend(_timed(runners[v.name], bundle_feed(case.feed, v.runtime), count))
+    feeds = {v.name: bundle_feed(case.feed, v.runtime) for v in variants if v.name in runners}
+    times = interleaved_calls({name: _call(runner, feeds[name]) for name, runner in runners.items()}, runs, WARMUP, ROUNDS)
     for v in variants:
         if v.name in runners:
             v.latency_ms = statistics.median(times[v.name]) * 1000 if times[v.name] else None
             runners[v.name].deactivate()
 
 
-def _timed(runner: Any, feed: Feed, count: int) -> list[float]:
-    """Seconds per call after the warm-up (the shim's timing loop, one round)."""
-    from edgec.runtime_shims.measure import time_calls
-
-    return time_calls(lambda: runner.infer(feed), count, WARMUP, repeats=1)[0]
+def _call(runner: Any, feed: Feed) -> Callable[[], Any]:
+    return lambda: runner.infer(feed)
 
 
 def run_model(name: str, work: Path, runs: int) -> ModelResult:

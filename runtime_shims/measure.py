@@ -61,6 +61,22 @@ def time_calls(call: Callable[[], Any], runs: int, warmup: int, repeats: int = 3
     return rounds
 
 
+def interleaved_calls(calls: dict[str, Callable[[], Any]], runs: int, warmup: int, rounds: int) -> dict[str, list[float]]:
+    """Time several variants in alternating rounds, so that a slow spell of the host falls on all of them:
+    ``runs`` timed calls of each, split into ``rounds`` (sizes differ by at most one), each variant warmed up
+    with ``warmup`` calls at the start of every round.
+
+    Returns:
+        Latencies in seconds, by variant name.
+    """
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    rounds = min(rounds, runs)
+    for size in [runs // rounds + (1 if i < runs % rounds else 0) for i in range(rounds)]:
+        for name, call in calls.items():
+            times[name].extend(time_calls(call, size, warmup, repeats=1)[0])
+    return times
+
+
 def summarize(timing: Timing) -> dict[str, Any]:
     """Latency statistics (milliseconds), throughput and noise of a :class:`Timing`.
 

@@ -102,3 +102,12 @@ def test_format_top1_prints_counts_and_reads_old_results_with_only_the_fraction(
     assert measure.format_top1({"top1_agreement": 0.5}, samples=8) == "top-1 4/8"
     assert measure.format_top1({"top1_agreement": 0.5}) == "top-1 50.0%"
     assert measure.format_top1({"cosine": 1.0}) == ""
+
+
+def test_interleaved_calls_alternate_the_variants_round_by_round_and_time_each_run() -> None:
+    order: list[str] = []
+    times = measure.interleaved_calls({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                                      runs=5, warmup=1, rounds=2)
+    assert [len(times["a"]), len(times["b"])] == [5, 5]
+    # round 1: a warms up once then runs 3 times, then b; round 2: 2 runs each, after a warm-up
+    assert order == ["a"] * 4 + ["b"] * 4 + ["a"] * 3 + ["b"] * 3
