@@ -53,6 +53,7 @@ from edgec.compiler.golden_size import model_bytes, write_sized_golden
 from edgec.compiler.importers.base import Feed, Importer, ImportResult, find_importer
 from edgec.compiler.pass_runner import PassRunner
 from edgec.compiler.planner import conversion_steps, float_steps, graph_shapes, prune_steps, upgrade_steps
+from edgec.compiler.source_digest import source_digest
 from edgec.compiler.synthetic import check_sample_size
 from edgec.core.bundle import GOLDEN, MANIFEST, BundleManifest, file_entry
 from edgec.core.errors import (
@@ -221,8 +222,9 @@ class Build:
 
     @cached_property
     def toolchain(self) -> dict[str, str]:
-        """Versions of edgec, python, numpy, the importer's framework and the target's tools."""
-        versions = {"edgec": __version__, "python": platform.python_version(), "numpy": np.__version__}
+        """Versions of edgec (and a digest of its code: stage cache keys change when it is edited), python, numpy, the importer's framework and the target's tools."""
+        versions = {"edgec": __version__, "edgec_code": source_digest(), "python": platform.python_version(),
+                    "numpy": np.__version__}
         extra = ("torch", "onnxscript") if self.importer.name == "torch" else ()
         versions.update(package_versions(extra))
         versions.update(self.target.toolchain())

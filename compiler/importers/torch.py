@@ -29,6 +29,7 @@ import numpy as np
 
 from edgec.compiler.cache import StageCache, cache_key
 from edgec.compiler.importers.base import Feed, Importer, ImportResult
+from edgec.compiler.source_digest import source_digest
 from edgec.core.errors import USER_CODE_PREFIX, ConfigError, ExportError, UnsupportedError, brief, require
 from edgec.core.types import FORMAT_PT2, ModelArtifact, TensorSpec, sha256_file
 from edgec.frameworks.torch_utils import safe_load_pt2
@@ -98,7 +99,7 @@ class TorchImporter(Importer):
         log(f"calling {source}")
         module, args, kwargs, extras = _call_factory(factory, source)
         digest = _factory_digest(torch, origin, module, args, kwargs, extras)
-        key = cache_key("import-torch", DESCRIBE_VERSION, digest, torch.__version__)
+        key = cache_key("import-torch", DESCRIBE_VERSION, digest, torch.__version__, source_digest())
 
         def produce(out: Path) -> dict[str, Any]:
             log("capturing the module with torch.export")
