@@ -6,8 +6,10 @@ Routes (recorded in the manifest's ``target_details.route``):
   graph in a subprocess (it is slow to import, prints a lot and may exit the interpreter on errors); the
   worker saves it as a SavedModel whose signature keeps the ONNX input/output names, then the same
   ``TFLiteConverter`` step applies the precision. That route lives in :mod:`._tflite_onnx`. Before it,
-  the passes named in :attr:`TfliteTarget.onnx_rewrites` (``split_reduce_l2``, ``fuse_gelu``, ``split_slice``) rewrite
-  exactly what onnx2tf cannot turn into TFLite builtins; the manifest's ``passes`` say what they matched.
+  the passes named in :attr:`TfliteTarget.onnx_rewrites` (``unroll_rnn``, ``split_reduce_l2``, ``fuse_gelu``,
+  ``split_slice``, ``edge_pad_pools``) rewrite exactly what onnx2tf cannot turn into TFLite builtins, or turns
+  into what full-integer INT8 cannot quantize (a max pool padded with -3.4e38); the manifest's ``passes`` say
+  what they matched.
 
 Precisions are applied by the converter (``precision_passes`` is empty):
 - ``fp32``: builtin ops only, no optimisation.
@@ -175,7 +177,7 @@ class TfliteTarget(Target, LayerTools):
     export_version = "3"
     """2: 3-D sequence inputs keep their layout; variables read by the graph are tracked (grouped convolutions).
     3: full-integer INT8 keeps output ``Concat``s of mixed ranges in float (:mod:`._tflite_mixed`)."""
-    onnx_rewrites = ("unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice")
+    onnx_rewrites = ("unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice", "edge_pad_pools")
     """Exact rewrites onnx2tf needs (see those passes): a recurrent node with its state as an input trips it (and
     becomes a WHILE loop otherwise), ReduceL2 trips it, a bare Erf has no TFLite builtin, a Slice over several
     axes of a channels-last tensor comes out wrong."""
