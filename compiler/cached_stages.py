@@ -44,6 +44,7 @@ def export_key(target: Target, artifact: ModelArtifact, request: PrecisionReques
         "precision": request.precision, "int8_mode": request.int8_mode, "exclude": list(request.exclude),
         "calibration": [calibration.digest, calibration.method] if calibration is not None else None,
         "options": request.options_as(target.Options).model_dump(mode="json"),
+        "data_shapes": [[name, list(shape)] for name, shape in request.data_shapes],
     }
     model = [artifact.format, artifact.digest, [s.to_json() for s in artifact.inputs], [s.to_json() for s in artifact.outputs]]
     return cache_key("export", target.name, target.export_cache_key(), model, wanted, toolchain)

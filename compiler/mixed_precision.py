@@ -82,7 +82,9 @@ NOT_CANDIDATES = frozenset({
 """Op types the search never keeps in float on their own (step 3), though the ranking may show growth on them:
 keeping them in float changes no quantized op (an ``If``'s body reads tensors that are not its inputs, so all
 their error counts as its own; a ``Squeeze`` only passes its input's quantized values on), so each would be a
-build that cannot help. Seen on Silero VAD: every candidate was an ``If``, ``Equal``, ``Squeeze`` or ``Unsqueeze``."""
+build that cannot help. Seen on Silero VAD: every candidate was an ``If``, ``Equal``, ``Squeeze`` or ``Unsqueeze``.
+Such an op that belongs to another op's layer (its layer is not its own name: the ``Transpose`` OpenVINO puts
+before an LSTM's state input, where nncf's quantizer for that input sits) names that layer as usual."""
 METHOD_ORDER = ("percentile", "entropy", "minmax")
 """Calibration methods in the order step 1 tries them after the build's own: ``percentile`` first (it drops the
 rare outliers that stretch a min/max range, the usual reason a whole model breaks), ``entropy`` next (it clips
@@ -388,8 +390,8 @@ class Search:
         for d in ranked:
             if d.growth <= 0 or len(found) == TOP_K:
                 break
-            if d.layer in current.float_layers or d.op in NOT_CANDIDATES:
-                continue
+            if d.layer in current.float_layers or (d.op in NOT_CANDIDATES and d.layer in (d.node, d.tensor)):
+                continue  # a mover inside a bigger layer (an LSTM's state Transpose) names that layer
             group = [x for x in dict.fromkeys(self.probe.group(d.layer, ranked)) if x not in current.float_layers][:room]
             layers = (*current.float_layers, *group)
             if frozenset(layers) not in self.tried:

@@ -235,9 +235,11 @@ class Build:
         """Runs passes through the stage cache (keyed with :attr:`toolchain`)."""
         return PassRunner(self.cache, self.toolchain, self.log)
 
-    def request(self, calibration: CalibrationSet | None = None) -> PrecisionRequest:
-        """The precision request of this build (with nothing excluded)."""
-        return PrecisionRequest(self.config.precision, self.config.int8_mode, calibration, options=self.config.target_options)
+    def request(self, calibration: CalibrationSet | None = None, golden: GoldenSet | None = None) -> PrecisionRequest:
+        """The precision request of this build (with nothing excluded; the golden set's first sample's shapes)."""
+        shapes = tuple((name, tuple(np.shape(value))) for name, value in golden.inputs[0].items()) if golden and golden.inputs else ()
+        return PrecisionRequest(self.config.precision, self.config.int8_mode, calibration, options=self.config.target_options,
+                                data_shapes=shapes)
 
     def run(self, before_publish: PublishCheck | None = None) -> BuildOutcome:
         """All stages, in order."""
@@ -255,7 +257,7 @@ class Build:
     def finish(self, prepared: Prepared, final: Path, before_publish: PublishCheck | None = None) -> BuildOutcome:
         """The stages that depend on the precision, ending with the bundle published at ``final``."""
         config = self.config
-        request = self.request(prepared.calibration)
+        request = self.request(prepared.calibration, prepared.golden)
         fidelity = self.fidelity(prepared, request) if config.max_drop is not None or config.report_layers else None
         request = fidelity.apply(request) if fidelity is not None else request
         artifact, records = self.precision(prepared, request)

@@ -18,6 +18,10 @@ Layer identity (:func:`layer_names`):
    other node keeps its own name.
 3. Ops in :data:`NOT_LAYERS` (constants, shape arithmetic, casts) are never layers: they are neither
    ranked nor kept in float, and error passes through them unchanged.
+
+A node with several outputs (an ``LSTM``'s sequence and its final states ``y_h``/``y_c``, a ``Split``) is
+compared on each of them: its error is that of its worst output, and each consumer reads the error of the
+output it reads (a streaming model's state outputs carry the error its next call starts from).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ class NodeInfo:
         layer: source-model layer the node belongs to.
         output: the output tensor compared.
         inputs: tensors the node reads (weights may be left out).
+        more_outputs: the node's other outputs (an LSTM's final states), compared as well.
     """
 
     name: str
@@ -83,6 +88,7 @@ class NodeInfo:
     layer: str
     output: str
     inputs: tuple[str, ...]
+    more_outputs: tuple[str, ...] = ()
 
 
 NOT_LAYERS = frozenset({
@@ -149,12 +155,14 @@ def rank_errors(nodes: list[NodeInfo], errors: dict[str, tuple[float, float]]) -
     result = []
     for node in nodes:
         before = max((upstream.get(i, 0.0) for i in node.inputs), default=0.0)
-        if node.output not in errors or node.op in NOT_LAYERS:
-            upstream[node.output] = before
-            continue
-        err, cos = errors[node.output]
-        upstream[node.output] = err
-        result.append(LayerDivergence(node.name, node.op, node.layer, node.output, err, cos, err - before))
+        outputs = (node.output, *node.more_outputs)
+        measured = [o for o in outputs if o in errors] if node.op not in NOT_LAYERS else []
+        for name in outputs:
+            upstream[name] = errors[name][0] if name in measured else before
+        if measured:
+            worst = max(measured, key=lambda o: errors[o][0])  # the first of equals: the main output
+            err, cos = errors[worst]
+            result.append(LayerDivergence(node.name, node.op, node.layer, worst, err, cos, err - before))
     return sorted(result, key=lambda d: d.growth, reverse=True)
 
 
@@ -273,8 +281,11 @@ def layer_divergence(reference: Path, candidate: Path, feeds: list[Feed]) -> lis
             sums.add(name, ref, got)
     compared = set(common)
     layers = layer_names(ref_model)
-    nodes = [NodeInfo(n.name, n.op_type, layers[n.name], next((o for o in n.output if o in compared), n.output[0]), tuple(n.input))
-             for n in ref_model.graph.node if n.output]
+    nodes = []
+    for n in ref_model.graph.node:
+        outputs = [o for o in n.output if o in compared] + [o for o in n.output if o and o not in compared]
+        if outputs:
+            nodes.append(NodeInfo(n.name, n.op_type, layers[n.name], outputs[0], tuple(n.input), tuple(outputs[1:])))
     return rank_errors(nodes, sums.errors())
 
 

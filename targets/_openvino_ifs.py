@@ -12,8 +12,14 @@ Rules:
    a rank check always folds and a squeeze check folds when the squeezed dim is fixed.
 2. A condition is evaluated from constants and those dims through a few integer ops (:data:`_FOLDABLE`:
    ``Shape``, ``Size``, ``Gather``, ``Equal``, ``Not``, ``Cast``, ...); an unknown dim makes it unknown.
-3. An ``If`` whose condition is known becomes its branch's nodes (and initializers) in place, with an
-   ``Identity`` per output; repeated, as a folded branch can decide the next condition. Nothing else changes.
+3. An ``If`` whose condition is known becomes its branch's nodes (and initializers: a name the graph already
+   has must hold the same tensor, else the ``If`` stays) in place, with an ``Identity`` per output; repeated, as a folded branch can decide the next condition. Nothing else changes.
+4. Where ONNX shape inference cannot follow (a ``Reshape`` to a computed shape, an STFT's framing), a condition
+   the input sizes decide is computed by running the model: when every input's dims are fixed, a top-level
+   ``If`` whose condition reads the inputs only through ``Shape``/``Size`` of tensors whose shapes follow from
+   the input shapes (:func:`shape_conditions`) gets its value from onnxruntime on zeros of those sizes.
+   Ops whose output shape depends on values (``NonZero``, a ``Reshape`` to a shape computed from data, ...)
+   make the shapes after them data-dependent, and a condition reading them is left alone.
 """
 
 from __future__ import annotations
@@ -66,6 +72,82 @@ def fold_ifs(model: Any, dims: dict[str, list[int | None]]) -> int:
     return folded
 
 
+_SHAPE_FROM_SHAPES = frozenset({
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
+    "Conv", "ConvTranspose", "CumSum", "DepthToSpace", "Div", "Dropout", "Einsum", "Elu", "Equal", "Erf", "Exp",
+    "Flatten", "Floor", "Gather", "GatherElements", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "GRU",
+    "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish", "Identity", "InstanceNormalization",
+    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax", "LSTM", "MatMul", "Max",
+    "MaxPool", "Mean", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pow", "PRelu", "Reciprocal", "Relu", "RNN",
+    "Round", "Selu", "Sigmoid", "Sign", "Sin", "Cos", "Softmax", "Softplus", "SpaceToDepth", "Sqrt", "Sub", "Sum",
+    "Tanh", "Transpose", "Where", "Xor",
+})
+"""Ops whose output shape follows from their inputs' shapes alone (rule 4); any other op's output shape
+depends on the values of its inputs after the first (a ``Reshape``'s target shape, a ``Slice``'s ends)."""
+
+
+def fold_ifs_by_running(model: Any, sizes: dict[str, tuple[int, ...]]) -> int:
+    """Rule 4 on ``model`` (changed in place) with every graph input at ``sizes``; returns how many ``If`` were
+    folded (0 when an input has no size or onnxruntime cannot run the model)."""
+    folded = 0
+    for _ in range(_MAX_ROUNDS):
+        conditions = shape_conditions(model.graph)
+        values = _run_conditions(model, conditions, sizes) if conditions else None
+        if not values:
+            break
+        count = _fold_graph(model.graph, {}, values)
+        if not count:
+            break
+        folded += count
+    return folded
+
+
+def shape_conditions(graph: Any) -> list[str]:
+    """The conditions of ``graph``'s top-level ``If`` nodes that depend on its inputs' shapes only (rule 4)."""
+    data = {i.name for i in graph.input} - {i.name for i in graph.initializer}
+    values, shapes, found = set(data), set[str](), list[str]()
+    for node in graph.node:
+        inputs = [name for name in node.input if name]
+        if node.op_type in ("Shape", "Size"):
+            value, shape = inputs[0] in shapes, False
+        elif node.op_type in ("If", "Loop", "Scan") or any(a.HasField("g") for a in node.attribute):
+            if node.op_type == "If" and inputs[0] not in values:
+                found.append(inputs[0])
+            value = shape = True  # their bodies read the outer graph: not followed
+        else:
+            value = any(name in values for name in inputs)
+            shape = any(name in shapes for name in inputs) or (
+                node.op_type not in _SHAPE_FROM_SHAPES and any(name in values for name in inputs[1:])) or (
+                node.op_type in ("NonZero", "Unique", "Compress", "NonMaxSuppression") and value)
+        values.update(node.output if value else ())
+        shapes.update(node.output if shape else ())
+    return found
+
+
+def _run_conditions(model: Any, conditions: list[str], sizes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+    """The conditions' values from onnxruntime on zeros of ``sizes``; None when that is not possible."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.BOOL, None) for name in conditions)
+    feeds = {}
+    initializers = {i.name for i in model.graph.initializer}
+    for inp in (i for i in model.graph.input if i.name not in initializers):
+        if inp.name not in sizes:
+            return None
+        dtype = helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        feeds[inp.name] = np.zeros(sizes[inp.name], dtype=dtype)
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        return dict(zip(conditions, session.run(None, feeds)))
+    except Exception:  # onnxruntime raises its own Fail/InvalidArgument types on a graph it cannot run: fold nothing
+        return None
+
+
 def _copy_nodes(source: Any, target: Any) -> None:
     del target.node[:]
     target.node.extend(source.node)
@@ -98,11 +180,11 @@ def _fold_graph(graph: Any, shapes: dict[str, Any], outer: dict[str, np.ndarray]
 
     values = dict(outer)
     values.update({i.name: numpy_helper.to_array(i) for i in graph.initializer if int(np.prod(i.dims)) <= _SMALL})
-    nodes, folded, taken = [], 0, {i.name for i in graph.initializer}
+    nodes, folded, taken = [], 0, {i.name: i for i in graph.initializer}
     for node in graph.node:
         if node.op_type == "If":
             branch = _branch(node, values)
-            if branch is not None and not taken & {i.name for i in branch.initializer}:
+            if branch is not None and all(taken.get(i.name, i) == i for i in branch.initializer):
                 nodes.extend(_inline(node, branch, graph))
                 folded += 1
                 continue
@@ -129,7 +211,8 @@ def _branch(node: Any, values: dict[str, np.ndarray]) -> Any:
 def _inline(node: Any, branch: Any, graph: Any) -> list[Any]:
     from onnx import helper
 
-    graph.initializer.extend(branch.initializer)
+    known = {i.name for i in graph.initializer}  # a name already there holds the same tensor (checked by the caller)
+    graph.initializer.extend(i for i in branch.initializer if i.name not in known)
     moved = list(branch.node)
     moved += [helper.make_node("Identity", [out.name], [name], name=f"{node.name or name}/folded_if_{i}")
               for i, (out, name) in enumerate(zip(branch.output, node.output)) if name]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgec.targets._openvino_layers import recurrent_ops
+
 _SIGNED_ACTIVATIONS = frozenset({"Swish", "Gelu", "Mish", "HSwish", "Elu"})
 """OpenVINO ops whose outputs reach below zero by a bounded tail."""
 
@@ -32,3 +34,27 @@ def _is_silu(op: Any) -> bool:
         if node.get_type_name() == "Sigmoid" and node.input(0).get_source_output() == other:
             return True
     return False
+
+
+RECURRENT_TYPES = frozenset({"LSTMSequence", "GRUSequence", "RNNSequence", "AUGRUSequence",
+                             "LSTMCell", "GRUCell", "RNNCell", "AUGRUCell"})
+"""OpenVINO's recurrent ops: the ``recurrent`` option's ``float`` (the default) keeps them out of static INT8."""
+
+
+def recurrent_float(model: Any, recurrent: str) -> tuple[list[str], list[str], list[str]]:
+    """What static INT8 leaves in float unless the ``recurrent`` option is ``int8``: the recurrent op types of
+    ``model`` (nncf ``IgnoredScope(types=...)``), and on the ``pt2`` route the recurrent torch modules that
+    ``torch.export`` unrolled into plain ops with the names of those ops (``IgnoredScope(names=...)``,
+    :func:`edgec.targets._openvino_layers.recurrent_ops`).
+
+    nncf quantizes an ``LSTMSequence``'s weights and all of its inputs, the initial state too: a cell state
+    that reaches 20 where it is mostly under 1 keeps a few levels near zero, and the error comes back at
+    every step. Measured on the zoo (``benchmarks/zoo_search.py``, unseen data, 1.0 = FP32's answers):
+    silero-vad's LSTM variant decision agreement 0.684 -> 0.859 (weights 319 -> 708 kB, latency 1.07x),
+    Resemblyzer (3-layer LSTM) embedding cosine 0.741 -> 0.998 (weights 1.5 -> 5.3 MB, latency unchanged
+    within noise). The onnx target's static INT8 leaves LSTM nodes in float too (onnxruntime's default).
+    """
+    if recurrent == "int8":
+        return [], [], []
+    modules, names = recurrent_ops(model)
+    return sorted({op.get_type_name() for op in model.get_ordered_ops()} & RECURRENT_TYPES), modules, names

@@ -37,6 +37,8 @@ class PrecisionRequest:
         calibration: the calibration set, if given.
         exclude: nodes to keep in float.
         options: the target's typed options (its :attr:`Target.Options`); None: the defaults.
+        data_shapes: ``(input name, shape)`` of the build's first golden sample: the sizes a target that
+            keeps dynamic dims may fix them to when it cannot convert the model with them dynamic.
     """
 
     precision: str
@@ -46,6 +48,7 @@ class PrecisionRequest:
     """Nodes to keep in float (mixed precision under an accuracy budget), named as the target's
     :meth:`LayerTools.compare_layers` names them (``LayerDivergence.node``)."""
     options: TargetOptions | None = None
+    data_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def options_as(self, cls: type[OptionsT]) -> OptionsT:
         """The options as the target's ``Options`` model (its defaults when none were given).

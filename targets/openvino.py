@@ -25,6 +25,9 @@ Precision is applied here with OpenVINO's own tools, so :meth:`OpenVinoTarget.pr
   mean 0.997 vs 0.60 with nncf's defaults, measured) and nncf's default otherwise.
   ``preset`` ``auto`` is ``mixed`` (asymmetric activations) when SiLU/GELU-like activations outnumber ReLUs
   (:mod:`edgec.targets._openvino_preset`; YOLOv8n: detection agreement 0.956, was a collapsed build).
+  Recurrent ops (``LSTMSequence``, ``GRUSequence``, ``RNNSequence``, cells) stay in float unless the
+  ``recurrent`` option is ``int8`` (``target_details.quantization.recurrent_float`` names them; Resemblyzer
+  and silero-vad's LSTM collapsed with their states quantized).
 - ``int8`` ``dynamic``: ``nncf.compress_weights`` INT8_ASYM: int8 weights, float activations; no data needed.
 - ``int8`` ``auto`` (default): ``static`` when calibration data is given; otherwise weight-only INT8, and
   ``target_details.quantization.reason`` says so (as the onnx target falls back to dynamic INT8).
@@ -63,6 +66,7 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,9 +87,9 @@ from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, TensorSpec
 from edgec.frameworks import fidelity
 from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL
 from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
-from edgec.targets._openvino_ifs import fixed_dims, fold_ifs
-from edgec.targets._openvino_layers import decode, fx_name, store_layers, stored_layers
-from edgec.targets._openvino_preset import auto_preset
+from edgec.targets._openvino_ifs import fixed_dims, fold_ifs, fold_ifs_by_running
+from edgec.targets._openvino_layers import decode, fx_name, port_name, store_layers, stored_layers
+from edgec.targets._openvino_preset import RECURRENT_TYPES, auto_preset, recurrent_float
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -114,6 +118,8 @@ class OpenVinoOptions(TargetOptions):
     fast_bias_correction: bool = option(True, "true or false (nncf's full bias correction)")
     ignored_types: tuple[str, ...] = option(
         (), "comma-separated OpenVINO op types kept in float by INT8, e.g. Softmax,MVN")
+    recurrent: Literal["float", "int8"] = option(
+        "float", "recurrent ops (LSTMSequence, GRUSequence, RNNSequence, cells) in static INT8: float (default), int8")
     inference_precision: Literal["f32", "bf16", "f16"] = option(
         "f32", "INFERENCE_PRECISION_HINT the bundle declares: f32 (FP32 parity), bf16, f16")
 
@@ -138,7 +144,7 @@ class OpenVinoTarget(Target, LayerTools):
                                "(measured); fp16 compute: --target-option inference_precision=f16"}
     Options = OpenVinoOptions
     dynamic_shapes = True
-    export_version = "2"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims
+    export_version = "3"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float
     calibration_methods = ("minmax", "entropy", "percentile")
     sparsity_gain = "size after compression"
     color = "#9467bd"
@@ -151,7 +157,7 @@ class OpenVinoTarget(Target, LayerTools):
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
         ov = require("openvino", self.extra, "the openvino target")
         options = request.options_as(OpenVinoOptions)
-        model, details = convert(ov, artifact, work_dir)
+        model, details, artifact = convert_sized(ov, artifact, work_dir, dict(request.data_shapes))
         canonical_names(model)  # before quantization: the names compare_layers reports and exclude gives
         if request.precision == "int8":
             _check_names(model, request.exclude)
@@ -179,11 +185,13 @@ class OpenVinoTarget(Target, LayerTools):
             twin = cand_ops.get(name)
             if op.get_type_name() in _SKIP_TYPES or not op.outputs() or not op.output(0).get_element_type().is_real():
                 continue
-            inputs = tuple(i.get_source_output().get_node().get_friendly_name() for i in op.inputs())
-            nodes.append(fidelity.NodeInfo(name, op.get_type_name(), layers[name], name, inputs))
+            inputs = tuple(port_name(i.get_source_output()) for i in op.inputs())
+            real = [k for k in range(op.get_output_size()) if op.output(k).get_element_type().is_real()]
+            ports = [port_name(op.output(k)) for k in real]  # every float output: an LSTM's states too
+            nodes.append(fidelity.NodeInfo(name, op.get_type_name(), layers[name], name, inputs, tuple(ports[1:])))
             if twin is not None and twin.get_type_name() == op.get_type_name():
-                ref_ports.append((name, op.output(0)))
-                cand_ports.append((name, twin.output(0)))
+                ref_ports += [(port, op.output(k)) for port, k in zip(ports, real)]
+                cand_ports += [(port, twin.output(k)) for port, k in zip(ports, real)]
         ref_run, cand_run = _probe(core, ref_model, [p for _, p in ref_ports]), _probe(core, cand_model, [p for _, p in cand_ports])
         sums = fidelity.ErrorSums()  # one feed at a time: memory stays near one inference of each model
         for feed in feeds:
@@ -230,6 +238,42 @@ def convert(ov: Any, artifact: ModelArtifact, work_dir: Path | None = None) -> t
     return model, details
 
 
+def convert_sized(ov: Any, artifact: ModelArtifact, work_dir: Path, sizes: dict[str, tuple[int, ...]]) -> tuple[Any, dict[str, Any], ModelArtifact]:
+    """:func:`convert`; when OpenVINO refuses an ONNX model for an ``If`` whose output rank depends on dynamic
+    input dims, those dims fixed to ``sizes`` (the build's data) and converted again. Returns the model, how it
+    got there (``fixed_dims`` when sizes were fixed) and the artifact it matches (its inputs as fixed).
+
+    Raises:
+        UnsupportedError: the artifact's format is not a route of this target.
+        ExportError: OpenVINO could not convert it, with its dims fixed too.
+    """
+    try:
+        model, details = convert(ov, artifact, work_dir)
+        return model, details, artifact
+    except ExportError as exc:
+        fixed = _fixed_inputs(artifact, sizes) if exc.hint == _RANK_HINT else None
+        if fixed is None:
+            raise
+    model, details = convert(ov, fixed, work_dir)
+    details["fixed_dims"] = {spec.name: list(spec.shape) for spec in fixed.inputs if spec not in artifact.inputs}
+    details["fixed_dims_reason"] = "OpenVINO gives an If output of unknown rank while these input dims are dynamic"
+    return model, details, fixed
+
+
+def _fixed_inputs(artifact: ModelArtifact, sizes: dict[str, tuple[int, ...]]) -> ModelArtifact | None:
+    """The artifact with every dynamic input dim set to ``sizes``; None when none is dynamic or a size is missing."""
+    inputs = []
+    for spec in artifact.inputs:
+        size = sizes.get(spec.name)
+        if all(isinstance(d, int) for d in spec.shape):
+            inputs.append(spec)
+        elif size is None or len(size) != len(spec.shape):
+            return None
+        else:
+            inputs.append(replace(spec, shape=tuple(d if isinstance(d, int) else int(n) for d, n in zip(spec.shape, size))))
+    return replace(artifact, inputs=tuple(inputs)) if tuple(inputs) != artifact.inputs else None
+
+
 def _fold_static_ifs(artifact: ModelArtifact, work_dir: Path | None) -> tuple[Path, int]:
     """The ONNX model with the ``If`` nodes its fixed input dims decide replaced by their branch
     (:mod:`edgec.targets._openvino_ifs`), and how many; the artifact's own file when none."""
@@ -239,6 +283,9 @@ def _fold_static_ifs(artifact: ModelArtifact, work_dir: Path | None) -> tuple[Pa
 
     model = onnx_utils.load_model(artifact.path)
     folded = fold_ifs(model, {spec.name: fixed_dims(spec) for spec in artifact.inputs})
+    sizes = {spec.name: tuple(spec.shape) for spec in artifact.inputs if all(isinstance(d, int) for d in spec.shape)}
+    if len(sizes) == len(artifact.inputs):
+        folded += fold_ifs_by_running(model, sizes)  # type: ignore[arg-type]
     if not folded:
         return artifact.path, 0
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -249,10 +296,10 @@ def _convert_pt2(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]
     from edgec.frameworks.torch_utils import safe_load_pt2
 
     program = safe_load_pt2(artifact.path)
-    decoded, layers = decode(program)
+    decoded, layers, recurrent = decode(program)
     model = _convert_or_raise(ov, decoded, "torch.export program",
                               hint="export it with torch.onnx.export and build from the .onnx file")
-    store_layers(model, layers)  # layers named by torch modules, not FX nodes (op_layers)
+    store_layers(model, layers, recurrent)  # layers named by torch modules, not FX nodes (op_layers)
     return model, {"route": FORMAT_PT2, "converter": "openvino.convert_model(torch.export.ExportedProgram)"}
 
 
@@ -326,8 +373,10 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
     preset = options.preset if options.preset != "auto" else auto_preset(model)
     if preset != "auto":
         kwargs["preset"] = nncf.QuantizationPreset(preset)
-    if options.ignored_types or exclude:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(types=list(options.ignored_types), names=list(exclude), validate=False)
+    recurrent, modules, names = recurrent_float(model, options.recurrent)  # modules: torch unrolled them (pt2)
+    types = list(dict.fromkeys((*options.ignored_types, *recurrent)))
+    if types or exclude or names:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=list(dict.fromkeys((*exclude, *names))), validate=False)
     estimator = _RANGES[calibration.method]
     if estimator is not None:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -339,6 +388,7 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
     return quantized, {
         "mode": "static", "tool": "nncf.quantize", "model_type": model_type, "preset": preset,
         "fast_bias_correction": options.fast_bias_correction, "ignored_types": list(options.ignored_types),
+        "recurrent": options.recurrent, "recurrent_float": [*recurrent, *modules],
         "activation_ranges": (estimator or "nncf default (mean min/max)").lower(), "subset_size": len(calibration),
         "fake_quantize_ops": _count(quantized, "FakeQuantize"),
     }
@@ -426,7 +476,8 @@ def op_layers(model: Any) -> dict[str, str]:
     :mod:`edgec.targets._openvino_layers`); else the name of its first named weight of its own (:func:`_own_weight`)
     without ``.weight``/``.bias`` (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``
     -> ``linear``, the torch op); an op OpenVINO named itself (``Multiply_c1``: a convolution with its
-    batch norm folded in) takes the layer of its first consumer."""
+    batch norm folded in) takes the layer of its first consumer; a recurrent op is a layer of its own, and the
+    ops OpenVINO added to feed it (``Transpose_c18`` of a state input) take its layer."""
     ops = list(model.get_ordered_ops())
     layers, modules = {}, stored_layers(model)  # pt2 route: the torch module of each FX node (_openvino_layers)
     for op in ops:
@@ -435,11 +486,13 @@ def op_layers(model: Any) -> dict[str, str]:
                    for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
         module = modules.get(fx_name(name))
         layers[name] = module or (_weight_layer(weights[0]) if weights else (name.split("/", 1)[0] or name))
+    own = {op.get_friendly_name() for op in ops if op.get_type_name() in RECURRENT_TYPES}  # a layer even if auto-named
     for op in reversed(ops):  # consumers come later in graph order
         name = op.get_friendly_name()
-        if _CANONICAL.fullmatch(layers[name]):
+        if _CANONICAL.fullmatch(layers[name]) and name not in own:
             users = [t.get_node().get_friendly_name() for out in op.outputs() for t in out.get_target_inputs()]
-            layers[name] = next((layers[u] for u in users if u in layers and not _CANONICAL.fullmatch(layers[u])), layers[name])
+            layers[name] = next((layers[u] for u in users if u in layers and (u in own or not _CANONICAL.fullmatch(layers[u]))),
+                                layers[name])
     return layers
 
 
