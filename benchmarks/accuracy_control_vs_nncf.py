@@ -11,11 +11,12 @@ between the INT8 model's output and the FP32 model's (``--metric cosine``), budg
 
 1. OpenVINO: ``edgec build model.pt2 --target openvino --precision int8 --calib ... --eval ... --max-drop X``
    versus ``nncf.quantize_with_accuracy_control`` on edgec's own FP32 IR of the same program (same
-   calibration samples, same validation samples, the same metric as its ``validation_fn``, nncf's
-   defaults otherwise). Printed: the metric reached on the held-out set (each model run here with the
-   OpenVINO runtime in f32), layers kept in float (convolutions and matmuls whose input is not
-   fake-quantized, counted the same way in both IRs), wall time (edgec: the whole build, and a plain INT8
-   build for scale; nncf: the call alone, its IR already converted), and their ratios.
+   calibration samples, same validation samples, the same metric as its ``validation_fn``, the preset and
+   model type edgec's INT8 build picks, nncf's defaults otherwise). Printed: the metric reached on the
+   held-out set (each model run here with the OpenVINO runtime in f32), layers kept in float (convolutions,
+   matmuls and recurrent ops whose input is not fake-quantized, counted the same way in both IRs), wall
+   time (edgec: the whole build, and a plain INT8 build for scale; nncf: the call alone, its IR already
+   converted), and their ratios.
 2. onnxruntime: the per-layer ranking of edgec's ``--report-layers`` (:func:`edgec.frameworks.fidelity.layer_divergence`)
    versus ``onnxruntime.quantization.qdq_loss_debug`` (augment both models with every activation as an
    output, collect, match, SQNR per activation) on the same FP32 and INT8 onnx bundles and the same 32
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from edgec.benchmarks import _nncf_control
 from edgec.benchmarks.zoo import digits
 
 FRAGILE_SAMPLES = 64
@@ -104,45 +106,19 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)))
 
 
-PASS_THROUGH = frozenset({"MaxPool", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Convert"})
-"""Ops between a FakeQuantize and the layer reading it that keep its values quantized (nncf puts the
-FakeQuantize before a MaxPool or a flatten)."""
-
-
-def float_ops(xml: Path) -> list[str]:
-    """Convolutions and matmuls whose data input is not fake-quantized: the layers an IR keeps in float."""
-    import openvino as ov
-
-    def quantized(node: Any) -> bool:
-        while node.get_type_name() in PASS_THROUGH:
-            node = node.input(0).get_source_output().get_node()
-        return bool(node.get_type_name() == "FakeQuantize")
-
-    model = ov.Core().read_model(str(xml))
-    kinds = {"Convolution", "GroupConvolution", "MatMul"}
-    return [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() in kinds
-            and not quantized(op.input(0).get_source_output().get_node())]
-
-
 def nncf_accuracy_control(fp32_xml: Path, calib: Path, feeds: list[dict[str, np.ndarray]], reference: list[np.ndarray],
                           max_drop: float, out: Path) -> tuple[Path, float]:
-    """``nncf.quantize_with_accuracy_control`` with the held-out cosine as its metric; the saved IR and the call's time."""
-    import nncf
+    """``nncf.quantize_with_accuracy_control`` with the held-out cosine as its metric
+    (:func:`edgec.benchmarks._nncf_control.accuracy_control`); the saved IR and the call's time."""
     import openvino as ov
 
-    calib_feeds = [{"x": row[None]} for row in np.load(calib)["x"]]
-    items = list(zip(feeds, reference))
-
-    def validate(compiled: Any, data: Any) -> tuple[float, list[float]]:
-        values = [cosine(np.asarray(compiled(feed)[0]), ref) for feed, ref in data]
-        return float(np.mean(values)), values
+    def mean_cosine(ref: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> list[float]:
+        return [cosine(next(iter(c.values())), r["y"]) for r, c in zip(ref, candidate)]
 
     model = ov.Core().read_model(str(fp32_xml))
-    start = time.perf_counter()
-    quantized = nncf.quantize_with_accuracy_control(
-        model, nncf.Dataset(calib_feeds), nncf.Dataset(items, lambda item: item[0]), validate,
-        max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib_feeds))
-    seconds = time.perf_counter() - start
+    quantized, seconds = _nncf_control.accuracy_control(
+        model, [{"x": row[None]} for row in np.load(calib)["x"]], feeds, [{"y": r} for r in reference], mean_cosine,
+        max_drop, **_nncf_control.quantize_options(model))
     out.mkdir(parents=True, exist_ok=True)
     ov.save_model(quantized, str(out / "model.xml"))
     return out / "model.xml", seconds
@@ -167,12 +143,12 @@ def compare_openvino(name: str, assets: dict[str, Path], max_drop: float, work: 
                                          max_drop=max_drop, metric="cosine", **kw)
         mp = searched.manifest.model_extra["mixed_precision"]
         xml = searched.bundle_dir / "model.xml"
-        row["edgec"] = {"cosine": score(xml), "float_ops": float_ops(xml), "float_layers": mp["float_layers"],
+        row["edgec"] = {"cosine": score(xml), "float_ops": _nncf_control.float_ops(xml), "float_layers": mp["float_layers"],
                         "builds": mp["builds"], "calibration": mp.get("calibration"), "seconds": round(search_s, 2)}
     except Exception as exc:  # an unmet budget (exit 7) is a result too
         row["edgec"] = {"error": f"{type(exc).__name__}: {exc}"}
     xml, nncf_s = nncf_accuracy_control(fp32.bundle_dir / "model.xml", assets["calib"], feeds, reference, max_drop, work / "nncf")
-    row["nncf"] = {"cosine": score(xml), "float_ops": float_ops(xml), "seconds": round(nncf_s, 2)}
+    row["nncf"] = {"cosine": score(xml), "float_ops": _nncf_control.float_ops(xml), "seconds": round(nncf_s, 2)}
     return row
 
 

@@ -1,7 +1,7 @@
 """``--max-drop`` on real models: naive static INT8 against the accuracy search, scored on data neither saw.
 
 ``python -m edgec.benchmarks.zoo_search [--models a,b] [--targets onnx] [--out DIR] [--cache DIR]
-[--calib-samples 32] [--eval-samples 32] [--test-samples 32] [--max-builds 8] [--json FILE]``
+[--calib-samples 32] [--eval-samples 32] [--test-samples 32] [--max-builds 8] [--max-drop X] [--json FILE]``
 
 For each model (default :data:`DEFAULT_MODELS`: the zoo models where naive INT8 on onnx loses the most of
 its task metric):
@@ -15,8 +15,10 @@ its task metric):
    task metric (1.0 = FP32's answers).
 
 The Markdown table gives per model and target: metric and budget, naive and searched score on the test set,
-the search's own score on ``eval.npz``, layers kept in float, calibration method, candidate builds, search
-time, peak RSS and exit code (with the first line of the error when it failed).
+the search's own score on ``eval.npz``, layers kept in float, calibration method, candidate builds, model size
+and batch-1 latency (naive / searched, the bundle's runner), search time, peak RSS and exit code (with the
+first line of the error when it failed). :mod:`edgec.benchmarks.zoo_nncf` puts nncf's accuracy control
+beside the openvino rows.
 """
 
 from __future__ import annotations
@@ -73,6 +75,12 @@ class Row:
     naive_exit: int | None = None
     error: str | None = None
     size_ratio: float | None = None
+    naive_size_mb: float | None = None
+    size_mb: float | None = None
+    naive_latency_ms: float | None = None
+    latency_ms: float | None = None
+    naive_seconds: float | None = None
+    naive_peak_mb: float | None = None
 
     @property
     def drop(self) -> float | None:
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=32)
     parser.add_argument("--test-samples", type=int, default=32)
     parser.add_argument("--max-builds", type=int, default=8)
+    parser.add_argument("--max-drop", type=float, help="one budget for every model instead of the metric's own (BUDGETS)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(model: zoo.ZooModel, target: str, work: Path, args: argparse.Namespace) -> Row:
     """Data, the naive build, the search build, and both scored on the test set."""
-    row = Row(model.name, target, model.metric, BUDGETS[model.metric])
+    row = Row(model.name, target, model.metric, getattr(args, "max_drop", None) or BUDGETS[model.metric])
     print(f"== {model.name} on {target} ({model.metric}, --max-drop {row.budget})", flush=True)
     try:
         path = zoo.fetch(model, args.cache)
@@ -131,33 +140,36 @@ def run_one(model: zoo.ZooModel, target: str, work: Path, args: argparse.Namespa
         "--max-drop", str(row.budget), "--metric", f"edgec.benchmarks.zoo.metrics:{model.metric}",
         "--eval", str(work / "eval.npz"), "--max-builds", str(args.max_builds)]
     naive = run(naive_cmd, work / "naive.log", args.timeout)
-    row.naive_exit = naive["exit"]
+    row.naive_exit, row.naive_seconds, row.naive_peak_mb = naive["exit"], naive["seconds"], naive["peak_mb"]
     searched = run(search_cmd, work / "searched.log", args.timeout)
     row.exit_code, row.seconds, row.peak_mb = searched["exit"], searched["seconds"], searched["peak_mb"]
     if searched["exit"] != 0:
         row.error = searched["error"]
     naive_bundle, search_bundle = naive.get("bundle"), searched.get("bundle")
     if naive_bundle:
-        row.naive = test_score(model, Path(naive_bundle), feeds, reference)
+        row.naive, row.naive_latency_ms = test_score(model, Path(naive_bundle), feeds, reference)
+        row.naive_size_mb = size_mb(Path(naive_bundle))
     if search_bundle:
-        row.searched = test_score(model, Path(search_bundle), feeds, reference)
+        row.searched, row.latency_ms = test_score(model, Path(search_bundle), feeds, reference)
+        row.size_mb = size_mb(Path(search_bundle))
         read_record(row, Path(search_bundle))
-        if naive_bundle:
-            row.size_ratio = _size(Path(search_bundle)) / max(_size(Path(naive_bundle)), 1)
+        if row.naive_size_mb:
+            row.size_ratio = row.size_mb / row.naive_size_mb
     return row
 
 
-def command(model: zoo.ZooModel, path: Path, target: str, work: Path, name: str) -> list[str]:
-    """``edgec build`` of one INT8 bundle into ``work/name``."""
-    base = zoo_matrix.build_command(model, path, [target], ["int8"], work)
+def command(model: zoo.ZooModel, path: Path, target: str, work: Path, name: str, precision: str = "int8") -> list[str]:
+    """``edgec build`` of one bundle (INT8 unless ``precision`` says) into ``work/name``."""
+    base = zoo_matrix.build_command(model, path, [target], [precision], work)
     out = base.index("--out")
     base[out + 1] = str(work / name)
     return [*base, "--no-cache", "-v"]  # timed and measured as a first build; the search's steps go to the log
 
 
 def run(command: list[str], log: Path, timeout: float) -> dict[str, Any]:
-    """Run ``command``; its exit code, wall time, peak RSS (MB, the process tree it waited for) and bundle."""
-    print("$ edgec " + " ".join(command[3:]), flush=True)
+    """Run ``command``; its exit code, wall time, peak RSS (MB, the process tree it waited for), bundle and
+    the first cell of its ``--json`` list (``cell``) when it printed one."""
+    print("$ " + " ".join(["edgec", *command[3:]] if command[2] == "edgec.compiler" else command[2:]), flush=True)
     start = time.perf_counter()
     peak_file = log.with_suffix(".peak")
     with open(log, "w") as handle:
@@ -175,7 +187,7 @@ def run(command: list[str], log: Path, timeout: float) -> dict[str, Any]:
     stderr = log.read_text().strip().splitlines()
     try:
         cells = json.loads(stdout)
-        result["bundle"] = cells[0].get("bundle")
+        result["bundle"], result["cell"] = cells[0].get("bundle"), cells[0]
         result["error"] = (cells[0].get("error") or "").splitlines()[0][:300] if cells[0].get("error") else None
     except (json.JSONDecodeError, IndexError, KeyError):
         result["error"] = (stderr or ["no output"])[-1][:300]
@@ -187,15 +199,16 @@ def run(command: list[str], log: Path, timeout: float) -> dict[str, Any]:
     return result
 
 
-def test_score(model: zoo.ZooModel, bundle: Path, feeds: list[Feed], reference: list[Feed]) -> float | None:
-    """The task metric of ``bundle`` on the test feeds (mean), None when it cannot run here."""
+def test_score(model: zoo.ZooModel, bundle: Path, feeds: list[Feed], reference: list[Feed]) -> tuple[float | None, float | None]:
+    """The task metric of ``bundle`` on the test feeds (mean) and its median batch-1 latency (ms, 5 rounds
+    of 5 calls on the first feed), both None when it cannot run here."""
     try:
-        outputs, _, _ = zoo_matrix.run_bundle(bundle, feeds, rounds=1, per_round=1)
+        outputs, latency, _ = zoo_matrix.run_bundle(bundle, feeds)
     except Exception as exc:  # a runtime that cannot run the bundle here: the row says so
         print(f"   not run: {exc}", flush=True)
-        return None
+        return None, None
     named = [dict(zip(r, o.values())) for r, o in zip(reference, outputs)]
-    return float(np.mean(zoo_metrics.METRICS[model.metric](reference, named)))
+    return float(np.mean(zoo_metrics.METRICS[model.metric](reference, named))), round(latency, 3)
 
 
 def read_record(row: Row, bundle: Path) -> None:
@@ -210,9 +223,14 @@ def read_record(row: Row, bundle: Path) -> None:
     row.calibrations = dict(calibration.get("tried", {}))
 
 
-def _size(bundle: Path) -> int:
+def size_mb(bundle: Path) -> float:
+    """MB of the bundle's model: its model file and the files that share its stem (OpenVINO's ``.bin``, an
+    ONNX model's external data)."""
     manifest = json.loads((bundle / "manifest.json").read_text())
-    return sum((bundle / f).stat().st_size for f in [manifest.get("model_file", "")] if f and (bundle / f).is_file())
+    model = bundle / str(manifest.get("model_file", ""))
+    stem = model.name.split(".")[0]
+    files = [f for f in bundle.iterdir() if f.is_file() and f.name.split(".")[0] == stem and f.suffix != ".json"]
+    return round(sum(f.stat().st_size for f in files) / 1e6, 3)
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -222,13 +240,15 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
 def format_table(rows: list[Row]) -> str:
     """The Markdown table (scores on the test set, 1.0 = FP32's answers)."""
     lines = ["| model | target | metric (budget) | naive int8 | searched int8 | search on eval | layers in float | "
-             "calibration | builds | time s | peak MB | exit |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "calibration | builds | size MB naive/searched | ms naive/searched | time s | peak MB | exit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         layers = f"{len(r.float_layers)}: {', '.join(r.float_layers)[:80]}" if r.float_layers else ("0" if r.exit_code == 0 else "-")
         exit_text = str(r.exit_code) + (f" ({(r.error or '')[:160]})".replace("|", "/") if r.exit_code else "")
         lines.append(f"| {r.model} | {r.target} | {r.metric} ({r.budget}) | {_num(r.naive)} | {_num(r.searched)} | "
                      f"{_num(r.search_eval, '.4f')} | {layers} | {r.calibration or '-'} | {r.builds if r.builds is not None else '-'} | "
-                     f"{_num(r.seconds, '.0f')} | {_num(r.peak_mb, '.0f')} | {exit_text} |")
+                     f"{_num(r.naive_size_mb, '.2f')}/{_num(r.size_mb, '.2f')} | "
+                     f"{_num(r.naive_latency_ms, '.2f')}/{_num(r.latency_ms, '.2f')} | {_num(r.seconds, '.0f')} | {_num(r.peak_mb, '.0f')} | {exit_text} |")
     return "\n".join(lines)
 
 
