@@ -132,8 +132,8 @@ def test_reduce_l2_with_noop_on_empty_axes_keeps_its_meaning(tmp_path: Path) -> 
 def test_planner_runs_the_target_rewrites_last_and_on_the_onnx_route_only(tmp_path: Path) -> None:
     config = BuildConfig(source="m.onnx", target="tflite", out=tmp_path, input_shapes={"x": (1, 6)})
     rewrites = TARGETS.get("tflite").onnx_rewrites
-    assert rewrites == ("unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice")
+    assert rewrites == ("unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice", "edge_pad_pools")
     steps = float_steps(config, FORMAT_ONNX, rewrites)
-    assert [name for name, _ in steps] == ["fix_shapes", "simplify", "unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice"]
+    assert [name for name, _ in steps] == ["fix_shapes", "simplify", "unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice", "edge_pad_pools"]
     assert float_steps(config, "savedmodel", rewrites) == []
     assert TARGETS.get("onnx").onnx_rewrites == ()
