@@ -5,22 +5,28 @@ FP32 from 0.968 (onnxruntime's per-tensor default) to 0.993, at the same latency
 quantized too when its table is a constant (embedding tables; onnxruntime skips computed data): without
 it MiniLM's 47 MB word-embedding table stays float and the INT8 file is 0.65x FP32 instead of 0.25x,
 with the same cosine (0.9944 vs 0.9941, measured).
+
+Convolutions stay float unless ``op_types`` names ``Conv``: onnxruntime runs a dynamically quantized Conv as
+``ConvInteger``, which has no fast x86 kernel: 3.9-12.8x slower than FP32 on six models at one thread
+(``benchmarks/int8_dynamic_conv.py``), and on PP-OCRv4's recognizer cosine 0.47 to FP32. A model left with nothing to
+quantize is refused with one line pointing to static INT8, which quantizes convolutions well.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
-from edgec.core.errors import require
+from edgec.core.errors import UnsupportedError, require
 from edgec.core.types import ModelArtifact
 from edgec.frameworks import onnx_utils
 
 
 class DynamicOptions(PassOptions):
     per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Conv", "Gather")
+    op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
     reduce_range: bool = False
     """Use 7-bit weights; only needed on CPUs without VNNI, where 8-bit products can saturate."""
     nodes_to_exclude: tuple[str, ...] = ()
@@ -48,6 +54,24 @@ class QuantizeDynamic(Pass):
         )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
         require_quantized(out_path)
-        out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
+        require_weights_quantized(model, opts.op_types)
+        out = onnx_utils.artifact_from_file(out_path)
         return PassResult(out, True, {"mode": "dynamic", "ops": onnx_utils.op_counts(model)})
+
+
+def require_weights_quantized(model: Any, op_types: tuple[str, ...]) -> None:
+    """Refuse a dynamic INT8 model in which no weight became 8-bit (nothing of ``op_types`` carries weights).
+
+    Raises:
+        UnsupportedError: naming the float convolutions left and static INT8 as the way to quantize them.
+    """
+    counts = onnx_utils.op_counts(model)
+    if counts.get("DynamicQuantizeLinear") or any(init.data_type in (2, 3) for init in model.graph.initializer):
+        return  # UINT8, INT8 weights, or activations quantized at run time
+    convs = counts.get("Conv", 0) + counts.get("ConvTranspose", 0)
+    left = f"; its {convs} convolutions stay float (dynamic Conv runs as ConvInteger, slower than float)" if convs else ""
+    raise UnsupportedError(
+        f"dynamic INT8 has nothing to quantize: no {'/'.join(op_types)} with weights{left}",
+        hint="--int8-mode static --calib DATA (calibrated QDQ quantizes convolutions), "
+             "or build fp32/fp16")

@@ -1,7 +1,8 @@
 """Static INT8 in QDQ form: per-channel int8 weights, activation ranges from the calibration set.
 
 Uses onnxruntime's ``quantize_static`` (QDQ format) fed by edgec's :class:`CalibrationSet`, with the
-calibration method of the set (minmax, entropy or percentile). Activations default to uint8 with
+calibration method of the set (minmax, entropy or percentile); entropy and percentile are calibrated one sample
+at a time (see :mod:`edgec.compiler.passes._chunked_calibration`). Activations default to uint8 with
 int8 weights (U8S8), the fast path of onnxruntime's x86 kernels.
 
 An output ``Concat`` that joins parts whose calibrated ranges differ by more than ``mixed_range_ratio``
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgec.calibration.dataset import CalibrationSet
+from edgec.compiler.passes._chunked_calibration import cache_option
 from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
 from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
@@ -38,6 +40,8 @@ class StaticOptions(PassOptions):
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
     op_types: tuple[str, ...] | None = None
+    float_op_types: tuple[str, ...] = ()
+    """Op types left out of onnxruntime's default list (when ``op_types`` is None); the stats list them."""
     nodes_to_exclude: tuple[str, ...] = ()
     symmetric_activations: bool = False
     """Zero-point-0 activations, as TensorRT's explicit quantization requires (use with int8 activations)."""
@@ -45,6 +49,15 @@ class StaticOptions(PassOptions):
     """More onnxruntime ``extra_options`` (e.g. ``{"QDQKeepRemovableActivations": True}``)."""
     mixed_range_ratio: float | None = 10.0
     """Keep an output ``Concat`` float when its inputs' ranges differ by more than this; None quantizes it."""
+
+
+def op_list(opts: StaticOptions) -> list[str] | None:
+    """The op types to quantize: ``op_types``, else onnxruntime's default list less ``float_op_types``."""
+    if opts.op_types or not opts.float_op_types:
+        return list(opts.op_types) if opts.op_types else None
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(opts.float_op_types))
 
 
 def data_reader(calibration: CalibrationSet, base: type) -> Any:
@@ -105,7 +118,11 @@ class QuantizeStatic(Pass):
         source, mixed = self._mixed_outputs(source, ctx)
         exclude = [*opts.nodes_to_exclude, *(n for m in mixed for n in m.nodes if n not in opts.nodes_to_exclude)]
         ctx.log(f"calibrating activations on {len(ctx.calibration)} samples ({opts.method})")
-        with contextlib.redirect_stdout(io.StringIO()):  # histogram calibrators print their progress to stdout
+        op_types = op_list(opts)
+        method = getattr(q.CalibrationMethod, METHOD_NAMES[opts.method])
+        extra = {"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options}
+        calibrated = cache_option(q.quantize_static, source, ctx.calibration.feeds, method, op_types, extra, ctx.work_dir)
+        with contextlib.redirect_stdout(io.StringIO()), calibrated as cache:  # histogram calibrators print to stdout
             q.quantize_static(
                 str(source),
                 str(out_path),
@@ -114,16 +131,19 @@ class QuantizeStatic(Pass):
                 per_channel=opts.per_channel,
                 activation_type=act,
                 weight_type=q.QuantType.QInt8,
-                op_types_to_quantize=list(opts.op_types) if opts.op_types else None,
+                op_types_to_quantize=op_types,
                 nodes_to_exclude=exclude or None,
-                calibrate_method=getattr(q.CalibrationMethod, METHOD_NAMES[opts.method]),
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options},
+                calibrate_method=method,
+                extra_options=extra,
+                **cache,
             )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
         require_quantized(out_path)
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
         stats: dict[str, Any] = {"mode": "static", "ops": onnx_utils.op_counts(model)}
+        if opts.float_op_types and not opts.op_types:
+            stats["float_op_types"] = sorted(opts.float_op_types)
         if mixed:
             stats["kept_float_outputs"] = [m.to_json() for m in mixed]
         if flattened:
