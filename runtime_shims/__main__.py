@@ -23,12 +23,11 @@ import os
 import platform
 import sys
 import time
-import zipfile
 from typing import Any, NoReturn
 
 import numpy as np
 
-from . import bundle_files, measure
+from . import bounded_npz, bundle_files, measure
 from .base import Feed, Runner, RunnerError, brief
 from .measure import non_negative_int, positive_int
 from .runners import open_runner
@@ -38,6 +37,8 @@ RESULT_KIND = "edgec.bench.result"
 EXIT_USAGE, EXIT_RUNTIME, EXIT_PARITY, EXIT_INTEGRITY = 2, 3, 7, 8
 EVAL_CHUNK = 64
 """Samples per inference during ``--eval`` when the model's batch dimension is dynamic."""
+EVAL_FLOOR_MB = 2048
+"""``--eval`` data may decode to this many MiB, or to :data:`measure.GOLDEN_RATIO` times its file size when more."""
 
 
 class ShimError(Exception):
@@ -75,51 +76,58 @@ def read_manifest(path: str) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str) -> tuple[dict[str, Any], Feed, Feed]:
+def load_bundle(path: str, max_mb: float | None = None) -> tuple[dict[str, Any], Feed, Feed]:
     """Manifest plus golden inputs and outputs of the first shape (name -> array stacked over samples).
 
     Raises:
         ShimError: not a bundle, a name that breaks the bundle's rules, malformed golden file.
     """
     manifest = read_manifest(path)
-    return (manifest, *read_golden_arrays(path, manifest))
+    return (manifest, *read_golden_arrays(path, manifest, max_mb))
 
 
-def read_golden_feeds(path: str, manifest: dict[str, Any]) -> tuple[list[Feed], list[Feed]]:
+def read_golden_feeds(path: str, manifest: dict[str, Any], max_mb: float | None = None) -> tuple[list[Feed], list[Feed]]:
     """Every golden sample, of every shape (a model with dynamic dims carries samples at several sizes),
     as one input and one output dict per sample, after the names are checked as in :func:`read_golden_arrays`.
 
     Raises:
         ShimError: a name that breaks the bundle's rules, or a golden file that is not golden data.
     """
-    read_golden_arrays(path, manifest)  # the checks and their messages
-    golden = bundle_files.check_named(path, manifest)["golden"]
+    arrays = _golden_file(path, manifest, max_mb)
+    _first_group(path, manifest, arrays)  # the checks and their messages
     try:
-        return measure.read_golden(golden)
-    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:
+        return measure.golden_feeds(arrays)
+    except (ValueError, KeyError, IndexError) as exc:
         raise ShimError(f"{path}: unreadable bundle: {brief(exc, 200)}", EXIT_INTEGRITY) from None
 
 
-def read_golden_arrays(path: str, manifest: dict[str, Any]) -> tuple[Feed, Feed]:
+def read_golden_arrays(path: str, manifest: dict[str, Any], max_mb: float | None = None) -> tuple[Feed, Feed]:
     """Golden inputs and outputs, after the manifest's names are checked (plain, listed, inside the bundle,
-    no symlinks; see :mod:`bundle_files`).
+    no symlinks; see :mod:`bundle_files`); the file is read within :func:`measure.golden_limit` (``max_mb``).
 
     Raises:
         ShimError: a name that breaks the bundle's rules, or a golden file that is not golden data.
     """
+    return _first_group(path, manifest, _golden_file(path, manifest, max_mb))
+
+
+def _golden_file(path: str, manifest: dict[str, Any], max_mb: float | None) -> dict[str, np.ndarray]:
     try:
         golden = bundle_files.check_named(path, manifest)["golden"]
     except bundle_files.BundleFileError as exc:
         raise ShimError(str(exc), EXIT_INTEGRITY) from None
     try:
-        with np.load(golden, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ShimError(f"{path}: unreadable bundle: {brief(exc, 200)}", EXIT_INTEGRITY) from None
+        return measure.read_golden_arrays(golden, max_mb)
+    except (OSError, ValueError) as exc:  # bounded_npz.ArrayReadError is a ValueError: a bomb or a lying header
+        raise ShimError(f"{path}: unreadable bundle: {brief(exc, 300)}", EXIT_INTEGRITY) from None
+
+
+def _first_group(path: str, manifest: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[Feed, Feed]:
     inputs = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("inputs/")}
     outputs = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("outputs/")}
     if not inputs or not outputs:
-        raise ShimError(f"{path}: unreadable bundle: {os.path.basename(golden)} holds no golden inputs and outputs",
+        name = bundle_files.field_name(manifest, "golden")
+        raise ShimError(f"{path}: unreadable bundle: {os.path.basename(name)} holds no golden inputs and outputs",
                         EXIT_INTEGRITY)
     return inputs, outputs
 
@@ -259,10 +267,10 @@ def evaluate(runner: Runner, manifest: dict[str, Any], golden_in: Feed, data_pat
 
 def _eval_arrays(data_path: str, manifest: dict[str, Any], golden_in: Feed) -> tuple[Feed, np.ndarray]:
     try:
-        with np.load(data_path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        limit = max(EVAL_FLOOR_MB * bounded_npz.MIB, measure.GOLDEN_RATIO * os.stat(data_path).st_size)
+        arrays = bounded_npz.read_npz(data_path, bounded_npz.Budget(limit), os.path.basename(data_path))
     except (OSError, ValueError) as exc:
-        raise ShimError(f"--eval {data_path}: cannot read: {brief(exc, 160)}", EXIT_USAGE) from None
+        raise ShimError(f"--eval {data_path}: cannot read: {brief(exc, 200)}", EXIT_USAGE) from None
     labels = arrays.pop("labels", None)
     if labels is None or labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ShimError(f"--eval {data_path} needs a 1-D integer 'labels' array", EXIT_USAGE)
@@ -311,7 +319,7 @@ def _pad(arr: np.ndarray, size: int) -> np.ndarray:
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Load, check parity, time and optionally evaluate one bundle; returns the JSON result."""
-    manifest, golden_in, golden_out = load_bundle(args.bundle)
+    manifest, golden_in, golden_out = load_bundle(args.bundle, args.golden_limit_mb)
     baseline_rss = measure.peak_rss_bytes()
     runner = activate(args.bundle, manifest, args.threads)
     try:
@@ -319,7 +327,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         start = time.perf_counter()
         runner.infer(feed)
         first_ms = (time.perf_counter() - start) * 1000.0
-        checked = parity(runner, manifest, *read_golden_feeds(args.bundle, manifest)) if args.parity else {"measured": False}
+        checked = parity(runner, manifest, *read_golden_feeds(args.bundle, manifest, args.golden_limit_mb)) if args.parity else {"measured": False}
         rounds = measure.time_calls(lambda: runner.infer(feed), args.runs, args.warmup, args.repeats)
         peak_rss = measure.peak_rss_bytes()
         evaluation = evaluate(runner, manifest, golden_in, args.eval, args.eval_output) if args.eval else None
@@ -342,7 +350,7 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     """File hashes, then golden parity within the manifest's tolerance."""
     manifest = read_manifest(args.bundle)
     files = check_files(args.bundle, manifest)
-    golden_in, golden_out = read_golden_feeds(args.bundle, manifest)
+    golden_in, golden_out = read_golden_feeds(args.bundle, manifest, args.golden_limit_mb)
     runner = activate(args.bundle, manifest, args.threads)
     try:
         checked = parity(runner, manifest, golden_in, golden_out)
@@ -371,7 +379,22 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("bundle")
     v.add_argument("--threads", type=positive_int, default=None)
     v.add_argument("--json", action="store_true", help="print the measured parity as JSON")
+    for command in (b, v):
+        command.add_argument("--golden-limit-mb", type=positive_mb, default=None,
+                             help=f"most MiB the golden file may decode to; default ${measure.GOLDEN_ENV}, else "
+                                  f"{measure.GOLDEN_FLOOR_MB} or {measure.GOLDEN_RATIO}x the file, whichever is more")
     return parser
+
+
+def positive_mb(text: str) -> float:
+    """argparse type: a finite number of MiB > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB, got {text!r}") from None
+    if not 0 < value < 1 << 30:
+        raise argparse.ArgumentTypeError(f"expected a number of MiB > 0, got {text}")
+    return value
 
 
 

@@ -11,6 +11,7 @@ noise.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,9 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from . import bounded_npz
+
 PERCENTILES = (50, 90, 99)
 DEFAULT_MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
 """Used only when a manifest records no tolerance (targets whose parity cannot be measured at build time)."""
+GOLDEN_FLOOR_MB = 256
+GOLDEN_RATIO = 16
+GOLDEN_ENV = "EDGEC_GOLDEN_LIMIT_MB"
+"""Caps on what a bundle's golden file may decode to (:func:`golden_limit`)."""
 
 
 @dataclass(frozen=True)
@@ -309,16 +316,55 @@ def _parse_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def read_golden(path: Any) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+def golden_limit(path: Any, max_mb: float | None = None) -> int:
+    """The most bytes a golden file's arrays may decode to: ``max_mb`` MiB when given, else the
+    ``EDGEC_GOLDEN_LIMIT_MB`` environment variable, else the larger of :data:`GOLDEN_FLOOR_MB` MiB and
+    :data:`GOLDEN_RATIO` times the file's size (genuine golden data, deflated numbers, seldom shrinks that much).
+
+    Raises:
+        ValueError: ``EDGEC_GOLDEN_LIMIT_MB`` is not a positive number.
+    """
+    if max_mb is None and os.environ.get(GOLDEN_ENV):
+        try:
+            max_mb = float(os.environ[GOLDEN_ENV])
+        except ValueError:
+            max_mb = -1.0
+        if not 0 < max_mb < 1 << 30:
+            raise ValueError(f"{GOLDEN_ENV}={os.environ[GOLDEN_ENV]!r}; expected a number of MiB > 0")
+    if max_mb is not None:
+        return int(max_mb * bounded_npz.MIB)
+    return max(GOLDEN_FLOOR_MB * bounded_npz.MIB, GOLDEN_RATIO * os.stat(path).st_size)
+
+
+def read_golden_arrays(path: Any, max_mb: float | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a golden file by name (``inputs/NAME`` ...), read within :func:`golden_limit` with
+    :mod:`bounded_npz`: a zip bomb or a header claiming a huge shape is refused before anything is allocated.
+
+    Raises:
+        ValueError: (:class:`bounded_npz.ArrayReadError`) the file is not plain array data or passes the limit.
+    """
+    budget = bounded_npz.Budget(golden_limit(path, max_mb), f"raise it with {GOLDEN_ENV}=MB if the bundle is genuine")
+    return bounded_npz.read_npz(path, budget, os.path.basename(path))
+
+
+def read_golden(path: Any, max_mb: float | None = None) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
     """Golden feeds from ``golden.npz`` (arrays ``inputs/NAME`` and ``outputs/NAME``, samples first, then
     the groups of samples of other shapes, ``inputs@1/NAME`` ...): one input dict and one output dict per
-    sample, group after group.
+    sample, group after group. Read as :func:`read_golden_arrays` reads it.
+
+    Raises:
+        ValueError: the file is not plain array data, passes the limit, or a group's inputs and outputs
+            hold different numbers of samples.
+    """
+    return golden_feeds(read_golden_arrays(path, max_mb))
+
+
+def golden_feeds(arrays: dict[str, np.ndarray]) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """:func:`read_golden`'s feeds from the golden file's arrays.
 
     Raises:
         ValueError: a group's inputs and outputs hold different numbers of samples.
     """
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
     inputs: list[dict[str, np.ndarray]] = []
     outputs: list[dict[str, np.ndarray]] = []
     for tag in golden_groups(arrays):
