@@ -88,8 +88,10 @@ class OpenVinoRunner(Runner):
         self.compile_config = self._config(declared_options(model))
         self._compiled = core.compile_model(model, self.device, self.compile_config)
         self._request = self._compiled.create_infer_request()
-        self.input_names = [port.get_any_name() for port in self._compiled.inputs]
-        self.output_names = [port.get_any_name() for port in model.outputs]  # compiling may merge in a producer's names
+        # compiling merges the names of ops it removes into the ports (an LSTM's state input ``h`` also answers to
+        # ``10``, ``unsqueeze:0``), and get_any_name() may pick one of those: the names are read from the IR
+        self.input_names = [port.get_any_name() for port in model.inputs]
+        self.output_names = [port.get_any_name() for port in model.outputs]
         self._output_aliases = [set(port.get_names()) for port in self._compiled.outputs]
 
     def _config(self, declared: dict[str, str]) -> dict[str, Any]:

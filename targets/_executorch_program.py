@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from edgec.core.errors import CalibrationError, ConfigError, UnsupportedError, brief, raise_if_bug
@@ -235,12 +236,13 @@ def _calibrate(prepared: Any, program: Any, request: PrecisionRequest, artifact:
     import torch
 
     if mode != "static" or request.calibration is None:
-        args, _ = program.example_inputs or (example_args(program), {})
-        prepared(*args)
+        args, kwargs = program.example_inputs or structured(program, example_args(program))
+        prepared(*args, **kwargs)
         return 0
     for feed in request.calibration.feeds():
         try:
-            prepared(*[torch.from_numpy(feed[spec.name]) for spec in artifact.inputs])
+            args, kwargs = structured(program, [torch.from_numpy(feed[spec.name]) for spec in artifact.inputs])
+            prepared(*args, **kwargs)
         except Exception as exc:
             raise_if_bug(exc, "calibrating the executorch INT8 program")
             raise CalibrationError(f"calibration data does not run through the program: {brief(exc, 200)}") from exc
@@ -367,14 +369,26 @@ def reexport(module: Any, program: Any, caps: dict[str, int]) -> Any:
     """
     import torch
 
-    args, kwargs = program.example_inputs or (example_args(program, caps), {})
+    args, kwargs = program.example_inputs or structured(program, example_args(program, caps))
     if kwargs:
         raise UnsupportedError("the executorch target re-exports programs with positional inputs only")
     bounds = dim_bounds(program, caps)
-    args = tuple(_fit(a, dims) for a, dims in zip(args, bounds))
+    leaves = [_fit(a, dims) for a, dims in zip(torch.utils._pytree.tree_leaves(args), bounds)]
     shapes = dynamic_shapes(program, caps)
-    varargs = getattr(module, "takes_varargs", False)  # forward(*args): one entry, a tuple of specs
-    return torch.export.export(module, args, dynamic_shapes=(shapes,) if varargs else shapes, strict=False)
+    if getattr(module, "takes_varargs", False):  # forward(*args): flat inputs, one entry, a tuple of specs
+        return torch.export.export(module, tuple(leaves), dynamic_shapes=(shapes,), strict=False)
+    # a tuple argument (forward(self, x, state)) takes its leaves and their dims in the program's structure
+    args, shapes = structured(program, leaves)[0], structured(program, list(shapes))[0]
+    return torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
+
+
+def structured(program: Any, leaves: Sequence[Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Values for the program's flat user inputs (in order) as its ``forward`` takes them: ``(args, kwargs)``,
+    a tuple argument rebuilt from its leaves."""
+    import torch
+
+    args, kwargs = torch.utils._pytree.tree_unflatten(list(leaves), program.call_spec.in_spec)
+    return tuple(args), dict(kwargs)
 
 
 def _fit(arg: Any, dims: list[Dim]) -> Any:

@@ -107,7 +107,19 @@ def _convert_pt2(ov: Any, artifact: ModelArtifact) -> tuple[Any, dict[str, Any]]
     model = _convert_or_raise(ov, decoded, "torch.export program",
                               hint="export it with torch.onnx.export and build from the .onnx file")
     store_layers(model, layers, recurrent)  # layers named by torch modules, not FX nodes (op_layers)
+    _drop_inner_names(model)
     return model, {"route": FORMAT_PT2, "converter": "openvino.convert_model(torch.export.ExportedProgram)"}
+
+
+def _drop_inner_names(model: Any) -> None:
+    """Clear the tensor names the PyTorch frontend gives every op output (``10``, ``unsqueeze:0``); inputs and
+    weights keep theirs, outputs are named by :func:`_apply_specs`. Compiling merges the names of the ops it
+    removes into the ports next to them, so an LSTM's state input ``h`` also answered to ``10`` and
+    ``get_any_name()`` of the compiled port said ``10``."""
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in ("Parameter", "Constant"):
+            for output in op.outputs():
+                output.get_tensor().set_names(set())
 
 
 def _convert_tf(ov: Any, artifact: ModelArtifact, work_dir: Path) -> tuple[Any, dict[str, Any]]:

@@ -15,7 +15,11 @@ layer probe reads names its layers as the torch source does without the source a
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 RT_INFO = ("edgec", "torch_layers")
@@ -35,10 +39,34 @@ def decode(program: Any) -> tuple[Any, dict[str, str], list[str]]:
     try:
         from openvino.frontend.pytorch.fx_decoder import TorchFXPythonDecoder
 
-        decoder = TorchFXPythonDecoder.from_exported_program(program)
+        with _quiet_decoder():
+            decoder = TorchFXPythonDecoder.from_exported_program(program)
     except Exception:  # the decoder's errors (any type, from torch's decompositions): convert_model reports them
         return program, {}, []
     return decoder, torch_layers(decoder.pt_module), recurrent_modules(decoder.pt_module)
+
+
+class _DropDecoderRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.module != "fx_decoder"
+
+
+@contextlib.contextmanager
+def _quiet_decoder() -> Iterator[None]:
+    """Keep the decoder's chatter off the build's stderr: it logs a traceback on the root logger for each op
+    torch's decomposition table lacks (which also installs a root handler when there is none), and torch warns
+    that pytree's ``LeafSpec`` is deprecated; neither is anything a user can act on."""
+    root = logging.getLogger()
+    keep, null = _DropDecoderRecords(), logging.NullHandler()
+    root.addFilter(keep)
+    root.addHandler(null)  # a handler, so logging.warning() does not call basicConfig()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        root.removeHandler(null)
+        root.removeFilter(keep)
 
 
 def recurrent_modules(module: Any) -> list[str]:

@@ -5,6 +5,12 @@ hold ``dynamic_shapes`` (as for ``torch.export.export``) and ``output_names``. T
 with ``torch.export`` and stored as a ``.pt2`` in the stage cache; the ``export_onnx`` pass turns it into
 ONNX for targets that take ONNX.
 
+Names: inputs are named as ``torch.export`` names the program's inputs, after ``forward``'s parameters
+(``forward(self, x, h, c)``: ``x``, ``h``, ``c``); a tuple or list argument gives one input per tensor in it,
+``state_0``, ``state_1``... (``forward(self, x, state)`` with ``state = (h, c)``), a dict argument one per key
+(``state_h``, ``state_c``); the calibration data and the golden inputs use these names as keys. Outputs are what ``forward`` returns flattened in order (``y, (h, c)``
+gives three), named by ``output_names`` or ``output`` / ``output_0``, ``output_1``...
+
 ``.pt2`` files are loaded with :func:`edgec.frameworks.torch_utils.safe_load_pt2`: every archive member
 is checked against an allow-list of what ``torch.export.save`` writes for a plain program (no AOTInductor
 shared objects, no pickles), and ``torch.load`` is forced to ``weights_only=True``: a model file must never
@@ -21,6 +27,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +49,9 @@ DESCRIBE_VERSION = "2"
 QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 """Loggers of torch add-ons that warn on import about nothing a user can act on (torchao's CUDA-only kernels
 on a CPU machine, pytree deprecations; transformers imports torchao when the executorch extra installed it)."""
+
+LSTM_WEIGHTS_WARNING = r"The tensor attributes self\.\S*_flat_weights"
+"""torch.export's warning on every ``nn.LSTM``/``GRU``/``RNN`` (torch's own ``_flat_weights`` list): nothing to act on."""
 
 
 def _torch() -> Any:
@@ -104,7 +114,8 @@ class TorchImporter(Importer):
         def produce(out: Path) -> dict[str, Any]:
             log("capturing the module with torch.export")
             try:
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=LSTM_WEIGHTS_WARNING, category=UserWarning)
                     ep = torch.export.export(module.eval(), args, kwargs, dynamic_shapes=extras.get("dynamic_shapes"))
             except Exception as exc:  # one call tracing the user's module: torch raises Unsupported, UserError, any type
                 raise ExportError(f"torch.export could not capture {source}: {brief(exc)}") from exc
@@ -122,14 +133,16 @@ class TorchImporter(Importer):
 
     def reference(self, artifact: ModelArtifact, feeds: list[Feed]) -> list[Feed]:
         torch = _torch()
-        module = safe_load_pt2(artifact.path).module()
+        program = safe_load_pt2(artifact.path)
+        module = program.module()
         names = [s.name for s in artifact.outputs]
         results = []
         with torch.no_grad():
             for feed in feeds:
-                out = module(*[torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in artifact.inputs])
-                flat = list(out) if isinstance(out, (tuple, list)) else [out]
-                results.append({n: t.detach().cpu().numpy() for n, t in zip(names, flat)})
+                flat = [torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in artifact.inputs]
+                args, kwargs = torch.utils._pytree.tree_unflatten(flat, program.call_spec.in_spec)
+                leaves = torch.utils._pytree.tree_leaves(module(*args, **kwargs))
+                results.append({n: t.detach().cpu().numpy() for n, t in zip(names, leaves)})
         return results
 
 
