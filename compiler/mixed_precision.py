@@ -33,7 +33,8 @@ seen and why the search stopped. The target's own mechanism keeps layers in floa
 (:attr:`PrecisionRequest.exclude`: ``nodes_to_exclude`` for onnxruntime's quantizers, an ignored scope for
 nncf, denylisted nodes for TFLite's quantizer). Candidates are built with the target's real
 :meth:`~edgec.targets.base.Target.export` into scratch folders and run with its runtime shim
-(:class:`TargetProbe`), so what is measured is what ships. Only the reference's outputs are kept; a
+(:class:`TargetProbe`), so what is measured is what ships; inside :meth:`~edgec.targets.base.Target.reuse` the
+target may share work that gives the same result every time (openvino: one conversion, nncf's statistics). Only the reference's outputs are kept; a
 candidate's outputs are scored and dropped.
 """
 
@@ -447,5 +448,6 @@ def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_dr
         AccuracyGateError: the budget cannot be met; the message names the best result reached and why it stopped.
         ConfigError: the metric cannot measure these outputs (:meth:`Metric.score`).
     """
-    return Search(probe, metric, labels, max_drop, log, MAX_FLOAT_LAYERS if max_float_layers is None else max_float_layers,
-                  MAX_BUILDS if max_builds is None else max_builds, methods).run()
+    with probe.target.reuse():  # candidates of one model: the target may share conversion and statistics
+        return Search(probe, metric, labels, max_drop, log, MAX_FLOAT_LAYERS if max_float_layers is None else max_float_layers,
+                      MAX_BUILDS if max_builds is None else max_builds, methods).run()

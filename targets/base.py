@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import sys
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -179,6 +180,12 @@ class Target:
         (part of its cache key): :attr:`export_version`; a target whose export depends on the host (an
         engine built for this GPU) adds the host here."""
         return {"export_version": self.export_version}
+
+    def reuse(self) -> AbstractContextManager[Any]:
+        """A scope whose :meth:`export` calls may share work that gives the same result every time (the
+        ``--max-drop`` search's candidates of one model: a converted model, calibration statistics), keyed so that
+        a different model, calibration set or option never gets another's; dropped when it ends. None here."""
+        return nullcontext()
 
     def searched_methods(self, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[str, ...]:
         """The calibration methods that give ``request`` different models of ``artifact``: :attr:`calibration_methods`
