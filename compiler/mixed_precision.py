@@ -20,7 +20,9 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
    flow, value movers, boolean ops) are skipped, and a set of layers measured once is never proposed again.
 3. Measure the :data:`TOP_K` best-ranked groups (a layer and the layers the target says must go with it,
    :meth:`~edgec.targets.base.LayerTools.float_group`), each kept in float alone on top of the current
-   candidate: one build each, in ranking order, stopping at the first that meets the budget.
+   candidate: one build each, in ranking order, stopping at the first that meets the budget. A build whose
+   files equal a model already measured (keeping in float a node the target leaves float anyway, or whose
+   tensors its quantized neighbours keep quantized) takes no slot and does not count against ``max_builds``.
 4. No group helped (none closed :data:`MIN_GAIN` of the gap between the current candidate and FP32): stop,
    the cheap ranking has nothing better to offer. Otherwise start from the group that helped most and add the
    others that helped, one at a time, keeping each only when it helps in the same sense (a pick that hurts
@@ -40,6 +42,7 @@ candidate's outputs are scored and dropped.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -57,7 +60,7 @@ from edgec.core.errors import (
     brief,
     raise_if_bug,
 )
-from edgec.core.types import Feed, ModelArtifact
+from edgec.core.types import Feed, ModelArtifact, sha256_file
 from edgec.frameworks.fidelity import LayerDivergence
 from edgec.runtime_shims.measure import time_calls
 from edgec.targets.base import ExportResult, LayerTools, PrecisionRequest, Target
@@ -101,6 +104,8 @@ class Candidate:
     result: ExportResult
     method: str | None = None
     """The calibration method it was built with; None: the build's own (``--calib-method``)."""
+    digest: str = ""
+    """sha256 over the model's files: equal digests are the same model (an exclusion that changed nothing)."""
 
     @property
     def size(self) -> int:
@@ -172,8 +177,14 @@ class TargetProbe:
 
     @property
     def builds(self) -> int:
-        """Reduced-precision candidates built so far."""
-        return len(self._built)
+        """Distinct reduced-precision models built so far: a candidate whose files equal an earlier one's (keeping
+        a node in float that the target already leaves float, or whose tensors its neighbours quantize anyway)
+        is not counted against ``--max-builds``."""
+        return len({c.digest for c in self._built.values()})
+
+    def seen(self, candidate: Candidate) -> bool:
+        """Whether another candidate built before ``candidate`` is the same model."""
+        return any(c.digest == candidate.digest and c is not candidate for c in self._built.values())
 
     @property
     def reference(self) -> Candidate:
@@ -271,7 +282,10 @@ class TargetProbe:
             result = self.target.export(artifact, folder, request, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return Candidate(request.exclude, folder / result.model_file, result)
+        digest = hashlib.sha256()
+        for name in sorted(result.files):
+            digest.update(f"{name}\0".encode() + sha256_file(folder / name).encode())
+        return Candidate(request.exclude, folder / result.model_file, result, digest=digest.hexdigest())
 
 
 class Search:
@@ -348,13 +362,16 @@ class Search:
     def round(self, current: Trial) -> Trial:
         """Steps 2-4 from ``current``; returns the candidate the next round starts from."""
         options = self.options(current)
-        helpful = []
+        helpful, distinct = [], 0
         for layers, exclude in options:
-            if self.met() or self.out_of_builds():
-                return current
+            if self.met() or self.out_of_builds() or distinct == TOP_K:
+                break
             trial = self.measure(layers, exclude)
+            distinct += not self.probe.seen(trial.candidate)  # a model measured before takes no slot of the round
             if self.helps(trial, current):
                 helpful.append(trial)
+        if self.met() or self.stopped:
+            return current
         if not helpful:
             self.stopped = self.stopped or ("no untried layer adds error" if not options else "no candidate layer helped")
             return current
@@ -380,7 +397,8 @@ class Search:
         return trial.value - current.value > MIN_GAIN * max(self.baseline - current.value, 0.0)
 
     def options(self, current: Trial) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-        """Step 2: the :data:`TOP_K` best-ranked groups not tried yet, each added to ``current``: (layers, nodes)."""
+        """Step 2: the best-ranked groups not tried yet, each added to ``current``: (layers, nodes); the round
+        measures them in order until :data:`TOP_K` gave models not measured before."""
         room = self.max_float_layers - len(current.float_layers)
         if room <= 0:
             self.stopped = f"--max-float-layers {self.max_float_layers} reached"
@@ -389,14 +407,13 @@ class Search:
         ranked = self.probe.rank(current.candidate, worst)
         found: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         for d in ranked:
-            if d.growth <= 0 or len(found) == TOP_K:
+            if d.growth <= 0 or len(found) == 4 * TOP_K:  # room for groups that turn out to change nothing
                 break
             if d.layer in current.float_layers or (d.op in NOT_CANDIDATES and d.layer in (d.node, d.tensor)):
                 continue  # a mover inside a bigger layer (an LSTM's state Transpose) names that layer
             group = [x for x in dict.fromkeys(self.probe.group(d.layer, ranked)) if x not in current.float_layers][:room]
             layers = (*current.float_layers, *group)
-            if frozenset(layers) not in self.tried:
-                self.tried.add(frozenset(layers))
+            if frozenset(layers) not in self.tried and all(frozenset(layers) != frozenset(f[0]) for f in found):
                 nodes = self.probe.nodes(list(layers), ranked)
                 found.append((layers, tuple(dict.fromkeys((*current.exclude, *nodes)))))
         return found
@@ -420,7 +437,8 @@ class Search:
         step = {"float_layers": list(layers), self.metric.name: round(trial.value, 6), "drop": round(self.baseline - trial.value, 6)}
         self.steps.append({**step, "calibration": candidate.method or self.methods[0]} if self.methods else step)
         if layers:
-            self.log(f"keeping {', '.join(layers)} in float: {self.metric.label} {trial.value:.4f}")
+            same = " (the same model as an earlier candidate: not counted against --max-builds)" if self.probe.seen(candidate) else ""
+            self.log(f"keeping {', '.join(layers)} in float: {self.metric.label} {trial.value:.4f}{same}")
         return trial
 
     def result(self) -> SearchResult:

@@ -114,3 +114,15 @@ def test_ctc_char_accuracy_decodes_greedily_and_scores_one_minus_cer() -> None:
     reference = [{"p": frames([1, 0, 2, 0, 3, 3])}, {"p": frames([1, 2])}]
     candidate = [{"p": frames([1, 0, 2, 2, 0, 3])}, {"p": frames([1, 1])}]  # same text; one substitution
     assert ctc_metric.char_accuracy(reference, candidate) == [1.0, 0.5]
+
+
+def test_candidates_that_build_a_model_already_measured_do_not_use_up_max_builds() -> None:
+    # keeping "mul" or "mul2" in float changes nothing (the target leaves them float already): 3 builds still
+    # reach "good", ranked fourth, where counting every export would stop at the --max-builds 3 before it
+    same = {frozenset({"mul"}): frozenset(), frozenset({"mul2"}): frozenset()}
+    scores = {frozenset(): 0.95, frozenset({"good"}): 0.99}
+    probe = ScriptedProbe(scores, ["mul", "mul2", "bad", "good"], default=0.94, same=same)
+    logs: list[str] = []
+    result = Search(probe, Metric("cosine"), None, 0.02, logs.append, max_builds=3).run()  # type: ignore[arg-type]
+    assert result.float_layers == ["good"] and result.builds == 3
+    assert sum("same model as an earlier candidate" in line for line in logs) == 2
