@@ -263,9 +263,10 @@ def test_onnx_route_declares_nhwc_and_transposes_golden_data(onnx_int8_bundle: d
     np.testing.assert_allclose(golden_out[0]["features"], ref_features.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(golden_out[0]["logits"], ref_logits, rtol=1e-5, atol=1e-5)
     assert m.parity["outputs"]["logits"]["cosine"] > 0.99 and m.parity["outputs"]["features"]["cosine"] > 0.99
-    rewrites = [(p["name"], p["modified"], p["stats"]) for p in m.passes][-3:]  # nothing to rewrite: listed, unmodified
+    rewrites = [(p["name"], p["modified"], p["stats"]) for p in m.passes][-4:]  # nothing to rewrite: listed, unmodified
     assert rewrites == [("split_reduce_l2", False, {"split": 0, "not_split": {}}),
-                        ("fuse_gelu", False, {"fused": 0, "not_fused": {}}), ("split_slice", False, {"split": 0})]
+                        ("fuse_gelu", False, {"fused": 0, "not_fused": {}}), ("split_slice", False, {"split": 0}),
+                        ("edge_pad_pools", False, {"rewritten": 0})]
 
 
 def test_verify_cli_rechecks_an_onnx_route_bundle(onnx_int8_bundle: dict[str, Path]) -> None:
@@ -287,7 +288,7 @@ def test_onnx_route_runs_the_rewrite_passes_and_lists_them_in_the_manifest(tmp_p
     assert [(p["name"], p["modified"], p["stats"]) for p in m.passes] == [
         ("unroll_rnn", False, {"unrolled": {}, "not_unrolled": {}}),
         ("split_reduce_l2", True, {"split": 1, "not_split": {}}), ("fuse_gelu", True, {"fused": 1, "not_fused": {}}),
-        ("split_slice", False, {"split": 0})]
+        ("split_slice", False, {"split": 0}), ("edge_pad_pools", False, {"rewritten": 0})]
     assert m.target_details["ops"].get("GELU") == 1 and "onnx_rewrites" not in m.target_details
     assert m.parity["outputs"]["y"]["cosine"] > 0.99999
 
