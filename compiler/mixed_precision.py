@@ -191,7 +191,8 @@ class TargetProbe:
         """The target's FP32 model (built once)."""
         if self._reference is None:
             # calibration goes along: a converter may use it for shapes (onnx2tf's check feed), not for precision
-            request = PrecisionRequest("fp32", calibration=self.request.calibration, options=self.request.options)
+            request = PrecisionRequest("fp32", calibration=self.request.calibration, options=self.request.options,
+                                       data_shapes=self.request.data_shapes)  # sizes a target may fix dims to
             self._reference = self._make(self.float_art, request, "fp32")
         return self._reference
 

@@ -44,3 +44,15 @@ def test_dims_fixed_to_the_data_sizes_where_openvino_cannot_keep_them_dynamic(tm
     else:
         cosine = float(np.dot(got.ravel(), expected.ravel()) / np.linalg.norm(got) / np.linalg.norm(expected))
         assert cosine > 0.99
+
+
+def test_max_drop_candidates_fix_the_same_dims_as_the_build(tmp_path: Path) -> None:
+    """The search's FP32 reference and candidates are exports too: they get the build's data sizes (they failed
+    to convert, exit 5, when only the final export had them)."""
+    src = save_squeeze_if(tmp_path / "m.onnx")
+    calib = make_calib(tmp_path / "calib.npz", count=24, shape=(24,))
+    outcome = build(BuildConfig(source=str(src), out=tmp_path / "out", target="openvino", precision="int8",
+                                calib=calib, max_drop=0.5, metric="cosine"))
+    manifest = json.loads((outcome.bundle_dir / "manifest.json").read_text())
+    assert manifest["target_details"]["fixed_dims"] == {"x": [1, 24]}
+    assert manifest["mixed_precision"]["builds"] >= 1 and manifest["mixed_precision"]["measured_on"]
