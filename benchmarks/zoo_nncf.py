@@ -81,20 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgec.benchmarks.zoo_nncf",
                                      description="edgec --max-drop beside nncf's accuracy control on real zoo models (openvino)")
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    parser.add_argument("--out", type=Path, help="keep data and bundles here (default: a temporary folder)")
-    parser.add_argument("--cache", type=Path, help="zoo download cache")
-    parser.add_argument("--calib-samples", type=int, default=32)
-    parser.add_argument("--eval-samples", type=int, default=32)
-    parser.add_argument("--test-samples", type=int, default=32)
-    parser.add_argument("--max-builds", type=int, default=8)
-    parser.add_argument("--max-drop", type=float, help="one budget for every model instead of the metric's own (BUDGETS)")
-    parser.add_argument("--timeout", type=float, default=zoo_search.TIMEOUT_S)
-    parser.add_argument("--json", type=Path)
+    zoo_search.add_run_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        chosen = [zoo.get(n.strip()) for n in args.models.split(",") if n.strip()]
-    except KeyError as exc:
-        parser.error(str(exc.args[0]))
+    chosen = zoo_search.chosen_models(parser, args.models)
     rows: list[Comparison] = []
     with tempfile.TemporaryDirectory(prefix="edgec-zoo-nncf-") as tmp:
         work = (args.out or Path(tmp)).resolve()

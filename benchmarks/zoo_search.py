@@ -87,11 +87,8 @@ class Row:
         return None if self.searched is None else 1.0 - self.searched
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgec.benchmarks.zoo_search",
-                                     description="naive INT8 against --max-drop on real zoo models")
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
-    parser.add_argument("--targets", default="onnx")
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`run_one` reads (``zoo_nncf`` takes the same)."""
     parser.add_argument("--out", type=Path, help="keep data and bundles here (default: a temporary folder)")
     parser.add_argument("--cache", type=Path, help="zoo download cache")
     parser.add_argument("--calib-samples", type=int, default=32)
@@ -101,11 +98,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-drop", type=float, help="one budget for every model instead of the metric's own (BUDGETS)")
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+
+
+def chosen_models(parser: argparse.ArgumentParser, names: str) -> list[zoo.ZooModel]:
+    """The zoo models a comma-separated ``--models`` names; an unknown one is the parser's error."""
     try:
-        chosen = [zoo.get(n.strip()) for n in args.models.split(",") if n.strip()]
+        return [zoo.get(n.strip()) for n in names.split(",") if n.strip()]
     except KeyError as exc:
         parser.error(str(exc.args[0]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m edgec.benchmarks.zoo_search",
+                                     description="naive INT8 against --max-drop on real zoo models")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--targets", default="onnx")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    chosen = chosen_models(parser, args.models)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="edgec-zoo-search-") as tmp:
         work = (args.out or Path(tmp)).resolve()
