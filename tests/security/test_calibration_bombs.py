@@ -6,12 +6,10 @@ with a full flush, so its bytes do not depend on what came before): a 3 MB file 
 
 from __future__ import annotations
 
-import io
 import struct
 import subprocess
 import sys
 import zlib
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,57 +20,20 @@ from edgec.core import errors
 from edgec.core.types import TensorSpec
 from tests.support.cli import assert_one_line_error
 from tests.support.models import make_calib, make_conv_onnx
+from tests.support.npz_bombs import MIB, deflated, npy_header, write_zip
 
-MIB = 1 << 20
 SAMPLE_BYTES = 3 * 8 * 8 * 4  # one (3, 8, 8) float32 sample of the tiny conv model
 INPUTS = (TensorSpec("x", ("batch", 3, 8, 8), "float32"),)
 MEASURE = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[2:]).returncode; "
            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); sys.exit(rc)")
 
 
-def _npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
-    return buf.getvalue()
-
-
-@cache
-def _zero_block() -> bytes:
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    comp.compress(b"")
-    return comp.compress(bytes(MIB)) + comp.flush(zlib.Z_FULL_FLUSH)
-
-
-def _deflated(head: bytes, zeros: int, check: str = "crc32") -> tuple[bytes, int]:
-    """Raw deflate of ``head`` + ``zeros`` zero bytes (a whole number of MiB), and its crc32 or adler32."""
-    assert zeros % MIB == 0
-    comp = zlib.compressobj(9, zlib.DEFLATED, -15)
-    first = comp.compress(head) + comp.flush(zlib.Z_FULL_FLUSH)
-    update = zlib.crc32 if check == "crc32" else zlib.adler32
-    value, block = update(head), bytes(MIB)
-    for _ in range(zeros // MIB):
-        value = update(block, value)
-    last = zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # an empty final block
-    return first + _zero_block() * (zeros // MIB) + last, value
-
-
-def _zip_one(path: Path, name: str, raw: bytes, size: int, crc: int) -> Path:
-    """A one-member zip written by hand, so that the declared size ``size`` can be anything."""
-    fname = name.encode()
-    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0, crc, len(raw), size, len(fname), 0) + fname
-    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0, crc, len(raw), size,
-                          len(fname), 0, 0, 0, 0, 0, 0) + fname
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(raw), 0)
-    path.write_bytes(local + raw + central + end)
-    return path
-
-
 def _bomb_npz(path: Path, inflated_mb: int, declared: int | None = None, samples: int | None = None) -> Path:
     """``x.npy`` of zero samples that inflates to ``inflated_mb`` MiB of data (plus its header)."""
     samples = samples if samples is not None else inflated_mb * MIB // SAMPLE_BYTES
-    head = _npy_header((samples, 3, 8, 8))
-    raw, crc = _deflated(head, inflated_mb * MIB)
-    return _zip_one(path, "x.npy", raw, len(head) + inflated_mb * MIB if declared is None else declared, crc)
+    head = npy_header((samples, 3, 8, 8))
+    raw, crc = deflated(head, inflated_mb * MIB)
+    return write_zip(path, [("x.npy", raw, len(head) + inflated_mb * MIB if declared is None else declared, crc)])
 
 
 def _build(tmp_path: Path, model: Path, calib: Path, *flags: str) -> tuple[subprocess.CompletedProcess[str], int]:
@@ -115,7 +76,7 @@ def test_build_refuses_npz_declaring_gigabytes_under_the_default_limit_without_i
 def test_build_refuses_npz_whose_zip_header_understates_what_the_member_inflates_to(
         conv_onnx: Path, tmp_path: Path, baseline_rss: int) -> None:
     # the zip declares 16 samples (12 KiB); the deflate stream really holds 256 MiB
-    declared = len(_npy_header((16, 3, 8, 8))) + 16 * SAMPLE_BYTES
+    declared = len(npy_header((16, 3, 8, 8))) + 16 * SAMPLE_BYTES
     bomb = _bomb_npz(tmp_path / "liar.npz", inflated_mb=256, declared=declared, samples=16)
     proc, peak = _build(tmp_path, conv_onnx, bomb)
     assert_one_line_error(proc, errors.EXIT_CALIBRATION, "liar.npz", "x.npy")
@@ -123,9 +84,9 @@ def test_build_refuses_npz_whose_zip_header_understates_what_the_member_inflates
 
 
 def test_build_refuses_npz_member_whose_header_claims_a_huge_array(conv_onnx: Path, tmp_path: Path) -> None:
-    head = _npy_header((10**12, 3, 8, 8))
-    raw, crc = _deflated(head + bytes(4096), 0)
-    bomb = _zip_one(tmp_path / "claims.npz", "x.npy", raw, len(head) + 4096, crc)
+    head = npy_header((10**12, 3, 8, 8))
+    raw, crc = deflated(head + bytes(4096), 0)
+    bomb = write_zip(tmp_path / "claims.npz", [("x.npy", raw, len(head) + 4096, crc)])
     proc = subprocess.run([sys.executable, "-m", "edgec.compiler", "build", str(conv_onnx), "--precision", "int8",
                            "--calib", str(bomb), "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert_one_line_error(proc, errors.EXIT_CALIBRATION, "claims.npz", "'x.npy'", "(1000000000000, 3, 8, 8)", "4096 bytes")
@@ -142,7 +103,7 @@ def test_build_refuses_npy_file_named_npz(conv_onnx: Path, tmp_path: Path) -> No
 def test_read_refuses_npy_in_a_folder_whose_header_claims_a_huge_array(tmp_path: Path) -> None:
     folder = tmp_path / "calib"
     folder.mkdir()
-    (folder / "x.npy").write_bytes(_npy_header((10**12, 3, 8, 8)) + bytes(4096))
+    (folder / "x.npy").write_bytes(npy_header((10**12, 3, 8, 8)) + bytes(4096))
     with pytest.raises(errors.CalibrationError, match=r"claims an array of shape \(1000000000000, 3, 8, 8\)"):
         read_path(folder, INPUTS, None)
 
@@ -161,7 +122,7 @@ def test_read_refuses_npz_members_that_are_not_plain_arrays(tmp_path: Path) -> N
     import zipfile
 
     with zipfile.ZipFile(tmp_path / "odd.npz", "w") as zf:
-        zf.writestr("x.npy", _npy_header((1, 3, 8, 8)) + bytes(SAMPLE_BYTES))
+        zf.writestr("x.npy", npy_header((1, 3, 8, 8)) + bytes(SAMPLE_BYTES))
         zf.writestr("payload.bin", b"\x7fELF")
     with pytest.raises(errors.CalibrationError, match="'payload.bin', which is not one uniquely named .npy"):
         read_path(tmp_path / "odd.npz", INPUTS, None)
@@ -197,7 +158,7 @@ def _png_bomb(path: Path, side: int) -> Path:
 
     rows = side * (side + 1)  # a filter byte per row, then the pixels: all zeros
     pad = -rows % MIB
-    raw, adler = _deflated(b"", rows + pad, "adler32")  # rounded up to whole MiB of zeros; PIL stops after the image
+    raw, adler = deflated(b"", rows + pad, "adler32")  # rounded up to whole MiB of zeros; PIL stops after the image
     idat = b"\x78\xda" + raw + struct.pack(">I", adler)
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))

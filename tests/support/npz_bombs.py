@@ -34,16 +34,23 @@ def _zero_block() -> bytes:
     return comp.compress(bytes(MIB)) + comp.flush(zlib.Z_FULL_FLUSH)
 
 
-def deflated_member(name: str, head: bytes, zeros: int) -> Member:
-    """A member holding ``head`` then ``zeros`` zero bytes (a whole number of MiB), declaring its true size."""
+def deflated(head: bytes, zeros: int, check: str = "crc32") -> tuple[bytes, int]:
+    """Raw deflate of ``head`` + ``zeros`` zero bytes (a whole number of MiB), and its crc32 or adler32."""
     assert zeros % MIB == 0
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
     first = comp.compress(head) + comp.flush(zlib.Z_FULL_FLUSH)
-    crc, block = zlib.crc32(head), bytes(MIB)
+    update = zlib.crc32 if check == "crc32" else zlib.adler32
+    value, block = update(head), bytes(MIB)
     for _ in range(zeros // MIB):
-        crc = zlib.crc32(block, crc)
+        value = update(block, value)
     last = zlib.compressobj(9, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # an empty final block
-    return name, first + _zero_block() * (zeros // MIB) + last, len(head) + zeros, crc
+    return first + _zero_block() * (zeros // MIB) + last, value
+
+
+def deflated_member(name: str, head: bytes, zeros: int) -> Member:
+    """A member holding ``head`` then ``zeros`` zero bytes (a whole number of MiB), declaring its true size."""
+    raw, crc = deflated(head, zeros)
+    return name, raw, len(head) + zeros, crc
 
 
 def array_member(name: str, array: np.ndarray) -> Member:
