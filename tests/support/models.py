@@ -45,6 +45,15 @@ def make_conv_onnx(path: Path, batch: int | str = "batch", seed: int = 0) -> Pat
     return path
 
 
+def save_graph(graph: Any, path: Path, opset: int = 17) -> Path:
+    """``graph`` (an ``onnx.GraphProto``) saved at ``path`` as a model of the default domain at ``opset``, IR 8
+    (what the pinned onnxruntime reads)."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
 def make_calib(path: Path, count: int = 32, name: str = "x", shape: tuple[int, ...] = (3, 8, 8), seed: int = 1) -> Path:
     rng = np.random.default_rng(seed)
     np.savez(path, **{name: rng.standard_normal((count, *shape)).astype(np.float32)})

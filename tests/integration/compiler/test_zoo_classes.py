@@ -17,6 +17,7 @@ from edgec.compiler.pipeline import build
 from edgec.core import errors
 from edgec.core.types import TensorSpec
 from edgec.frameworks import onnx_utils
+from tests.support.models import save_graph
 
 
 def _build(src: Path | str, out: Path, **kw: Any) -> Path:
@@ -71,10 +72,7 @@ def make_row_bias_gemms(path: Path) -> Path:
              helper.make_node("Gemm", ["r", "w2", "b2"], ["logits"], transB=1)]
     graph = helper.make_graph(nodes, "dense", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def test_static_int8_takes_gemm_biases_written_as_rows(tmp_path: Path) -> None:
@@ -112,10 +110,7 @@ def make_branch_weights(path: Path) -> Path:
              helper.make_node("If", ["is16"], ["output"], then_branch=branch("then"), else_branch=branch("else"))]
     inputs = [helper.make_tensor_value_info("audio", TensorProto.FLOAT, [1, 64]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])]
     graph = helper.make_graph(nodes, "vad", inputs, [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 16])], [k16])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def test_int8_of_a_model_whose_weights_sit_in_if_branches_refuses_a_float_bundle_and_names_the_fold(tmp_path: Path) -> None:

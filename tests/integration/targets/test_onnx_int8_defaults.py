@@ -12,7 +12,7 @@ from edgec.compiler.pipeline import build
 from edgec.core import errors
 from edgec.core.bundle import load_manifest
 from tests.support.cli import assert_one_line_error, run_cli
-from tests.support.models import make_calib, make_conv_onnx
+from tests.support.models import make_calib, make_conv_onnx, save_graph
 
 pytest.importorskip("onnxruntime")
 
@@ -73,17 +73,13 @@ def test_default_static_int8_keeps_an_svtr_block_that_onnxruntimes_own_op_list_c
 
 def _conv_only(path: Path) -> Path:
     """Conv-Relu on input ``x`` (1, 3, 8, 8): nothing dynamic INT8 quantizes by default."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
                               "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def test_dynamic_int8_of_a_conv_only_model_is_refused_naming_static_int8(tmp_path: Path) -> None:
@@ -111,7 +107,6 @@ def test_dynamic_int8_quantizes_the_gemm_leaves_the_conv_float_and_convinteger_i
 
 def _one_big_conv_two_small_matmuls(path: Path) -> Path:
     """Conv (9216 weights) -> GlobalAveragePool -> Flatten -> MatMul (512) -> MatMul (32), as magika is shaped."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -122,10 +117,7 @@ def _one_big_conv_two_small_matmuls(path: Path) -> Path:
              helper.make_node("MatMul", ["h", "m2"], ["y"])]
     graph = helper.make_graph(nodes, "convmm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def test_auto_int8_is_static_when_convolutions_hold_most_weights_though_matmuls_outnumber_them(tmp_path: Path) -> None:
