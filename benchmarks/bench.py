@@ -1,9 +1,11 @@
-"""Host side of ``edgec bench``: one subprocess per bundle running the bundle's own shim, then the report.
+"""Host side of ``edgec bench``: one subprocess per bundle running the installed shim on it, then the report.
 
-Each bundle is measured in a fresh process (``python -m edgec_shim bench BUNDLE`` with the bundle on
-``PYTHONPATH``), so one runtime's threads, allocator and imports never colour another's numbers, peak
-memory is that bundle's alone, and the host runs exactly the code a device runs. A bundle built before
-the shim had a command line falls back to the installed ``edgec.runtime_shims``.
+Each bundle is measured in a fresh process (``python -m edgec.runtime_shims bench BUNDLE``), so one
+runtime's threads, allocator and imports never colour another's numbers and peak memory is that bundle's
+alone. The process runs edgec's *installed* shim, the same code a bundle ships as ``edgec_shim/``, never
+the bundle's copy: a bundle is untrusted input, and its ``edgec_shim/`` is for devices that choose to run
+it. The child starts in an empty private folder with ``PYTHONSAFEPATH`` set, so no file of the bundle
+(or of the working directory) is ever on its import path.
 
 ``--require-speedup`` compares every quantized bundle with its fp32 sibling measured on the same device:
 the sibling among the results, else the bundle ``NAME-TARGET-fp32`` beside it on disk, which is then
@@ -43,7 +45,8 @@ import numpy as np
 from edgec.core.errors import EXIT_MISSING_DEPENDENCY, AccuracyGateError, ConfigError, EdgecError
 from edgec.runtime_shims.measure import near_tie_count, read_golden_arrays
 
-SHIM_DIR = "edgec_shim"
+INSTALLED_SHIM = "edgec.runtime_shims"
+"""What ``edgec bench`` runs on each bundle: this edgec's own shim, never the bundle's ``edgec_shim/`` copy."""
 FP32 = "fp32"
 DEFAULT_TIMEOUT_S = 600
 SHIM_LOAD_ERROR = "edgec_shim: error: "
@@ -142,13 +145,14 @@ class SpeedupCheck:
                 "speedup": round(self.speedup, 4), "required": self.required, "ok": self.ok}
 
 
-def shim_command(bundle: Path) -> tuple[list[str], dict[str, str]]:
-    """Command and environment that run the bundle's own shim (or the installed one for older bundles)."""
-    env = dict(os.environ)
-    if (bundle / SHIM_DIR / "__main__.py").is_file():
-        env["PYTHONPATH"] = os.pathsep.join([str(bundle.resolve()), *filter(None, [env.get("PYTHONPATH")])])
-        return [sys.executable, "-m", SHIM_DIR], env
-    return [sys.executable, "-m", "edgec.runtime_shims"], env
+def shim_command() -> tuple[list[str], dict[str, str]]:
+    """Command and environment that run the installed shim (``edgec.runtime_shims``) on a bundle's files.
+
+    Never the bundle's own ``edgec_shim/``: that would run code from an untrusted bundle on this host.
+    ``PYTHONSAFEPATH`` (Python 3.11+) keeps the child's working directory off its import path; on older
+    Pythons :func:`bench_bundle` starts the child in an empty private folder for the same reason.
+    """
+    return [sys.executable, "-m", INSTALLED_SHIM], {**os.environ, "PYTHONSAFEPATH": "1"}
 
 
 def check_bundle_path(bundle: Path) -> Path:
@@ -168,10 +172,11 @@ def bench_bundle(bundle: Path, options: BenchOptions) -> dict[str, Any]:
         IntegrityError: the manifest is not a valid edgec manifest.
     """
     check_bundle_path(bundle)
-    command, env = shim_command(bundle)
+    command, env = shim_command()
     try:
-        proc = subprocess.run([*command, "bench", str(bundle.resolve()), *options.flags()], capture_output=True,
-                              text=True, env=env, timeout=options.timeout_s)
+        with tempfile.TemporaryDirectory(prefix="edgec-bench-") as empty:  # the child's cwd: nothing to import
+            proc = subprocess.run([*command, "bench", str(bundle.resolve()), *options.flags()], capture_output=True,
+                                  text=True, env=env, cwd=empty, timeout=options.timeout_s)
     except subprocess.TimeoutExpired:
         raise ShimFailed(f"benchmarking {bundle} took longer than {options.timeout_s:g}s", 1) from None
     if proc.returncode != 0:

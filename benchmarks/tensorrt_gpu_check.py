@@ -1,9 +1,11 @@
 """Build and run TensorRT engines from tensorrt bundles on a GPU machine; print latency and parity as JSON.
 
-Self-contained: needs only numpy, tensorrt and an NVIDIA driver on the GPU machine (no edgec install, no
-torch). The bundles are built beforehand anywhere (``edgec build ... --target tensorrt``); each carries
-its ONNX, ``tensorrt.json`` and the runtime shim (``edgec_shim/``), which this script uses to build the
-engine (timing cache and engine cache under ``$EDGEC_CACHE_DIR/tensorrt``) and to run it.
+Needs only numpy, tensorrt and an NVIDIA driver on the GPU machine (no torch), plus edgec's runtime shims:
+the installed ``edgec.runtime_shims``, else the ``runtime_shims/`` folder beside this script in an edgec
+checkout (no edgec install needed). The bundles are built beforehand anywhere (``edgec build ... --target
+tensorrt``); each carries its ONNX and ``tensorrt.json``, from which the shim builds the engine (timing
+cache and engine cache under ``$EDGEC_CACHE_DIR/tensorrt``) and runs it. The ``edgec_shim/`` copy inside
+a bundle is never imported: a bundle is untrusted input, and its shim is for devices that run it themselves.
 
 Usage::
 
@@ -20,6 +22,8 @@ Exits 3 with a one-line JSON error on stderr when tensorrt is not importable or 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import importlib.util
 import json
 import statistics
@@ -32,25 +36,40 @@ from typing import Any
 import numpy as np
 
 EXIT_MISSING = 3
+CHECKOUT_SHIMS = "_edgec_checkout_shims"
+"""The name this script gives ``runtime_shims/`` of the edgec checkout it sits in, when edgec is not installed."""
 
 
-def load_shim(bundle: Path) -> ModuleType:
-    """The bundle's own ``edgec_shim`` package, imported under a name of its own."""
-    init = bundle / "edgec_shim" / "__init__.py"
-    name = f"edgec_shim_{abs(hash(str(bundle.resolve())))}"
-    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"{bundle}: no edgec_shim/ (not an edgec bundle?)")
+@functools.lru_cache(maxsize=1)
+def load_shim() -> ModuleType:
+    """edgec's own TensorRT shim module: ``edgec.runtime_shims.tensorrt``, else the checkout's.
+
+    Never a bundle's ``edgec_shim/``: importing it would run the bundle's code on this machine.
+    """
+    try:
+        return importlib.import_module("edgec.runtime_shims.tensorrt")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("edgec", "edgec.runtime_shims"):
+            raise
+    init = Path(__file__).resolve().parent.parent / "runtime_shims" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(CHECKOUT_SHIMS, init, submodule_search_locations=[str(init.parent)])
+    if not init.is_file() or spec is None or spec.loader is None:
+        raise SystemExit("edgec's runtime shims not found: pip install edgec, or run this script from an edgec checkout")
     package = importlib.util.module_from_spec(spec)
-    sys.modules[name] = package
+    sys.modules[CHECKOUT_SHIMS] = package
     spec.loader.exec_module(package)
-    return importlib.import_module(f"{name}.tensorrt")
+    return importlib.import_module(f"{CHECKOUT_SHIMS}.tensorrt")
 
 
-def read_golden(path: Path) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """Golden feeds from ``golden.npz`` (``inputs/NAME``, ``outputs/NAME`` stacked over samples)."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+def shim_module(name: str) -> ModuleType:
+    """Another module of the shim package :func:`load_shim` found (``measure``, ``bundle_files``)."""
+    return importlib.import_module(f"{load_shim().__package__}.{name}")
+
+
+def read_golden(path: str) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Golden feeds from ``golden.npz`` (``inputs/NAME``, ``outputs/NAME`` stacked over samples), read
+    within the shim's golden limit (a zip bomb or a lying header is refused before allocating)."""
+    arrays: dict[str, np.ndarray] = shim_module("measure").read_golden_arrays(path)
     result = []
     for prefix in ("inputs/", "outputs/"):
         names = [k[len(prefix):] for k in arrays if k.startswith(prefix)]
@@ -99,13 +118,11 @@ def accuracy(runner: Any, path: Path) -> dict[str, Any] | None:
 
 
 def check_bundle(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
-    shim = load_shim(bundle)
+    shim, files = load_shim(), shim_module("bundle_files")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    settings = shim.load_settings(bundle)
-    engine = settings.get("engine") or {}
-    runner = shim.TensorRTRunner(str(bundle / manifest["model_file"]), settings=settings,
-                                 engine_path=str(bundle / engine["file"]) if engine.get("file") else None)
-    golden_in, golden_out = read_golden(bundle / manifest.get("golden", "golden.npz"))
+    files.named_path(str(bundle), manifest, "model_file")  # names from the manifest stay inside the bundle
+    runner = shim.open_runner(bundle, files.field_name(manifest, "model_file"))  # checks the engine's name too
+    golden_in, golden_out = read_golden(files.named_path(str(bundle), manifest, "golden"))
     report: dict[str, Any] = {"bundle": str(bundle), "precision": manifest["precision"]}
     with runner:
         report.update({"gpu": runner.gpu, "tensorrt": runner.tensorrt_version, "engine": runner.engine_source,
@@ -136,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("tensorrt") is None:
         print(json.dumps({"error": "tensorrt is not installed: pip install tensorrt on the GPU machine"}), file=sys.stderr)
         return EXIT_MISSING
-    reason = load_shim(args.bundles[0]).engine_unavailable_reason()
+    reason = load_shim().engine_unavailable_reason()
     if reason:
         print(json.dumps({"error": reason}), file=sys.stderr)
         return EXIT_MISSING

@@ -11,7 +11,13 @@ Keys:
   float, calibration digest and method) and the toolchain versions. The entry holds the files the target
   wrote (under ``files/``) and its :class:`~edgec.targets.base.ExportResult` as JSON.
 - **reference**: the importer, the model artifact (format, digest), a digest of the feeds and the toolchain
-  versions; the entry holds the outputs as ``.npy`` arrays.
+  versions; the entry holds the outputs as ``.npy`` arrays in an uncompressed ``outputs.npz``.
+
+An entry may come from a store other machines write (``--cache-store``), so the reference outputs are read
+with :mod:`edgec.runtime_shims.bounded_npz` within the entry file's own size (stored members never decode
+to more than the file holds; a zip bomb or an ``.npy`` header claiming a huge shape is refused before
+anything is allocated). An entry that cannot be read so is a miss: it is removed and the outputs computed
+again.
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from edgec.compiler.cache import StageCache, cache_key
+from edgec.compiler.cache import _remove as remove_entry
 from edgec.compiler.importers.base import Importer
 from edgec.core.bundle import write_npz
 from edgec.core.types import Feed, ModelArtifact, TensorSpec
+from edgec.runtime_shims import bounded_npz
 from edgec.targets.base import ExportResult, PrecisionRequest, Target
 
 FILES = "files"
@@ -111,6 +119,29 @@ def cached_reference(cache: StageCache, importer: Importer, artifact: ModelArtif
         return {"names": [list(feed) for feed in outputs]}
 
     key = cache_key("reference", importer.name, artifact.format, artifact.digest, feeds_digest(feeds), toolchain)
-    entry, meta, _ = cache.get_or_create(key, produce, kind="reference")
-    with np.load(entry / OUTPUTS, allow_pickle=False) as stored:
-        return [{name: stored[f"{i}/{name}"] for name in names} for i, names in enumerate(meta["names"])]
+    for _ in range(2):  # a bad local entry is removed and produced again; a bad remote one comes back once
+        entry, meta, _ = cache.get_or_create(key, produce, kind="reference")
+        outputs = read_outputs(entry, meta, len(feeds))
+        if outputs is not None:
+            return outputs
+        remove_entry(entry)
+    return importer.reference(artifact, feeds)
+
+
+def read_outputs(entry: Path, meta: dict[str, Any], count: int) -> list[Feed] | None:
+    """The ``count`` output feeds a reference entry holds, read within the size of its ``outputs.npz``;
+    None when the entry is not what :func:`cached_reference` writes (corrupt, a bomb, names that lie)."""
+    names = meta.get("names")
+    if not (isinstance(names, list) and len(names) == count
+            and all(isinstance(feed, list) and all(isinstance(n, str) for n in feed) for feed in names)):
+        return None
+    path = entry / OUTPUTS
+    try:
+        if path.is_symlink():
+            return None
+        budget = bounded_npz.Budget(path.stat().st_size)  # members are stored: never more than the file holds
+        stored = bounded_npz.read_npz(path, budget, f"stage cache entry {entry.name}",
+                                      max_members=max(1, sum(len(feed) for feed in names)))
+        return [{name: stored[f"{i}/{name}"] for name in feed} for i, feed in enumerate(names)]
+    except (OSError, KeyError, bounded_npz.ArrayReadError):
+        return None

@@ -180,6 +180,7 @@ SECURITY_CONTROLS = frozenset({
     "test_plain_programs_with_weights_buffers_constants_dynamic_shapes_and_extra_files_still_load",
     "test_a_fresh_publisher_trusts_the_store_on_first_use_and_records_what_it_saw",
     "test_npy_request_is_answered_with_npy",
+    "test_a_genuine_entry_is_read_back_exactly",
 })
 """Tests in ``tests/security`` that check a legitimate input still works; every other case is an attack refused."""
 
