@@ -120,8 +120,9 @@ def _quant_options() -> list[click.Parameter]:
         _flag(QUANT, "--no-simplify", help="skip the onnxslim clean-up"),
         _option(QUANT, "--min-cosine", type=float, help="fail when an output's cosine to FP32 is below this"),
         _flag(QUANT, "--allow-degraded",
-              help="write a bundle even when its parity collapsed (an output, or a part of one on its own scale, "
-                   "below cosine 0.9, or top-1 agreement below 0.5 on --calib inputs); by default that fails with exit 7"),
+              help="write a bundle even when its parity collapsed (an output, a part of one on its own scale or its "
+                   "deviations from FP32's mean below cosine 0.9, or top-1 agreement below 0.5 on --calib inputs); "
+                   "by default that fails with exit 7"),
         _option(QUANT, "--prune", type=float, metavar="RATIO",
                 help="remove this fraction of channels (structured) or weights (unstructured); PyTorch sources only"),
         _option(QUANT, "--prune-mode", default="structured", help="structured (default) or unstructured"),

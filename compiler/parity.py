@@ -127,13 +127,20 @@ def default_tolerance(reference: list[Feed], precision: str) -> dict[str, dict[s
 
 COLLAPSE_MIN_COSINE = 0.9
 """Below this cosine to FP32 (of an output, or of one part of it on its own scale), a bundle has collapsed."""
+COLLAPSE_MIN_SHARE = 0.05
+"""An output whose centred cosine (the cosine of its deviations from FP32's mean) is below
+:data:`COLLAPSE_MIN_COSINE` has collapsed when its mean error is also at least this share of FP32's largest
+magnitude: an output that lost its ups and downs, which the plain cosine forgives on values far from zero
+(probabilities 0.02-0.96: cosine 0.98 with mean error 0.28). Below the share, the output barely varies and its
+deviations are noise either way."""
 COLLAPSE_MIN_TOP1 = 0.5
 """Below this top-1 agreement with FP32 on real inputs (calibration data), a classifier has collapsed."""
 
 
 def collapsed(measured: dict[str, dict[str, Any]], real_inputs: bool) -> list[str]:
     """Why the measured parity is catastrophic, one phrase per output (empty when it is not): an output's
-    cosine below :data:`COLLAPSE_MIN_COSINE`, a part of it below that on its own scale, or, on real inputs,
+    cosine below :data:`COLLAPSE_MIN_COSINE`, a part of it below that on its own scale, its centred cosine
+    below that with a mean error of at least :data:`COLLAPSE_MIN_SHARE` of its scale, or, on real inputs,
     a top-1 agreement below :data:`COLLAPSE_MIN_TOP1` (on random inputs class scores are near-ties), or
     non-finite outputs (NaN or inf where FP32 gave numbers)."""
     reasons = []
@@ -148,6 +155,17 @@ def collapsed(measured: dict[str, dict[str, Any]], real_inputs: bool) -> list[st
             start = sum(sizes[:worst])
             reasons.append(f"part {worst + 1} of {len(sizes)} of output {name!r} (indices {start}-{start + sizes[worst] - 1} "
                            f"along axis {m['part_axis']}) has cosine {cosines[worst]:.4f} on its own scale")
+        elif _lost_deviations(m):
+            reasons.append(f"output {name!r} has cosine {m['cosine']:.4f} but its deviations from FP32's mean have "
+                           f"cosine {m['centred_cosine']:.4f} (mean error {m['mean_abs']:.4g} on values up to "
+                           f"{m['ref_max_abs']:.4g})")
         elif real_inputs and m.get("top1_agreement", 1.0) < COLLAPSE_MIN_TOP1:
             reasons.append(f"output {name!r} gives FP32's top-1 class on {m['top1_agreement']:.0%} of the golden inputs")
     return reasons
+
+
+def _lost_deviations(m: dict[str, Any]) -> bool:
+    """Whether an output's centred cosine collapsed with an error visible on its scale (see
+    :data:`COLLAPSE_MIN_SHARE`); False for parity recorded before edgec measured the centred cosine."""
+    return (m.get("centred_cosine", 1.0) < COLLAPSE_MIN_COSINE
+            and m.get("mean_abs", 0.0) >= COLLAPSE_MIN_SHARE * m.get("ref_max_abs", 0.0) > 0)
