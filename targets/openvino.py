@@ -105,6 +105,9 @@ _AUTO_NAME = re.compile(r"\b([A-Z][A-Za-z0-9]*)_(\d+)\b")
 _CANONICAL = re.compile(r"\b[A-Z][A-Za-z0-9]*_c(\d+)\b")
 """A name :func:`canonical_names` gave (``Constant_c12``)."""
 _PROBE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+_INLINED = re.compile(r"^(?:/?[^/]*_(?:then|else)_branch__Inline_\d+__(?=/))+")
+"""The prefix OpenVINO's ONNX frontend gives the ops of an ``If`` branch it inlined (a condition it could fold:
+silero-vad's ``If_0_then_branch__Inline_0__/stft/Pow``): not a layer, or one layer would hold the whole model."""
 _SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
 _CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
 _RANGES = {"minmax": None, "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
@@ -348,7 +351,7 @@ def op_layers(model: Any) -> dict[str, str]:
     """Op friendly name -> source layer: on the pt2 route the torch module that called it (``convs.2``, ``act@1``:
     :mod:`edgec.targets._openvino_layers`); else the name of its first named weight of its own (:func:`_own_weight`)
     without ``.weight``/``.bias`` (``conv3.weight`` -> ``conv3``), else the first part of its name (``linear/aten.linear.default/MatMul``
-    -> ``linear``, the torch op); an op OpenVINO named itself (``Multiply_c1``: a convolution with its
+    -> ``linear``, the torch op) after any inlined ``If`` branch's prefix (:data:`_INLINED`), else its name; an op OpenVINO named itself (``Multiply_c1``: a convolution with its
     batch norm folded in) takes the layer of its first consumer; a recurrent op is a layer of its own, and the
     ops OpenVINO added to feed it (``Transpose_c18`` of a state input) take its layer."""
     ops = list(model.get_ordered_ops())
@@ -358,7 +361,7 @@ def op_layers(model: Any) -> dict[str, str]:
         weights = [n for i in op.inputs()[1:] if _own_weight(i.get_source_output())
                    for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
         module = modules.get(fx_name(name))
-        layers[name] = module or (_weight_layer(weights[0]) if weights else (name.split("/", 1)[0] or name))
+        layers[name] = module or (_weight_layer(weights[0]) if weights else (_INLINED.sub("", name).split("/", 1)[0] or name))
     own = {op.get_friendly_name() for op in ops if op.get_type_name() in RECURRENT_TYPES}  # a layer even if auto-named
     for op in reversed(ops):  # consumers come later in graph order
         name = op.get_friendly_name()
