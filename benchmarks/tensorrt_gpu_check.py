@@ -121,7 +121,8 @@ def check_bundle(bundle: Path, args: argparse.Namespace) -> dict[str, Any]:
     shim, files = load_shim(), shim_module("bundle_files")
     manifest = json.loads((bundle / "manifest.json").read_text())
     files.named_path(str(bundle), manifest, "model_file")  # names from the manifest stay inside the bundle
-    runner = shim.open_runner(bundle, files.field_name(manifest, "model_file"))  # checks the engine's name too
+    runner = shim.open_runner(bundle, files.field_name(manifest, "model_file"),  # checks the engine's name too
+                              trust_engine=False)  # a bundle's model.plan is native code: built from the ONNX here
     golden_in, golden_out = read_golden(files.named_path(str(bundle), manifest, "golden"))
     report: dict[str, Any] = {"bundle": str(bundle), "precision": manifest["precision"]}
     with runner:

@@ -76,20 +76,27 @@ def verify_files(bundle: Path) -> dict[str, Any]:
     return manifest
 
 
-def make_runner(bundle: Path, manifest: dict[str, Any], threads: int | None = None) -> Runner:
+def make_runner(bundle: Path, manifest: dict[str, Any], threads: int | None = None, trust_engine: bool = False) -> Runner:
     """The bundle's runner, from the runtime shim module that declares its target (as on any device).
+
+    ``trust_engine``: the bundle's origin was verified, so a prebuilt native engine it carries may be loaded
+    (see :func:`edgec.runtime_shims.runners.open_model`).
 
     Raises:
         HealthError: this device has no runner for the bundle's target.
     """
     try:
-        return open_runner(str(bundle), manifest, threads)
+        return open_runner(str(bundle), manifest, threads, trust_engine=trust_engine)
     except RunnerError as exc:
         raise HealthError(f"this device has no runner for {str(manifest.get('target'))!r} bundles ({exc})") from None
 
 
-def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: int | None = None) -> Health:
+def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: int | None = None,
+                 trust_engine: bool = False) -> Health:
     """Run the golden inputs through the bundle's runner; check parity and median latency.
+
+    ``trust_engine``: the bundle came from a release whose signed metadata was verified (the agent's case),
+    so its prebuilt engine (TensorRT's ``model.plan``) may be loaded; False builds engines from the ONNX.
 
     Raises:
         IntegrityError: files do not match the manifest, a name it gives is not a listed file inside the
@@ -100,7 +107,7 @@ def check_health(bundle: Path, latency_budget_ms: float | None = None, threads: 
     golden_in, golden_out = _golden(bundle, manifest)
     tolerance = manifest.get("parity", {}).get("tolerance", {})
     try:
-        with make_runner(bundle, manifest, threads) as runner:
+        with make_runner(bundle, manifest, threads, trust_engine) as runner:
             runner.infer(golden_in[0])  # warm-up, not timed
             actual, times = [], []
             for feed in golden_in:

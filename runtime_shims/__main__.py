@@ -144,10 +144,14 @@ def check_files(path: str, manifest: dict[str, Any]) -> int:
         raise ShimError(str(exc), EXIT_INTEGRITY) from None
 
 
-def activate(path: str, manifest: dict[str, Any], threads: int | None) -> Runner:
-    """Build and load the bundle's runner; runtime problems become one-line errors."""
+def activate(path: str, manifest: dict[str, Any], threads: int | None, trust_engine: bool = False) -> Runner:
+    """Build and load the bundle's runner; runtime problems become one-line errors.
+
+    ``trust_engine``: the user vouches for the bundle (``--trust-engine``), so a prebuilt native engine in it
+    (TensorRT's ``model.plan``) may be loaded; otherwise the engine is built from the bundle's ONNX.
+    """
     try:
-        runner = open_runner(path, manifest, threads)
+        runner = open_runner(path, manifest, threads, trust_engine=trust_engine)
     except RunnerError as exc:
         raise ShimError(str(exc), EXIT_RUNTIME) from None
     except bundle_files.BundleFileError as exc:
@@ -321,7 +325,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     """Load, check parity, time and optionally evaluate one bundle; returns the JSON result."""
     manifest, golden_in, golden_out = load_bundle(args.bundle, args.golden_limit_mb)
     baseline_rss = measure.peak_rss_bytes()
-    runner = activate(args.bundle, manifest, args.threads)
+    runner = activate(args.bundle, manifest, args.threads, args.trust_engine)
     try:
         feed, batch = batch_feed(golden_in, manifest, args.batch)
         start = time.perf_counter()
@@ -351,7 +355,7 @@ def verify(args: argparse.Namespace) -> dict[str, Any]:
     manifest = read_manifest(args.bundle)
     files = check_files(args.bundle, manifest)
     golden_in, golden_out = read_golden_feeds(args.bundle, manifest, args.golden_limit_mb)
-    runner = activate(args.bundle, manifest, args.threads)
+    runner = activate(args.bundle, manifest, args.threads, args.trust_engine)
     try:
         checked = parity(runner, manifest, golden_in, golden_out)
     finally:
@@ -383,6 +387,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--golden-limit-mb", type=positive_mb, default=None,
                              help=f"most MiB the golden file may decode to; default ${measure.GOLDEN_ENV}, else "
                                   f"{measure.GOLDEN_FLOOR_MB} or {measure.GOLDEN_RATIO}x the file, whichever is more")
+        command.add_argument("--trust-engine", action="store_true",
+                             help="load the prebuilt engine the bundle carries (TensorRT's model.plan) when it matches "
+                                  "this GPU; an engine is native code: only for bundles you trust. Default: build "
+                                  "the engine from the bundle's ONNX")
     return parser
 
 

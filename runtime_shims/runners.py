@@ -20,6 +20,11 @@ engines, quantization parameters):
    ``Class(bundle_dir / model_file, threads=threads, **options)``.
 
 ``options`` are keywords the compiler passes for its own runs (Core ML's ``compute_units``); devices pass none.
+
+``trust_engine`` (default False) is passed to an opener or class that takes it (TensorRT's): True lets it
+load a prebuilt native engine the bundle carries, which is running native code from the bundle. Only a
+caller that verified where the bundle came from passes True (the device agent, after TUF verified the
+release; the shim's ``--trust-engine``); runners that load no native code never see it.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -115,8 +121,16 @@ def runner_class(module: ModuleType, class_name: str | None = None) -> type[Runn
     return found[0]
 
 
+def _takes(func: Any, name: str) -> bool:
+    """Whether ``func`` (a function or class) has a parameter ``name``."""
+    try:
+        return name in inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def open_model(target: str, bundle_dir: str, model_file: str, threads: int | None = None,
-               runner: str | None = None, **options: Any) -> Runner:
+               runner: str | None = None, *, trust_engine: bool = False, **options: Any) -> Runner:
     """An inactive runner for ``model_file`` in ``bundle_dir``, from ``target``'s shim module.
 
     Args:
@@ -125,6 +139,8 @@ def open_model(target: str, bundle_dir: str, model_file: str, threads: int | Non
         model_file: the model's path relative to ``bundle_dir``; not checked here (see :func:`open_runner`).
         threads: intra-op threads; None lets the runtime decide.
         runner: ``"module:Class"`` to use instead of the target's module.
+        trust_engine: the bundle's origin is verified: a runner may load a prebuilt engine it carries
+            (see the module docstring). Passed only to runners that take it.
         options: keywords for the runner (see the module docstring).
 
     Raises:
@@ -139,17 +155,24 @@ def open_model(target: str, bundle_dir: str, model_file: str, threads: int | Non
     else:
         module = shim_module(target)
     opener = getattr(module, "open_runner", None)
-    if class_name is None and callable(opener):
-        made = opener(bundle_dir, model_file, threads, **options)
+    make: Callable[..., Any] = opener if class_name is None and callable(opener) else runner_class(module, class_name)
+    use_opener = make is opener
+    if _takes(make, "trust_engine"):
+        options = {**options, "trust_engine": trust_engine}
+    if use_opener:
+        made = make(bundle_dir, model_file, threads, **options)
     else:
-        made = runner_class(module, class_name)(os.path.join(bundle_dir, model_file), threads=threads, **options)
+        made = make(os.path.join(bundle_dir, model_file), threads=threads, **options)
     if not isinstance(made, Runner):
         raise RunnerError(f"the {target} shim returned {type(made).__name__}, not a Runner")
     return made
 
 
-def open_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None = None, **options: Any) -> Runner:
+def open_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None = None, *,
+                trust_engine: bool = False, **options: Any) -> Runner:
     """An inactive runner for a bundle: the one way the compiler, the shim, the agent and serve open one.
+
+    ``trust_engine``: see :func:`open_model`; False (the default) for a bundle whose origin is not verified.
 
     Raises:
         BundleFileError: ``model_file`` is not a plain relative path to listed files inside the bundle.
@@ -159,4 +182,4 @@ def open_runner(bundle_dir: str, manifest: dict[str, Any], threads: int | None =
     bundle_files.named_path(bundle_dir, manifest, "model_file")
     recorded = _recorded(manifest)
     return open_model(str(manifest.get("target", "")), str(bundle_dir), model_file, threads,
-                      runner=":".join(recorded) if recorded else None, **options)
+                      runner=":".join(recorded) if recorded else None, trust_engine=trust_engine, **options)

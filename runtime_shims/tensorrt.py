@@ -2,9 +2,12 @@
 
 TensorRT engines are specific to a GPU model and a TensorRT version, so a bundle carries a TensorRT-ready
 ONNX plus ``tensorrt.json`` (optimization profiles, precision) and, only when it was built on a GPU, an
-engine (``model.plan``) tagged with the GPU and TensorRT version it was built with. On a device the
-runner uses that engine when it matches, and otherwise builds one (with a timing cache) and keeps it
-in a cache directory, so the build happens once per GPU, TensorRT version and model.
+engine (``model.plan``) tagged with the GPU and TensorRT version it was built with. The runner uses that
+engine only when the caller trusts the bundle (``trust_engine=True``) and it matches this GPU and TensorRT
+version: deserializing an engine is running native code (an engine may embed plugin code), and a bundle
+is untrusted input unless its origin was verified. Otherwise it builds an engine from the bundle's ONNX
+(with a timing cache) and keeps it in its own cache directory, so the build happens once per GPU,
+TensorRT version and model.
 
 Device memory goes through the CUDA driver library (``libcuda``, part of every NVIDIA driver) via
 ``ctypes``: no pycuda, cuda-python or torch is needed, only ``numpy`` and ``tensorrt``.
@@ -315,22 +318,30 @@ class TensorRTRunner(Runner):
         model_path: the bundle's ONNX file (built into an engine when no matching engine is given).
         threads: unused (kept for the runner interface).
         settings: the bundle's ``tensorrt.json`` content.
-        engine_path: a prebuilt engine; used when ``settings["engine"]`` names this GPU and TensorRT version.
+        engine_path: a prebuilt engine; used when ``trust_engine`` and ``settings["engine"]`` names this GPU
+            and TensorRT version.
         engine_cache: where engines built here are kept; default :func:`cache_dir`.
         device: GPU ordinal.
+        trust_engine: the bundle comes from a source the caller verified (a signed release, the user's own
+            build): its engine may be deserialized. False builds the engine from the ONNX instead.
     """
 
     runtime = "tensorrt"
 
     def __init__(self, model_path: str, threads: int | None = None, settings: dict[str, Any] | None = None,
-                 engine_path: str | None = None, engine_cache: str | Path | None = None, device: int = 0) -> None:
+                 engine_path: str | None = None, engine_cache: str | Path | None = None, device: int = 0,
+                 trust_engine: bool = False) -> None:
         super().__init__(model_path, threads)
         self.settings = settings or {}
         self.engine_path = engine_path
         self.engine_cache = Path(engine_cache) if engine_cache else cache_dir()
         self.device = device
+        self.trust_engine = trust_engine
         self.engine_source = ""
         """How the engine was obtained: ``bundle``, ``cache`` or ``built``."""
+        self.bundle_engine = ""
+        """What became of the bundle's engine: ``used``, ``none`` (the bundle has none), ``mismatch`` (built
+        for another GPU or TensorRT version) or ``untrusted`` (it matches, but the caller did not trust it)."""
         self.build_seconds = 0.0
         self.gpu: dict[str, Any] = {}
         self.tensorrt_version = ""
@@ -359,9 +370,10 @@ class TensorRTRunner(Runner):
             raise
 
     def _engine_bytes(self) -> bytes:
-        if self.engine_path and Path(self.engine_path).is_file() and bundle_engine_matches(self.settings, self.gpu, self.tensorrt_version):
+        self.bundle_engine = self._bundle_engine_use()
+        if self.bundle_engine == "used":
             self.engine_source = "bundle"
-            return Path(self.engine_path).read_bytes()
+            return Path(str(self.engine_path)).read_bytes()
         cached = self.engine_cache / f"{engine_key(self.model_path, self.settings, self.gpu, self.tensorrt_version)}.plan"
         if cached.is_file():
             self.engine_source = "cache"
@@ -375,6 +387,14 @@ class TensorRTRunner(Runner):
         os.replace(tmp, cached)
         self.engine_source = "built"
         return plan
+
+    def _bundle_engine_use(self) -> str:
+        """``used`` when the bundle's engine may be loaded, else why not (see :attr:`bundle_engine`)."""
+        if not self.engine_path or not Path(self.engine_path).is_file():
+            return "none"
+        if not bundle_engine_matches(self.settings, self.gpu, self.tensorrt_version):
+            return "mismatch"
+        return "used" if self.trust_engine else "untrusted"
 
     def _load(self, plan: bytes) -> None:
         trt = self._trt
@@ -457,15 +477,18 @@ class TensorRTRunner(Runner):
         self._cuda = None
 
 
-def open_runner(bundle_dir: str | Path, model_file: str, threads: int | None = None) -> Runner:
+def open_runner(bundle_dir: str | Path, model_file: str, threads: int | None = None,
+                trust_engine: bool = False) -> Runner:
     """The TensorRT runner where engines can run here, else an onnxruntime runner over the bundle's ONNX.
 
     The choice is visible as the runner's ``runtime`` attribute (``tensorrt`` or ``onnxruntime``).
+    ``trust_engine`` lets the runner load the bundle's prebuilt engine (see :class:`TensorRTRunner`).
     """
     bundle = Path(bundle_dir)
     if engine_unavailable_reason() is None:
         settings = load_settings(bundle)
         engine = settings.get("engine") or {}
         engine_path = _engine_path(bundle, engine["file"]) if engine.get("file") else None
-        return TensorRTRunner(str(bundle / model_file), threads, settings=settings, engine_path=engine_path)
+        return TensorRTRunner(str(bundle / model_file), threads, settings=settings, engine_path=engine_path,
+                              trust_engine=trust_engine)
     return OrtRunner(str(bundle / model_file), threads=threads)

@@ -11,8 +11,10 @@ holds what a device needs to build it:
   :func:`optimization_profiles`) and the precision flags.
 - ``model.plan``, only when ``tensorrt`` imports and an NVIDIA GPU is present at build time, built with a
   timing cache; the manifest then records the GPU, its compute capability and the TensorRT version.
-  Otherwise the manifest says the engine is to be built on the device, and ``edgec verify``/``bench`` on
-  a GPU machine build it from the ONNX and ``tensorrt.json`` (see ``runtime_shims/tensorrt.py``).
+  Otherwise the manifest says the engine is to be built on the device. ``edgec verify``/``bench`` on a GPU
+  machine build the engine from the ONNX and ``tensorrt.json`` for every bundle, never loading its
+  ``model.plan`` (native code); only the device agent and the shim's ``--trust-engine`` load it (see
+  ``runtime_shims/tensorrt.py``).
 
 FP16 is in the graph, not only a builder flag: TensorRT 11 removed the weak-typing flags (``BuilderFlag.FP16``,
 ``BuilderFlag.INT8``) and builds every network strongly typed, so a float32 ONNX would give a float32
@@ -126,6 +128,9 @@ class TensorRTTarget(OnnxLayers, Target):
     packages = ("onnx", "onnxruntime", "tensorrt")
     Options = TensorRTOptions
     calibration_methods = ORT_CALIBRATION_METHODS
+    runner_options = {"trust_engine": False}
+    """Parity, ``edgec verify``, ``bench``, ``serve`` and layer probes never deserialize a bundle's ``model.plan``
+    (an engine is native code, a bundle untrusted input): the runner builds the engine from the ONNX instead."""
     color = "#d62728"
 
     def validate(self, request: PrecisionRequest) -> None:

@@ -181,6 +181,8 @@ SECURITY_CONTROLS = frozenset({
     "test_a_fresh_publisher_trusts_the_store_on_first_use_and_records_what_it_saw",
     "test_npy_request_is_answered_with_npy",
     "test_a_genuine_entry_is_read_back_exactly",
+    "test_a_trusted_bundle_engine_is_loaded_when_it_matches_this_gpu_and_built_when_not",
+    "test_the_device_agent_and_the_shims_trust_engine_flag_load_a_verified_bundles_engine",
 })
 """Tests in ``tests/security`` that check a legitimate input still works; every other case is an attack refused."""
 
