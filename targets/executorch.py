@@ -27,6 +27,10 @@ Precisions:
   choice for transformers, whose activations have outliers); no data needed.
 - ``int8`` ``auto``: as the onnx target decides: ``dynamic`` without calibration data or when matmuls and
   linear layers outnumber convolutions, ``static`` otherwise.
+- Recurrent ops (``aten.lstm``, ``gru``, ``rnn_*``) stay float in INT8: ``XNNPACKQuantizer`` does not annotate
+  them (``target_details.quantization.kept_float_ops`` counts them). A program in which nothing was quantized (an
+  LSTM and no linear or convolution) is refused with one line naming the onnx target's ``DynamicQuantizeLSTM``,
+  as the onnx target refuses a dynamic INT8 with nothing to quantize (exit 4), rather than called int8.
 
 Dynamic dims: ExecuTorch plans every buffer outside the delegates (inputs, outputs, tensors of portable ops)
 for a dim's upper bound (``target_details.planned_inputs``; the runner refuses larger feeds) and a device

@@ -10,13 +10,18 @@ Convolutions stay float unless ``op_types`` names ``Conv``: onnxruntime runs a d
 ``ConvInteger``, which has no fast x86 kernel: 3.9-12.8x slower than FP32 on six models at one thread
 (``benchmarks/int8_dynamic_conv.py``), and on PP-OCRv4's recognizer cosine 0.47 to FP32. A model left with nothing to
 quantize is refused with one line pointing to static INT8, which quantizes convolutions well.
+
+``recurrent="dynamic"`` then turns the LSTMs ``op_types`` left float into onnxruntime's ``DynamicQuantizeLSTM``,
+each checked alone on the calibration set, when one is given, against ``recurrent_min_cosine``
+(see :mod:`edgec.compiler.passes._recurrent_int8`); the stats list them under ``recurrent``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
+from edgec.compiler.passes._recurrent_int8 import quantize_lstms
 from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import UnsupportedError, require
@@ -30,6 +35,11 @@ class DynamicOptions(PassOptions):
     reduce_range: bool = False
     """Use 7-bit weights; only needed on CPUs without VNNI, where 8-bit products can saturate."""
     nodes_to_exclude: tuple[str, ...] = ()
+    recurrent: Literal["float", "dynamic"] = "float"
+    """``dynamic``: LSTMs become onnxruntime's contrib ``DynamicQuantizeLSTM`` (int8 weights); ``float`` keeps them."""
+    recurrent_min_cosine: float | None = 0.995
+    """With ``recurrent="dynamic"``, an LSTM whose quantization alone takes the outputs' mean cosine (calibration
+    set) under this stays float, as every LSTM does without calibration data; None quantizes every LSTM."""
 
 
 class QuantizeDynamic(Pass):
@@ -37,6 +47,8 @@ class QuantizeDynamic(Pass):
 
     name = "quantize_dynamic"
     Options = DynamicOptions
+    uses_calibration = True
+    """Only the LSTM checks (``recurrent``) read it; the rest of the pass needs no data."""
 
     def run_impl(self, artifact: ModelArtifact, ctx: PassContext) -> PassResult:
         quantization = require("onnxruntime.quantization", "onnx", "INT8 quantization")
@@ -53,25 +65,34 @@ class QuantizeDynamic(Pass):
             nodes_to_exclude=list(opts.nodes_to_exclude) or None,
         )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
+        recurrent: dict[str, Any] = {}
+        if opts.recurrent == "dynamic":
+            out_path, recurrent = quantize_lstms(out_path, ctx.work_dir, opts.nodes_to_exclude, ctx.calibration,
+                                                 opts.recurrent_min_cosine, ctx.log)
         require_quantized(out_path)
         model = onnx_utils.load_model(out_path)
-        require_weights_quantized(model, opts.op_types)
+        require_weights_quantized(model, opts.op_types, len(recurrent.get("float", {})))
         out = onnx_utils.artifact_from_file(out_path)
-        return PassResult(out, True, {"mode": "dynamic", "ops": onnx_utils.op_counts(model)})
+        stats: dict[str, Any] = {"mode": "dynamic", "ops": onnx_utils.op_counts(model)}
+        return PassResult(out, True, {**stats, "recurrent": recurrent} if recurrent else stats)
 
 
-def require_weights_quantized(model: Any, op_types: tuple[str, ...]) -> None:
+def require_weights_quantized(model: Any, op_types: tuple[str, ...], lstms_float: int = 0) -> None:
     """Refuse a dynamic INT8 model in which no weight became 8-bit (nothing of ``op_types`` carries weights).
 
     Raises:
-        UnsupportedError: naming the float convolutions left and static INT8 as the way to quantize them.
+        UnsupportedError: naming the float convolutions and LSTMs left and how to quantize them.
     """
     counts = onnx_utils.op_counts(model)
     if counts.get("DynamicQuantizeLinear") or any(init.data_type in (2, 3) for init in model.graph.initializer):
         return  # UINT8, INT8 weights, or activations quantized at run time
     convs = counts.get("Conv", 0) + counts.get("ConvTranspose", 0)
     left = f"; its {convs} convolutions stay float (dynamic Conv runs as ConvInteger, slower than float)" if convs else ""
+    if lstms_float:
+        left += f"; its {lstms_float} LSTM(s) stay float"
+    hint = ("--calib DATA (checks each LSTM in INT8) or --target-option recurrent=int8 (unchecked), "
+            if lstms_float else "")
     raise UnsupportedError(
         f"dynamic INT8 has nothing to quantize: no {'/'.join(op_types)} with weights{left}",
-        hint="--int8-mode static --calib DATA (calibrated QDQ quantizes convolutions), "
-             "or build fp32/fp16")
+        hint=hint + "--int8-mode static --calib DATA (calibrated QDQ quantizes convolutions), "
+                    "or build fp32/fp16")

@@ -13,6 +13,11 @@ A ``Gemm`` bias stored as a ``(1, N)`` row (tf2onnx writes them so) is given to 
 vector it means: onnxruntime's int32-bias check indexes per-channel biases by output channel and fails on a
 2-D one (``The truth value of an array with more than one element is ambiguous``). The stats count them
 under ``gemm_biases_flattened``.
+
+onnxruntime's static quantizer has no LSTM. With ``recurrent="dynamic"`` (the onnx target's default; never
+TensorRT's, whose runtime has no contrib ops) the LSTMs then become onnxruntime's ``DynamicQuantizeLSTM``, each
+checked alone on the calibration set against ``recurrent_min_cosine`` (see :mod:`edgec.compiler.passes._recurrent_int8`);
+the stats list them under ``recurrent``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Literal
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler.passes._chunked_calibration import cache_option
 from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
+from edgec.compiler.passes._recurrent_int8 import quantize_lstms
 from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
 from edgec.core.errors import require
@@ -49,6 +55,11 @@ class StaticOptions(PassOptions):
     """More onnxruntime ``extra_options`` (e.g. ``{"QDQKeepRemovableActivations": True}``)."""
     mixed_range_ratio: float | None = 10.0
     """Keep an output ``Concat`` float when its inputs' ranges differ by more than this; None quantizes it."""
+    recurrent: Literal["float", "dynamic"] = "float"
+    """``dynamic``: LSTMs become onnxruntime's contrib ``DynamicQuantizeLSTM`` (int8 weights); ``float`` keeps them."""
+    recurrent_min_cosine: float | None = 0.995
+    """With ``recurrent="dynamic"``, an LSTM whose quantization alone takes the outputs' mean cosine (calibration
+    set) under this stays float; None quantizes every LSTM."""
 
 
 def op_list(opts: StaticOptions) -> list[str] | None:
@@ -138,10 +149,16 @@ class QuantizeStatic(Pass):
                 **cache,
             )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
+        recurrent: dict[str, Any] = {}
+        if opts.recurrent == "dynamic":
+            out_path, recurrent = quantize_lstms(out_path, ctx.work_dir, tuple(exclude), ctx.calibration,
+                                                 opts.recurrent_min_cosine, ctx.log)
         require_quantized(out_path)
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
         stats: dict[str, Any] = {"mode": "static", "ops": onnx_utils.op_counts(model)}
+        if recurrent:
+            stats["recurrent"] = recurrent
         if opts.float_op_types and not opts.op_types:
             stats["float_op_types"] = sorted(opts.float_op_types)
         if mixed:
