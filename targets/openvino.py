@@ -27,7 +27,10 @@ Precision is applied here with OpenVINO's own tools, so :meth:`OpenVinoTarget.pr
   (:mod:`edgec.targets._openvino_preset`; YOLOv8n: detection agreement 0.956, was a collapsed build).
   Recurrent ops (``LSTMSequence``, ``GRUSequence``, ``RNNSequence``, cells) stay in float unless the
   ``recurrent`` option is ``int8`` (``target_details.quantization.recurrent_float`` names them; Resemblyzer
-  and silero-vad's LSTM collapsed with their states quantized).
+  and silero-vad's LSTM collapsed with their states quantized). The op producing each model output stays float
+  unless it is a convolution or matmul, or the ``outputs`` option is ``int8`` (``kept_float_outputs``;
+  :func:`edgec.targets._openvino_preset.output_float_ops`: silero-vad 16k's speech probability was clipped to
+  the calibration range before its final ``ReduceMean``).
 - ``int8`` ``dynamic``: ``nncf.compress_weights`` INT8_ASYM: int8 weights, float activations; no data needed.
 - ``int8`` ``auto`` (default): ``static`` when calibration data is given; otherwise weight-only INT8, and
   ``target_details.quantization.reason`` says so (as the onnx target falls back to dynamic INT8).
@@ -94,7 +97,7 @@ from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
 from edgec.targets import _openvino_reuse, _openvino_stats
 from edgec.targets._openvino_convert import convert_sized, quiet
 from edgec.targets._openvino_layers import fx_name, port_name, stored_layers
-from edgec.targets._openvino_preset import RECURRENT_TYPES, auto_preset, recurrent_float
+from edgec.targets._openvino_preset import RECURRENT_TYPES, auto_preset, output_float_ops, recurrent_float
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -126,6 +129,8 @@ class OpenVinoOptions(TargetOptions):
         (), "comma-separated OpenVINO op types kept in float by INT8, e.g. Softmax,MVN")
     recurrent: Literal["float", "int8"] = option(
         "float", "recurrent ops (LSTMSequence, GRUSequence, RNNSequence, cells) in static INT8: float (default), int8")
+    outputs: Literal["float", "int8"] = option(
+        "float", "the op producing each model output (not a convolution or matmul) in static INT8: float (default), int8")
     inference_precision: Literal["f32", "bf16", "f16"] = option(
         "f32", "INFERENCE_PRECISION_HINT the bundle declares: f32 (FP32 parity), bf16, f16")
 
@@ -150,7 +155,7 @@ class OpenVinoTarget(Target, LayerTools):
                                "(measured); fp16 compute: --target-option inference_precision=f16"}
     Options = OpenVinoOptions
     dynamic_shapes = True
-    export_version = "3"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float
+    export_version = "4"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float; 4: output ops float
     calibration_methods = ("minmax", "entropy", "percentile")
     sparsity_gain = "size after compression"
     color = "#9467bd"
@@ -263,8 +268,9 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
         kwargs["preset"] = nncf.QuantizationPreset(preset)
     recurrent, modules, names = recurrent_float(model, options.recurrent)  # modules: torch unrolled them (pt2)
     types = list(dict.fromkeys((*options.ignored_types, *recurrent)))
-    if types or exclude or names:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=list(dict.fromkeys((*exclude, *names))), validate=False)
+    outputs = output_float_ops(model, options.outputs)
+    if types or exclude or names or outputs:
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=list(dict.fromkeys((*exclude, *names, *outputs))), validate=False)
     estimator = _RANGES[calibration.method]
     if estimator is not None:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -279,7 +285,7 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
     return quantized, {
         "mode": "static", "tool": "nncf.quantize", "model_type": model_type, "preset": preset,
         "fast_bias_correction": options.fast_bias_correction, "ignored_types": list(options.ignored_types),
-        "recurrent": options.recurrent, "recurrent_float": [*recurrent, *modules],
+        "recurrent": options.recurrent, "recurrent_float": [*recurrent, *modules], "kept_float_outputs": outputs,
         "activation_ranges": (estimator or "nncf default (mean min/max)").lower(), "subset_size": len(calibration),
         "fake_quantize_ops": _count(quantized, "FakeQuantize"),
     }
