@@ -15,7 +15,8 @@ its task metric):
    task metric (1.0 = FP32's answers).
 
 The Markdown table gives per model and target: metric and budget, naive and searched score on the test set,
-the search's own score on ``eval.npz``, layers kept in float, calibration method, candidate builds, model size
+the search's own score on ``eval.npz``, layers kept in float, calibration method, target variant (onnx's
+``quantize_ops`` list), candidate builds, model size
 and batch-1 latency (naive / searched, the bundle's runner), search time, peak RSS and exit code (with the
 first line of the error when it failed). :mod:`edgec.benchmarks.zoo_nncf` puts nncf's accuracy control
 beside the openvino rows.
@@ -68,6 +69,8 @@ class Row:
     float_layers: list[str] = field(default_factory=list)
     calibration: str | None = None
     calibrations: dict[str, float] = field(default_factory=dict)
+    variant: str | None = None
+    variants: dict[str, float] = field(default_factory=dict)
     builds: int | None = None
     seconds: float | None = None
     peak_mb: float | None = None
@@ -231,6 +234,9 @@ def read_record(row: Row, bundle: Path) -> None:
     calibration = record.get("calibration") or {}
     row.calibration = calibration.get("method")
     row.calibrations = dict(calibration.get("tried", {}))
+    variant = record.get("variant") or {}
+    row.variant = variant.get("chosen")
+    row.variants = dict(variant.get("tried", {}))
 
 
 def size_mb(bundle: Path) -> float:
@@ -250,13 +256,13 @@ def _num(value: float | None, fmt: str = ".3f") -> str:
 def format_table(rows: list[Row]) -> str:
     """The Markdown table (scores on the test set, 1.0 = FP32's answers)."""
     lines = ["| model | target | metric (budget) | naive int8 | searched int8 | search on eval | layers in float | "
-             "calibration | builds | size MB naive/searched | ms naive/searched | time s | peak MB | exit |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "calibration | variant | builds | size MB naive/searched | ms naive/searched | time s | peak MB | exit |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         layers = f"{len(r.float_layers)}: {', '.join(r.float_layers)[:80]}" if r.float_layers else ("0" if r.exit_code == 0 else "-")
         exit_text = str(r.exit_code) + (f" ({(r.error or '')[:160]})".replace("|", "/") if r.exit_code else "")
         lines.append(f"| {r.model} | {r.target} | {r.metric} ({r.budget}) | {_num(r.naive)} | {_num(r.searched)} | "
-                     f"{_num(r.search_eval, '.4f')} | {layers} | {r.calibration or '-'} | {r.builds if r.builds is not None else '-'} | "
+                     f"{_num(r.search_eval, '.4f')} | {layers} | {r.calibration or '-'} | {r.variant or '-'} | {r.builds if r.builds is not None else '-'} | "
                      f"{_num(r.naive_size_mb, '.2f')}/{_num(r.size_mb, '.2f')} | "
                      f"{_num(r.naive_latency_ms, '.2f')}/{_num(r.latency_ms, '.2f')} | {_num(r.seconds, '.0f')} | {_num(r.peak_mb, '.0f')} | {exit_text} |")
     return "\n".join(lines)

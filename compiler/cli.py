@@ -239,6 +239,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         tried = ", ".join(f"{method} {value:.4f}" for method, value in mp.calibrations)
         calibrated = f"; calibration {mp.calibration} (all layers quantized: {tried})" if mp.calibration else ""
         print(f"  search: {mp.builds} candidate builds, measured on {mp.samples} {mp.measured_on} samples{calibrated}")
+        if mp.variant:
+            lists = ", ".join(f"{variant} {value:.4f}" for variant, value in mp.variants)
+            print(f"  built with {mp.variant} (all layers quantized: {lists})")
         print(f"  cost: size {cost.size:,} vs {cost.size_all_quantized:,} bytes all-quantized; "
               f"latency {cost.latency_ms:.3f} vs {cost.latency_ms_all_quantized:.3f} ms (batch 1, this host)")
     report = (m.model_extra or {}).get("layer_report")

@@ -68,16 +68,21 @@ class MixedPrecision:
     """The calibration method the chosen model was built with, when the search tried several."""
     calibrations: tuple[tuple[str, float], ...] = ()
     """(method, the all-quantized model's score with it) for each calibration method the search tried."""
+    variant: str | None = None
+    """The target variant the chosen model was built with (``quantize_ops=onnxruntime``), when the search tried several."""
+    variants: tuple[tuple[str, float], ...] = ()
+    """(variant, the all-quantized model's score with it) for each target variant the search tried."""
 
     @classmethod
     def from_search(cls, result: SearchResult, metric: Metric, max_drop: float, budget: Budget,
                     size_all_quantized: int) -> MixedPrecision:
         """The record of a finished search (values rounded to 6 decimals, as the manifest keeps them)."""
         chosen = (result.method or next(iter(result.calibrations))) if result.calibrations else None
+        variant = (result.variant or next(iter(result.variants))) if result.variants else None
         return cls(metric.name, max_drop, len(budget.feeds), round(result.baseline, 6), round(result.value, 6),
                    round(result.drop, 6), tuple(result.float_layers), tuple(result.exclude), tuple(result.steps),
                    size_all_quantized, result.candidate.size, budget.source, result.builds, metric, chosen,
-                   tuple(result.calibrations.items()))
+                   tuple(result.calibrations.items()), variant, tuple(result.variants.items()))
 
     @property
     def label(self) -> str:
@@ -92,6 +97,8 @@ class MixedPrecision:
                  "size_all_quantized": self.size_all_quantized, "size": self.size}
         if self.calibration is not None:
             entry["calibration"] = {"method": self.calibration, "tried": dict(self.calibrations)}
+        if self.variant is not None:
+            entry["variant"] = {"chosen": self.variant, "tried": dict(self.variants)}
         return entry
 
 
@@ -149,11 +156,13 @@ class Fidelity:
         return self.chosen.exclude
 
     def apply(self, request: PrecisionRequest) -> PrecisionRequest:
-        """The build's request as the chosen model was built: its nodes kept in float, its calibration method."""
+        """The build's request as the chosen model was built: its nodes kept in float, its calibration method, its
+        target variant's options."""
         calibration = request.calibration
         if self.chosen.method is not None and calibration is not None:
             calibration = replace(calibration, method=self.chosen.method)
-        return replace(request, exclude=self.exclude, calibration=calibration)
+        options = self.chosen.options if self.chosen.options is not None else request.options
+        return replace(request, exclude=self.exclude, calibration=calibration, options=options)
 
     def files(self) -> dict[str, str]:
         """Extra bundle files: relative path -> text."""
@@ -273,7 +282,7 @@ def search(probe: TargetProbe, budget: Budget, config: BuildConfig, log: Callabl
     assert config.max_drop is not None
     how = metric(config)
     result = mixed_precision.search(probe, how, budget.labels, config.max_drop, log, config.max_float_layers, config.max_builds,
-                                    probe.methods())
+                                    probe.methods(), probe.variants())
     all_quantized = probe.build(())
     mixed = MixedPrecision.from_search(result, how, config.max_drop, budget, all_quantized.size)
     latency_all_quantized = probe.latency_ms(all_quantized)

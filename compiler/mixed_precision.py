@@ -13,6 +13,15 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
    the layer search starts from and every later candidate is calibrated with. A second alternative is tried
    only when the first moved the score by more than that: when clipping the ranges' tails changes nothing,
    the ranges are not what breaks the model and another estimator would be a wasted build.
+   Then the whole-model variants the target offers (:meth:`~edgec.targets.base.Target.searched_variants`:
+   onnx's other ``quantize_ops`` lists when the user chose none), one build each with the method chosen so
+   far, in the target's order: the first within the budget ends the search (every layer quantized with
+   another op list beats layers in float). One that misses the budget is not what the layer search starts
+   from, however close: an op list that leaves more ops float has already spent the float layers the search
+   would pick (YOLOv8n: ``compute`` 0.936 all-quantized against the default's 0.927, but no layer kept in
+   float on top of it helped, where the default reached 0.941 with its head's Concat in float). Methods come
+   first: a calibration method changes no op's precision, so it costs nothing at run time, where a variant
+   changes which ops run in INT8. A variant whose model equals one measured before takes no build.
 2. Rank the current candidate's layers by the error they add (the target's
    :meth:`~edgec.targets.base.LayerTools.compare_layers`, see :mod:`edgec.frameworks.fidelity`) on the
    :data:`RANK_SAMPLES` budget feeds where its outputs are furthest from FP32 (NNCF's ``select_subset``).
@@ -46,6 +55,7 @@ import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +74,7 @@ from edgec.core.types import Feed, ModelArtifact, sha256_file
 from edgec.frameworks.fidelity import LayerDivergence
 from edgec.runtime_shims.measure import time_calls
 from edgec.targets.base import ExportResult, LayerTools, PrecisionRequest, Target
+from edgec.targets.options import TargetOptions
 
 MAX_BUILDS = 8
 """Candidates built and measured at most (``--max-builds``), besides the FP32 reference."""
@@ -106,6 +117,10 @@ class Candidate:
     """The calibration method it was built with; None: the build's own (``--calib-method``)."""
     digest: str = ""
     """sha256 over the model's files: equal digests are the same model (an exclusion that changed nothing)."""
+    variant: str | None = None
+    """The target variant it was built with (:meth:`Target.searched_variants`); None: the build's own options."""
+    options: TargetOptions | None = None
+    """That variant's target options (None with it)."""
 
     @property
     def size(self) -> int:
@@ -139,11 +154,18 @@ class SearchResult:
     builds: int = 0
     calibrations: dict[str, float] = field(default_factory=dict)
     """Calibration method -> the all-quantized model's score with it, for each method tried (step 1)."""
+    variants: dict[str, float] = field(default_factory=dict)
+    """Target variant -> the all-quantized model's score with it (and the chosen method), for each tried (step 1)."""
 
     @property
     def method(self) -> str | None:
         """The chosen calibration method; None: the build's own."""
         return self.candidate.method
+
+    @property
+    def variant(self) -> str | None:
+        """The chosen target variant; None: the build's own options."""
+        return self.candidate.variant
 
     @property
     def drop(self) -> float:
@@ -171,7 +193,7 @@ class TargetProbe:
                  quantize: Callable[[PrecisionRequest], ModelArtifact], feeds: list[Feed], scratch: Path) -> None:
         self.target, self.request, self.float_art, self.quantize = target, request, float_art, quantize
         self.feeds, self.scratch = feeds, scratch
-        self._built: dict[tuple[str | None, tuple[str, ...]], Candidate] = {}
+        self._built: dict[tuple[str | None, str | None, tuple[str, ...]], Candidate] = {}
         self._reference: Candidate | None = None
         self._reference_outputs: list[Feed] | None = None
 
@@ -212,22 +234,35 @@ class TargetProbe:
             return ()
         return (own, *(m for m in METHOD_ORDER if m in supported and m != own))
 
-    def with_request(self, exclude: tuple[str, ...], method: str | None = None) -> PrecisionRequest:
-        """The build's request with ``exclude`` kept in float and calibrated with ``method`` (None: its own)."""
+    @cached_property
+    def _variant_options(self) -> dict[str, TargetOptions]:
+        return dict(self.target.searched_variants(self.request, self.float_art))
+
+    def variants(self) -> tuple[str, ...]:
+        """The target variants the search tries (:meth:`Target.searched_variants`), the build's own first; empty
+        when the target offers no alternative."""
+        return tuple(self._variant_options) if len(self._variant_options) > 1 else ()
+
+    def with_request(self, exclude: tuple[str, ...], method: str | None = None, variant: str | None = None) -> PrecisionRequest:
+        """The build's request with ``exclude`` kept in float, calibrated with ``method`` (None: its own) and built
+        with ``variant``'s target options (None: its own)."""
         calibration = self.request.calibration
         if method is not None and calibration is not None and method != calibration.method:
             calibration = replace(calibration, method=method)
-        return replace(self.request, exclude=exclude, calibration=calibration)
+        options = self.request.options if variant is None else self._variant_options[variant]
+        return replace(self.request, exclude=exclude, calibration=calibration, options=options)
 
-    def build(self, exclude: tuple[str, ...], method: str | None = None) -> Candidate:
-        """The reduced-precision model with ``exclude`` kept in float, calibrated with ``method`` (None: the
-        build's own), built once per (method, exclusion set)."""
+    def build(self, exclude: tuple[str, ...], method: str | None = None, variant: str | None = None) -> Candidate:
+        """The reduced-precision model with ``exclude`` kept in float, calibrated with ``method`` and built with
+        target ``variant`` (None: the build's own), built once per (method, variant, exclusion set)."""
         own = self.request.calibration.method if self.request.calibration is not None else None
-        key = (None if method == own else method, tuple(sorted(exclude)))
+        own_variant = next(iter(self.variants()), None)
+        key = (None if method == own else method, None if variant == own_variant else variant, tuple(sorted(exclude)))
         if key not in self._built:
-            request = self.with_request(exclude, key[0])
+            request = self.with_request(exclude, key[0], key[1])
             candidate = self._make(self.quantize(request), request, f"candidate-{len(self._built)}")
-            self._built[key] = replace(candidate, method=key[0])
+            options = None if key[1] is None else request.options
+            self._built[key] = replace(candidate, method=key[0], variant=key[1], options=options)
         return self._built[key]
 
     def run(self, candidate: Candidate) -> list[Feed]:
@@ -302,15 +337,19 @@ class Search:
         max_builds: at most this many candidates built.
         methods: calibration methods to try before keeping layers in float, the build's own first
             (:meth:`TargetProbe.methods`); empty: calibration is not searched.
+        variants: target variants to try after the methods, the build's own first (:meth:`TargetProbe.variants`);
+            empty: none.
     """
 
     def __init__(self, probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_drop: float,
                  log: Callable[[str], None], max_float_layers: int = MAX_FLOAT_LAYERS, max_builds: int = MAX_BUILDS,
-                 methods: tuple[str, ...] = ()) -> None:
+                 methods: tuple[str, ...] = (), variants: tuple[str, ...] = ()) -> None:
         self.probe, self.metric, self.labels, self.max_drop, self.log = probe, metric, labels, max_drop, log
-        self.max_float_layers, self.max_builds, self.methods = max_float_layers, max_builds, methods
+        self.max_float_layers, self.max_builds, self.methods, self.variants = max_float_layers, max_builds, methods, variants
         self.method: str | None = None
+        self.variant: str | None = None
         self.calibrations: dict[str, float] = {}
+        self.variant_scores: dict[str, float] = {}
         self.reference = probe.reference_outputs
         self.baseline = metric.score(self.reference, self.reference, labels)
         self.steps: list[dict[str, Any]] = []
@@ -330,6 +369,9 @@ class Search:
         if self.methods:
             self.calibrations[self.methods[0]] = current.value
             current = self.calibrate(current)
+        if self.variants:
+            self.variant_scores[self.variants[0]] = current.value
+            current = self.vary(current)
         while not self.met() and not self.stopped:
             current = self.round(current)
         return self.result()
@@ -350,6 +392,21 @@ class Search:
                 break  # the ranges are not what breaks the model (see the module docstring)
         self.method = best.candidate.method
         return best
+
+    def vary(self, own: Trial) -> Trial:
+        """Step 1's target variants: the all-quantized model with each (and the method chosen so far), until one
+        meets the budget; returns it, else ``own`` (see the module docstring)."""
+        for variant in self.variants[1:]:
+            if self.met() or self.out_of_builds():
+                break
+            trial = self.measure((), (), variant=variant)
+            self.variant_scores[variant] = trial.value
+            same = " (the same model as an earlier candidate)" if self.probe.seen(trial.candidate) else ""
+            self.log(f"building with {variant}: {self.metric.label} {trial.value:.4f}{same}")
+            if self.within(trial):
+                self.variant = variant
+                return trial
+        return own
 
     def met(self) -> bool:
         """Whether the best candidate so far is within the budget."""
@@ -424,19 +481,27 @@ class Search:
             self.stopped = f"--max-builds {self.max_builds} reached"
         return bool(self.stopped)
 
-    def measure(self, layers: tuple[str, ...], exclude: tuple[str, ...], method: str | None = None) -> Trial:
-        """Build (or reuse) the candidate keeping ``exclude`` in float, calibrated with ``method`` (None: the
-        search's current method) and score it."""
-        method = method or self.method
+    def measure(self, layers: tuple[str, ...], exclude: tuple[str, ...], method: str | None = None,
+                variant: str | None = None) -> Trial:
+        """Build (or reuse) the candidate keeping ``exclude`` in float, calibrated with ``method`` and built with
+        ``variant`` (None: the search's current ones) and score it."""
+        method, variant = method or self.method, variant or self.variant
         self.tried.add(frozenset(layers))  # a combination step 4 measured is not proposed again in a later round
-        candidate = self.probe.build(exclude) if method is None else self.probe.build(exclude, method)
+        if variant is not None:
+            candidate = self.probe.build(exclude, method, variant)
+        else:
+            candidate = self.probe.build(exclude) if method is None else self.probe.build(exclude, method)
         outputs = self.probe.run(candidate)
         trial = Trial(candidate, layers, self.metric.score(self.reference, outputs, self.labels), output_errors(self.reference, outputs))
         del outputs
         if self.best is None or self.helps(trial, self.best) or (self.within(trial) and not self.within(self.best)):
             self.best = trial  # a gain within noise does not buy more layers in float
-        step = {"float_layers": list(layers), self.metric.name: round(trial.value, 6), "drop": round(self.baseline - trial.value, 6)}
-        self.steps.append({**step, "calibration": candidate.method or self.methods[0]} if self.methods else step)
+        step: dict[str, Any] = {"float_layers": list(layers), self.metric.name: round(trial.value, 6), "drop": round(self.baseline - trial.value, 6)}
+        if self.methods:
+            step["calibration"] = candidate.method or self.methods[0]
+        if self.variants:
+            step["variant"] = candidate.variant or self.variants[0]
+        self.steps.append(step)
         if layers:
             same = " (the same model as an earlier candidate: not counted against --max-builds)" if self.probe.seen(candidate) else ""
             self.log(f"keeping {', '.join(layers)} in float: {self.metric.label} {trial.value:.4f}{same}")
@@ -446,10 +511,12 @@ class Search:
         best = self.best
         assert best is not None
         result = SearchResult(best.candidate, list(best.float_layers), self.baseline, best.value, self.steps, self.probe.builds,
-                              {m: round(v, 6) for m, v in self.calibrations.items()})
+                              {m: round(v, 6) for m, v in self.calibrations.items()},
+                              {v: round(x, 6) for v, x in self.variant_scores.items()})
         if not self.met():
             count = len(best.float_layers)
             method = f", calibrated with {best.candidate.method}" if best.candidate.method else ""
+            method += f", built with {best.candidate.variant}" if best.candidate.variant else ""
             raise AccuracyGateError(
                 f"could not meet --max-drop {self.max_drop} on {self.metric.label}: best drop {result.drop:.4f} "
                 f"({self.metric.label} {best.value:.4f} vs fp32 {self.baseline:.4f}) with {count} "
@@ -460,7 +527,8 @@ class Search:
 
 
 def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_drop: float, log: Callable[[str], None],
-           max_float_layers: int | None = None, max_builds: int | None = None, methods: tuple[str, ...] = ()) -> SearchResult:
+           max_float_layers: int | None = None, max_builds: int | None = None, methods: tuple[str, ...] = (),
+           variants: tuple[str, ...] = ()) -> SearchResult:
     """Find a model within ``max_drop`` of FP32 on ``metric`` (see the module docstring).
 
     Raises:
@@ -469,4 +537,4 @@ def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_dr
     """
     with probe.target.reuse():  # candidates of one model: the target may share conversion and statistics
         return Search(probe, metric, labels, max_drop, log, MAX_FLOAT_LAYERS if max_float_layers is None else max_float_layers,
-                      MAX_BUILDS if max_builds is None else max_builds, methods).run()
+                      MAX_BUILDS if max_builds is None else max_builds, methods, variants).run()

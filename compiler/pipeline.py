@@ -423,7 +423,7 @@ class Build:
                                             budget.feeds if budget else gold.inputs,
                                             Path(tempfile.mkdtemp(prefix="fidelity-", dir=self.cache.scratch)))
         mixed, cost = fidelity_stage.search(probe, budget, config, self.log) if budget is not None else (None, None)
-        chosen = probe.build(mixed.float_nodes, mixed.calibration) if mixed is not None else probe.build(())
+        chosen = probe.build(mixed.float_nodes, mixed.calibration, mixed.variant) if mixed is not None else probe.build(())
         report = None
         if config.report_layers:
             self.log("comparing layers with the FP32 reference")

@@ -194,6 +194,14 @@ class Target:
             return ()
         return self.calibration_methods if len(self.calibration_methods) > 1 else ()
 
+    def searched_variants(self, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[tuple[str, TargetOptions], ...]:
+        """Whole-model alternatives to ``request``'s target options that ``--max-drop`` tries before keeping layers
+        in float (after the calibration methods): ``(label, options)`` pairs, the build's own first, then the
+        others in the order to try them (label like ``quantize_ops=compute``, as logs and the manifest name it).
+        Offer only what the user left to the target (an option not given, see pydantic's ``model_fields_set``).
+        None here."""
+        return ()
+
     def dims_to_fix(self, inputs: tuple[TensorSpec, ...], request: PrecisionRequest | None = None) -> list[tuple[TensorSpec, int]]:
         """``(input, axis)`` of the dynamic dims its ONNX route needs a size for (``--input``): none where
         :attr:`dynamic_shapes`, else every dynamic dim but the batch (the first dim of some input)."""

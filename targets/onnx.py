@@ -224,6 +224,16 @@ class OnnxTarget(OnnxLayers, Target):
         methods = super().searched_methods(request, artifact)
         return methods if methods and choose_int8_mode(request, artifact) == "static" else ()
 
+    def searched_variants(self, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[tuple[str, TargetOptions], ...]:
+        """For static INT8 whose ``quantize_ops`` the user did not set: the build's list, then ``onnxruntime``
+        (more ops in INT8) and ``compute`` (fewest), each a whole model ``--max-drop`` may ship with every layer
+        quantized (issue 19: no one list suits every model, see the module docstring)."""
+        options = request.options_as(OnnxOptions)
+        if "quantize_ops" in options.model_fields_set or not self.searched_methods(request, artifact):
+            return ()
+        order = (options.quantize_ops, *(c for c in ("onnxruntime", "compute") if c != options.quantize_ops))
+        return tuple((f"quantize_ops={c}", options.model_copy(update={"quantize_ops": c})) for c in order)
+
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         if request.precision != "int8":
             return self.float_passes(request)
