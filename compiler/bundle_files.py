@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgec.compiler.mixed_precision import Candidate
+from edgec.compiler.search_probe import Candidate
 from edgec.targets.base import ExportResult
 
 SHIM_DIR = "edgec_shim"

@@ -31,7 +31,8 @@ from edgec.compiler import input_values, mixed_precision
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.golden import spread
 from edgec.compiler.metrics import Metric
-from edgec.compiler.mixed_precision import Candidate, SearchResult, TargetProbe
+from edgec.compiler.mixed_precision import SearchResult
+from edgec.compiler.search_probe import Candidate, TargetProbe
 from edgec.core.errors import CalibrationError, ConfigError
 from edgec.core.types import Feed, ModelArtifact
 from edgec.frameworks.fidelity import LayerDivergence

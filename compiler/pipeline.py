@@ -40,9 +40,9 @@ from edgec.compiler import (
     fidelity_stage,
     golden,
     input_values,
-    mixed_precision,
     outdir,
     parity,
+    search_probe,
 )
 from edgec.compiler.cache import StageCache, default_cache_dir
 from edgec.compiler.cached_stages import cached_export, cached_reference
@@ -418,7 +418,7 @@ class Build:
         assert self.cache.scratch is not None
         gold = prepared.golden
         budget = fidelity_stage.budget_feeds(config, prepared.float_art, prepared.holdout, gold.inputs) if config.max_drop is not None else None
-        probe = mixed_precision.TargetProbe(self.target, request, prepared.float_art,
+        probe = search_probe.TargetProbe(self.target, request, prepared.float_art,
                                             lambda candidate: self.precision(prepared, candidate)[0],
                                             budget.feeds if budget else gold.inputs,
                                             Path(tempfile.mkdtemp(prefix="fidelity-", dir=self.cache.scratch)))

@@ -11,7 +11,7 @@ delegate call), so the comparison runs the torch graph modules each ``.pte`` was
   quantization XNNPACK's int8 kernels implement, up to their rounding of requantization), the float16 module
   for fp16.
 Only the ranking runs in torch; ``--max-drop`` measures every candidate with the ``.pte`` on ExecuTorch's
-runtime (:class:`edgec.compiler.mixed_precision.TargetProbe`), so what ships is what is measured.
+runtime (:class:`edgec.compiler.search_probe.TargetProbe`), so what ships is what is measured.
 
 Rules:
 1. A node is an op of the reference graph, named by its fx node name. Where a quantized graph fake-quantizes

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.compiler.mixed_precision import Candidate
+from edgec.compiler.search_probe import Candidate
 from edgec.frameworks.fidelity import LayerDivergence
 
 Key = tuple[str, frozenset[str]]
