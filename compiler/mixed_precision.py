@@ -60,8 +60,9 @@ import numpy as np
 from edgec.compiler.metrics import Metric, output_errors
 from edgec.compiler.search_probe import METHOD_ORDER, Candidate, TargetProbe
 from edgec.core.errors import AccuracyGateError
+from edgec.frameworks.fidelity import LayerDivergence
 
-__all__ = ["METHOD_ORDER", "Candidate", "Search", "SearchResult", "TargetProbe", "Trial", "search"]
+__all__ = ["METHOD_ORDER", "Candidate", "Search", "SearchResult", "TargetProbe", "Trial", "owners", "search"]
 
 MAX_BUILDS = 8
 """Candidates built and measured at most (``--max-builds``), besides the FP32 reference."""
@@ -86,7 +87,8 @@ keeping them in float changes no quantized op (an ``If``'s body reads tensors th
 their error counts as its own; a ``Squeeze`` only passes its input's quantized values on), so each would be a
 build that cannot help. Seen on Silero VAD: every candidate was an ``If``, ``Equal``, ``Squeeze`` or ``Unsqueeze``.
 Such an op that belongs to another op's layer (its layer is not its own name: the ``Transpose`` OpenVINO puts
-before an LSTM's state input, where nncf's quantizer for that input sits) names that layer as usual."""
+before an LSTM's state input, where nncf's quantizer for that input sits) names that layer as usual; a value
+mover that is a layer of its own names the layers of the ops it feeds (:func:`owners`)."""
 
 
 @dataclass(frozen=True)
@@ -277,16 +279,18 @@ class Search:
         worst = sorted(np.argsort(-current.errors, kind="stable")[:RANK_SAMPLES].tolist())
         ranked = self.probe.rank(current.candidate, worst)
         found: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        by_node = {d.node: d for d in ranked}
         for d in ranked:
             if d.growth <= 0 or len(found) == 4 * TOP_K:  # room for groups that turn out to change nothing
                 break
-            if d.layer in current.float_layers or (d.op in NOT_CANDIDATES and d.layer in (d.node, d.tensor)):
-                continue  # a mover inside a bigger layer (an LSTM's state Transpose) names that layer
-            group = [x for x in dict.fromkeys(self.probe.group(d.layer, ranked)) if x not in current.float_layers][:room]
-            layers = (*current.float_layers, *group)
-            if frozenset(layers) not in self.tried and all(frozenset(layers) != frozenset(f[0]) for f in found):
-                nodes = self.probe.nodes(list(layers), ranked)
-                found.append((layers, tuple(dict.fromkeys((*current.exclude, *nodes)))))
+            for layer in owners(d, by_node):
+                if layer in current.float_layers:
+                    continue
+                group = [x for x in dict.fromkeys(self.probe.group(layer, ranked)) if x not in current.float_layers][:room]
+                layers = (*current.float_layers, *group)
+                if frozenset(layers) not in self.tried and all(frozenset(layers) != frozenset(f[0]) for f in found):
+                    nodes = self.probe.nodes(list(layers), ranked)
+                    found.append((layers, tuple(dict.fromkeys((*current.exclude, *nodes)))))
         return found
 
     def out_of_builds(self) -> bool:
@@ -337,6 +341,36 @@ class Search:
                 f"{self.stopped or 'search ended'} after {self.probe.builds} builds; no bundle written"
             )
         return result
+
+
+MOVERS = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Transpose", "Flatten", "Expand",
+                    "RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
+"""The value movers of :data:`NOT_CANDIDATES`: their growth is the quantizer before them (see :func:`owners`)."""
+
+
+def owners(d: LayerDivergence, by_node: dict[str, LayerDivergence]) -> list[str]:
+    """The layers step 2 proposes for a ranked node: its own, except for an op of :data:`NOT_CANDIDATES` that is
+    a layer of its own. A value mover's growth is the quantizer on its input, which belongs to the op it feeds
+    (nncf and onnxruntime quantize an op's input before a ``Squeeze``): it names the layers of the nodes that
+    read it, through further movers (silero-vad 16k on openvino: the speech probability quantized before
+    ``Squeeze`` -> ``ReduceMean``, ranked on the ``Squeeze``; keeping the ``ReduceMean`` float took decisions from
+    0.69 to 0.97). Control flow and boolean ops name nothing."""
+    if not (d.op in NOT_CANDIDATES and d.layer in (d.node, d.tensor)):
+        return [d.layer]  # a mover inside a bigger layer (an LSTM's state Transpose) names that layer
+    if d.op not in MOVERS:
+        return []
+    found: dict[str, None] = {}
+    pending, seen = list(d.readers), {d.node}
+    while pending:
+        reader = by_node.get(pending.pop(0))
+        if reader is None or reader.node in seen:
+            continue
+        seen.add(reader.node)
+        if reader.op in MOVERS and reader.layer in (reader.node, reader.tensor):
+            pending += reader.readers
+        elif reader.op not in NOT_CANDIDATES or reader.layer not in (reader.node, reader.tensor):
+            found[reader.layer] = None
+    return list(found)
 
 
 def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_drop: float, log: Callable[[str], None],

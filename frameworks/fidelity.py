@@ -52,6 +52,8 @@ class LayerDivergence:
         error: relative L2 error of that tensor, all feeds together.
         cosine: cosine similarity of that tensor to the reference.
         growth: ``error`` minus the largest error among the node's inputs.
+        readers: the nodes that read its outputs, in graph order (a value mover's quantizer belongs to the
+            op it feeds: nncf and onnxruntime quantize an op's input before a ``Squeeze`` or ``Reshape``).
     """
 
     node: str
@@ -61,10 +63,12 @@ class LayerDivergence:
     error: float
     cosine: float
     growth: float
+    readers: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form with rounded numbers."""
+        """JSON form with rounded numbers (without ``readers``: graph structure, not a measurement)."""
         data = asdict(self)
+        del data["readers"]
         for key in ("error", "cosine", "growth"):
             data[key] = float(f"{data[key]:.6g}")
         return data
@@ -152,6 +156,10 @@ def rank_errors(nodes: list[NodeInfo], errors: dict[str, tuple[float, float]]) -
             which are not listed.
     """
     upstream: dict[str, float] = {}
+    readers: dict[str, list[str]] = {}
+    for node in nodes:
+        for name in dict.fromkeys(node.inputs):
+            readers.setdefault(name, []).append(node.name)
     result = []
     for node in nodes:
         before = max((upstream.get(i, 0.0) for i in node.inputs), default=0.0)
@@ -162,7 +170,8 @@ def rank_errors(nodes: list[NodeInfo], errors: dict[str, tuple[float, float]]) -
         if measured:
             worst = max(measured, key=lambda o: errors[o][0])  # the first of equals: the main output
             err, cos = errors[worst]
-            result.append(LayerDivergence(node.name, node.op, node.layer, worst, err, cos, err - before))
+            reading = tuple(dict.fromkeys(r for o in outputs for r in readers.get(o, ())))
+            result.append(LayerDivergence(node.name, node.op, node.layer, worst, err, cos, err - before, reading))
     return sorted(result, key=lambda d: d.growth, reverse=True)
 
 
