@@ -26,14 +26,18 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
    :meth:`~edgec.targets.base.LayerTools.compare_layers`, see :mod:`edgec.frameworks.fidelity`) on the
    :data:`RANK_SAMPLES` budget feeds where its outputs are furthest from FP32 (NNCF's ``select_subset``).
    This costs runs, not builds. Ops that keeping in float cannot change (:data:`NOT_CANDIDATES`: control
-   flow, value movers, boolean ops) are skipped, and a set of layers measured once is never proposed again.
+   flow, value movers, boolean ops) are skipped, except that a value mover's growth names the ops it feeds
+   (:func:`owners`: the quantizer before a ``Squeeze`` is its reader's), and a set of layers measured once is
+   never proposed again.
 3. Measure the :data:`TOP_K` best-ranked groups (a layer and the layers the target says must go with it,
    :meth:`~edgec.targets.base.LayerTools.float_group`), each kept in float alone on top of the current
    candidate: one build each, in ranking order, stopping at the first that meets the budget. A build whose
    files equal a model already measured (keeping in float a node the target leaves float anyway, or whose
    tensors its quantized neighbours keep quantized) takes no slot and does not count against ``max_builds``.
-4. No group helped (none closed :data:`MIN_GAIN` of the gap between the current candidate and FP32): stop,
-   the cheap ranking has nothing better to offer. Otherwise start from the group that helped most and add the
+4. No group helped (none closed :data:`MIN_GAIN` of the gap between the current candidate and FP32): the
+   error may be spread over a module whose ops only matter together, so the modules around the
+   :data:`TOP_K` best-ranked groups are kept in float whole, one build each (:func:`module_members`); the
+   first that helps is where the next round starts, and when none does the search stops. Otherwise start from the group that helped most and add the
    others that helped, one at a time, keeping each only when it helps in the same sense (a pick that hurts
    is dropped, as NNCF steps back).
 5. Repeat from 2 on the new candidate until the budget is met, ``max_builds`` candidates were built or
@@ -416,13 +420,17 @@ def enclosing(name: str) -> str:
 def module_members(d: LayerDivergence, ranked: list[LayerDivergence], kept: tuple[str, ...]) -> tuple[str, list[str]]:
     """The smallest module scope around ``d`` (by its node name, else its layer name: ``/stft/`` of
     ``/stft/Pow``, ``convs.`` of ``convs.2``) that holds at least two candidate layers not in ``kept``, and those
-    layers in ranking order; ("", []) when there is none below the top. A torch module's ops keep its path in
+    layers in ranking order; ("", []) when there is none below the top, or the scope names the op's type
+    (paddle2onnx's ``p2o.Add.14`` is no module). A torch module's ops keep its path in
     their ONNX names, so the scope is the module: silero-vad's STFT front end (its ``Conv``, two ``Pow``, ``Add``
     and ``Sqrt``) met the budget kept float together (decisions 0.914 -> 0.969 on openvino, as NNCF found),
     where each alone moved nothing."""
     for attribute in ("node", "layer"):
-        scope = enclosing(getattr(d, attribute))
-        while scope:
+        name = getattr(d, attribute)
+        if attribute == "node" and "/" not in name:
+            continue  # flat node names (``convolution_2``, paddle2onnx's ``p2o.Relu.12``): no module path
+        scope = enclosing(name)
+        while scope and scope.rstrip("/.").replace("/", ".").rpartition(".")[2].lower() != d.op.lower():  # not p2o.Add.
             members = list(dict.fromkeys(
                 x.layer for x in ranked if getattr(x, attribute).startswith(scope) and x.layer not in kept
                 and not (x.op in NOT_CANDIDATES and x.layer in (x.node, x.tensor))))

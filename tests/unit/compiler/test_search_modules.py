@@ -45,3 +45,10 @@ def test_the_search_stops_when_no_module_helps_either() -> None:
     with pytest.raises(AccuracyGateError, match="nor their modules"):
         Search(probe, Metric("cosine"), None, 0.01, lambda _: None).run()  # type: ignore[arg-type]
     assert probe.builds == 6  # all quantized, three alone, the /stft/ and /encoder. modules
+
+
+def test_names_that_carry_the_op_type_instead_of_a_module_have_no_module() -> None:
+    ranked = [LayerDivergence(n, "Add", n, n, 0.1, 0.9, 0.1) for n in ["p2o.Add.14", "p2o.Add.15"]]
+    assert module_members(ranked[0], ranked, ()) == ("", [])  # paddle2onnx names nodes by type and number
+    flat = [LayerDivergence(n, "Conv", f"convs.{i}", n, 0.1, 0.9, 0.1) for i, n in enumerate(["convolution", "convolution_1"])]
+    assert module_members(flat[0], flat, ()) == ("convs.", ["convs.0", "convs.1"])  # torch layers through the pt2 route
