@@ -8,7 +8,12 @@ Rules:
    Replacing a bundle (``--force``) deletes its manifest first: readers see the old bundle or none, then the
    new one, never a mix.
 2. A stage-cache entry lives at ``CACHE/KEY[:2]/KEY/`` and is complete when its ``.edgec-entry.json``
-   (each file's sha256) exists, written last; a download that does not match it is a miss.
+   (each file's sha256) exists, written last; a download that does not match it is a miss. Whoever can
+   write the store writes these entries, so a download is bounded: the marker is at most
+   :data:`MARKER_MAX_BYTES` and lists at most :data:`ENTRY_MAX_FILES` plain relative names (the rules of
+   :mod:`edgec.runtime_shims.bundle_files`), each written as a new regular file of the fresh folder and read
+   in :data:`CHUNK` ranges (memory stays bounded whatever size an object has). An upload sends regular
+   files only, never what a symlink in the entry points at.
 3. A :class:`Parcel` carries a cell's shared inputs (the :class:`~edgec.compiler.pipeline.Prepared` stages)
    to a worker: the objects pickled, and every existing file or folder they name packed in a tar beside them,
    so the worker needs nothing from the driver's disk. Paths are swapped for references while pickling
@@ -37,6 +42,11 @@ from edgec.core.errors import IntegrityError, SyncError, brief
 from edgec.runtime_shims import bundle_files
 
 ENTRY_MARKER = ".edgec-entry.json"
+MARKER_MAX_BYTES = 4 << 20
+"""A stage-cache entry's marker larger than this is a miss (a real one holds ~100 bytes a file)."""
+ENTRY_MAX_FILES = 10_000
+CHUNK = 16 << 20
+"""Bytes of a stage-cache entry's file read from the store at once."""
 
 
 # -- bundles (rule 1) ----------------------------------------------------------------------------------
@@ -138,20 +148,55 @@ class StoreEntries:
         self.backing = store
 
     def fetch(self, key: str, into: Path) -> bool:
-        """Download the complete entry ``key`` into ``into``; False when absent, incomplete or failing."""
+        """Download the complete entry ``key`` into the empty folder ``into`` (rule 2); False when absent,
+        incomplete, failing, or breaking a bound."""
         prefix = f"{key[:2]}/{key}/"
         try:
-            files = json.loads(self.backing.get(prefix + ENTRY_MARKER))["files"]
+            files = self._marker(prefix)
             for rel, digest in files.items():
                 bundle_files.plain_name(rel, "cache entry file")
-                data = self.backing.get(prefix + rel)
-                if hashlib.sha256(data).hexdigest() != digest:
-                    return False
                 (into / rel).parent.mkdir(parents=True, exist_ok=True)
-                (into / rel).write_bytes(data)
-        except (NotFound, SyncError, ValueError, KeyError, TypeError, AttributeError, bundle_files.BundleFileError):
+                if not self._download(prefix + rel, into / rel, digest):
+                    return False
+        except (NotFound, SyncError, OSError, ValueError, KeyError, TypeError, AttributeError,
+                bundle_files.BundleFileError):
             return False
         return True
+
+    def _marker(self, prefix: str) -> dict[str, str]:
+        """The entry's ``{file: sha256}``, read within :data:`MARKER_MAX_BYTES` and :data:`ENTRY_MAX_FILES`.
+
+        Raises:
+            NotFound: no marker (an incomplete entry).
+            ValueError: a marker over a bound, or not ``{"files": {name: sha256}}``.
+        """
+        meta = self.backing.head(prefix + ENTRY_MARKER)
+        if meta is None:
+            raise NotFound(prefix + ENTRY_MARKER)
+        if meta.size > MARKER_MAX_BYTES:
+            raise ValueError(f"marker of {meta.size} bytes")
+        data = self.backing.get_range(prefix + ENTRY_MARKER, 0, meta.size)
+        files = json.loads(data)["files"]
+        if not isinstance(files, dict) or len(files) > ENTRY_MAX_FILES:
+            raise ValueError(f"marker files is not an object of at most {ENTRY_MAX_FILES} names")
+        return files
+
+    def _download(self, key: str, dest: Path, digest: str) -> bool:
+        """Write the object ``key`` into the new file ``dest`` in :data:`CHUNK` ranges; whether its sha256 is
+        ``digest``."""
+        meta = self.backing.head(key)
+        if meta is None:
+            return False
+        sha, offset = hashlib.sha256(), 0
+        with open(dest, "xb") as handle:  # a new file: never one written before or through a link
+            while offset < meta.size:
+                chunk = self.backing.get_range(key, offset, min(offset + CHUNK, meta.size), if_match=meta.etag)
+                if not chunk:
+                    return False  # the object became shorter than it was
+                sha.update(chunk)
+                handle.write(chunk)
+                offset += len(chunk)
+        return sha.hexdigest() == digest
 
     def store(self, key: str, entry: Path) -> None:
         """Upload the local entry folder ``entry``, its marker last; nothing when the store already has it."""
@@ -160,7 +205,7 @@ class StoreEntries:
             if self.backing.head(prefix + ENTRY_MARKER) is not None:
                 return
             files = {}
-            for path in sorted(p for p in entry.rglob("*") if p.is_file()):
+            for path in sorted(p for p in entry.rglob("*") if p.is_file() and not p.is_symlink()):
                 data = path.read_bytes()
                 rel = path.relative_to(entry).as_posix()
                 self.backing.put(prefix + rel, data)

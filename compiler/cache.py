@@ -14,6 +14,9 @@ Rules that keep the cache safe while builds and ``edgec cache prune`` run at onc
 4. Pruning first renames an entry to ``.trash-KEY-PID`` (one atomic step: a build that looks it up then sees
    a miss, never half an entry), then deletes it; entries used in the last :data:`IN_USE_S` seconds are kept,
    as a running build may still read their files.
+5. An entry whose ``entry.json`` cannot be read (corrupt, a symlink, over :data:`META_MAX_BYTES`: entries
+   may come from a store other machines write) is a miss; the fresh one replaces it as in rule 4 (renamed
+   aside, then deleted), and so does :meth:`StageCache.discard` for an entry whose files turn out bad.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgec.core.errors import InternalError
+
 META = "entry.json"
 STAGE = "stage"
 """A file in each entry naming its kind of stage (``import``, ``pass``, ``reference``, ``export``)."""
@@ -36,6 +41,8 @@ STALE_TEMP_S = 24 * 3600
 """Temporary folders older than this are debris of a killed build (no build writes one entry for a day)."""
 IN_USE_S = 3600
 """Entries used this recently are never pruned: a build that is still running may read their files."""
+META_MAX_BYTES = 16 << 20
+"""An ``entry.json`` larger than this is not read (rule 5; real ones hold a few KiB)."""
 
 
 def default_cache_dir() -> Path:
@@ -99,14 +106,27 @@ class StageCache:
             raise
         if not self.enabled:
             return tmp, meta, False
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another build stored the same key first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-        stored = _read_hit(final)
+        stored = _install(tmp, final)
+        if stored is None:  # final kept changing under us (ours stays in tmp, pruned by rule 3) or took ours
+            return (tmp if tmp.is_dir() else final), meta, False
         if self.remote is not None:
             self.remote.store(key, final)
-        return (final, stored, False) if stored is not None else (final, meta, False)
+        return final, stored, False
+
+    def discard(self, entry: Path) -> bool:
+        """Remove ``entry``, a folder :meth:`get_or_create` returned whose files turned out bad, so that its
+        key is a miss from now on (rule 5); False when it is already gone.
+
+        Raises:
+            InternalError: ``entry`` is not a folder this cache put an entry in (a bug in the caller).
+        """
+        if entry.name.startswith("."):  # produced, not installed: in a shard, or in the scratch folder
+            ours = entry.parent.parent == self.root or entry.parent == (self.scratch or Path(tempfile.gettempdir()))
+        else:
+            ours = entry.parent == self.root / entry.name[:2]
+        if not ours:
+            raise InternalError(f"StageCache.discard: {entry} is not an entry of the stage cache {self.root}")
+        return _remove(entry)
 
     def _fetch(self, key: str, final: Path) -> dict[str, Any] | None:
         """The remote entry ``key``, downloaded beside ``final`` and renamed into place (rule 1); None on a miss."""
@@ -114,14 +134,11 @@ class StageCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:12]}-", dir=final.parent))
         try:
-            found = self.remote.fetch(key, tmp)
-            if found:
-                os.replace(tmp, final)
-        except OSError:  # another build stored the same key meanwhile: theirs is as good
-            found = True
+            return _install(tmp, final) if self.remote.fetch(key, tmp) else None
+        except OSError:  # the remote level is best effort: a miss
+            return None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return _read_hit(final) if found else None
 
 
 class RemoteEntries(Protocol):
@@ -138,11 +155,39 @@ class RemoteEntries(Protocol):
         """Copy the complete local entry folder ``entry`` to the remote level under ``key``."""
 
 
+def _install(tmp: Path, final: Path, tries: int = 3) -> dict[str, Any] | None:
+    """Rename the complete folder ``tmp`` to ``final``; the meta of what is there then, or None if ``final``
+    stayed unusable for ``tries`` attempts (``tmp`` is left as it is then).
+
+    Another build may have stored the same key first: a readable entry is kept (theirs is as good as ours, and
+    ``tmp`` is deleted); one whose meta cannot be read is discarded first (rule 5).
+    """
+    for _ in range(tries):
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if (stored := _read_hit(final)) is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return stored
+            _remove(final)
+            continue
+        return _read_hit(final)
+    return None
+
+
 def _read_hit(entry: Path) -> dict[str, Any] | None:
-    """The meta of a complete entry, touching it (rule 2); None when absent or pruned meanwhile (rule 4)."""
+    """The meta of a complete entry, touching it (rule 2); None when absent, pruned meanwhile (rule 4) or
+    unreadable (rule 5: a symlink, not a JSON object, or over :data:`META_MAX_BYTES`)."""
+    path = entry / META
     try:
-        meta: dict[str, Any] = json.loads((entry / META).read_text())
-        os.utime(entry / META)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(size + 1) if size <= META_MAX_BYTES else b""  # read(n) allocates n bytes first
+        meta = json.loads(data) if 0 < len(data) <= META_MAX_BYTES else None
+        if not isinstance(meta, dict):
+            return None
+        os.utime(path, follow_symlinks=False)
     except (OSError, ValueError):
         return None
     return meta
@@ -259,7 +304,10 @@ def _remove(entry: Path) -> bool:
         os.replace(entry, trash)
     except OSError:
         return False
-    shutil.rmtree(trash, ignore_errors=True)
+    if trash.is_dir() and not trash.is_symlink():
+        shutil.rmtree(trash, ignore_errors=True)
+    else:  # a file or a link where an entry should be: removed, never followed
+        trash.unlink(missing_ok=True)
     return True
 
 

@@ -18,29 +18,51 @@ with :mod:`edgec.runtime_shims.bounded_npz` within the entry file's own size (st
 to more than the file holds; a zip bomb or an ``.npy`` header claiming a huge shape is refused before
 anything is allocated). An entry that cannot be read so is a miss: it is removed and the outputs computed
 again.
+
+Likewise an export entry is used only when :func:`read_export` accepts it, and only the files its result
+lists are copied into the bundle: every listed name is a plain relative path (the rules of
+:mod:`edgec.runtime_shims.bundle_files`) that is not one the build writes itself (manifest, golden data,
+layer report, shims), at most :data:`MAX_FILES` of them, each a regular file under ``files/`` reached
+without a symlink (copied without following one, so a file's size is the bytes the entry holds);
+``model_file`` is a listed file or a folder of listed files; the tensor specs are well formed. Anything
+else is a miss: the entry is removed and the model exported again (after a second bad entry, from a store
+that keeps serving it, the export runs outside the cache).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgec.compiler.bundle_files import SHIM_DIR
 from edgec.compiler.cache import StageCache, cache_key
-from edgec.compiler.cache import _remove as remove_entry
+from edgec.compiler.fidelity_stage import LAYERS
 from edgec.compiler.importers.base import Importer
-from edgec.core.bundle import write_npz
+from edgec.core.bundle import GOLDEN, MANIFEST, write_npz
+from edgec.core.errors import ExportError
 from edgec.core.types import Feed, ModelArtifact, TensorSpec
-from edgec.runtime_shims import bounded_npz
+from edgec.runtime_shims import bounded_npz, bundle_files
 from edgec.targets.base import ExportResult, PrecisionRequest, Target
 
 FILES = "files"
 """The entry's folder holding the files an export wrote into the bundle."""
 OUTPUTS = "outputs.npz"
+MAX_FILES = 10_000
+"""Files an export entry may list (Core ML packages hold a handful; real exports a few)."""
+MAX_TENSORS = 100_000
+"""Inputs plus outputs an export entry may declare."""
+MAX_RANK = 64
+MAX_DIM = (1 << 31) - 1
+RESERVED = (MANIFEST, GOLDEN, LAYERS)
+"""Bundle files the build writes beside the target's (and everything under ``edgec_shim/``)."""
 
 Log = Callable[[str], None]
 
@@ -88,11 +110,102 @@ def cached_export(cache: StageCache, target: Target, artifact: ModelArtifact, re
         (entry / FILES).mkdir()
         return result_to_json(target.export(artifact, entry / FILES, request, work))
 
-    entry, meta, hit = cache.get_or_create(export_key(target, artifact, request, toolchain), produce, kind="export")
-    if hit:
-        log(f"export for {target.name}: cached")
-    shutil.copytree(entry / FILES, staging, dirs_exist_ok=True, symlinks=True)
-    return result_from_json(meta), hit
+    key = export_key(target, artifact, request, toolchain)
+    for _ in range(2):  # a bad local entry is removed and produced again; a bad remote one comes back once
+        entry, meta, hit = cache.get_or_create(key, produce, kind="export")
+        if (result := read_export(entry, meta)) is not None:
+            if hit:
+                log(f"export for {target.name}: cached")
+            copy_files(entry / FILES, result.files, staging)
+            return result, hit
+        cache.discard(entry)
+    return _export_uncached(target, produce, staging, work), False
+
+
+def _export_uncached(target: Target, produce: Callable[[Path], dict[str, Any]], staging: Path, work: Path) -> ExportResult:
+    """Export into a folder of ``work`` (the cache kept serving bad entries) and copy the listed files.
+
+    Raises:
+        ExportError: the target's own export breaks the rules of :func:`read_export` (a bug in the target).
+    """
+    entry = Path(tempfile.mkdtemp(prefix="export-", dir=work))
+    result = read_export(entry, produce(entry))
+    if result is None:
+        raise ExportError(f"the {target.name} export wrote files a bundle cannot hold (a symlink, a name outside "
+                          "its folder, or a model file it does not list)",
+                          hint="report this as a bug in the target; build with --no-cache to see its files")
+    copy_files(entry / FILES, result.files, staging)
+    return result
+
+
+def read_export(entry: Path, meta: dict[str, Any]) -> ExportResult | None:
+    """The result an export entry holds, once its meta and files pass the checks of the module docstring;
+    None when they do not (a poisoned or corrupt entry)."""
+    try:
+        result = result_from_json(checked_meta(meta))
+        for name in result.files:
+            bundle_files.regular_file(str(entry), f"{FILES}/{name}")
+    except (bundle_files.BundleFileError, KeyError, TypeError, ValueError):
+        return None
+    return result
+
+
+def checked_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` after checking its names and tensor specs (see the module docstring).
+
+    Raises:
+        BundleFileError: a name that is not plain, reserved, listed twice, or a model file not listed.
+        ValueError: a field of the wrong type or size.
+    """
+    files, model = meta.get("files"), meta.get("model_file")
+    if not isinstance(files, list) or not 0 < len(files) <= MAX_FILES or not isinstance(meta.get("details"), dict):
+        raise ValueError(f"files must be a list of 1 to {MAX_FILES} names, details an object")
+    names = [bundle_files.plain_name(name, "export entry file") for name in files]
+    if len(set(names)) < len(names) or any(n in RESERVED or n.startswith(f"{SHIM_DIR}/") for n in names):
+        raise bundle_files.BundleFileError("export entry lists a file twice, or one the build writes itself")
+    model = bundle_files.plain_name(model, "export entry model_file")
+    if model not in names and not any(n.startswith(f"{model}/") for n in names):
+        raise bundle_files.BundleFileError(f"export entry model_file {model!r} is not among its files")
+    inputs, outputs = meta.get("inputs"), meta.get("outputs")
+    if not (isinstance(inputs, list) and isinstance(outputs, list) and len(inputs) + len(outputs) <= MAX_TENSORS):
+        raise ValueError(f"inputs and outputs must be lists of at most {MAX_TENSORS} tensor specs")
+    if not all(_well_formed_spec(spec) for spec in (*inputs, *outputs)):
+        raise ValueError("a tensor spec is malformed")
+    return meta
+
+
+def _well_formed_spec(spec: object) -> bool:
+    """A :meth:`TensorSpec.to_json` object: a name, a dtype name and a list of dims (int, name or None)."""
+    if not isinstance(spec, dict):
+        return False
+    name, shape, dtype = spec.get("name"), spec.get("shape"), spec.get("dtype")
+    return (isinstance(name, str) and isinstance(dtype, str) and dtype.isidentifier() and isinstance(shape, list)
+            and len(shape) <= MAX_RANK and all(_dim_ok(d) for d in shape))
+
+
+def _dim_ok(dim: object) -> bool:
+    if isinstance(dim, bool):
+        return False
+    return dim is None or isinstance(dim, str) or (isinstance(dim, int) and 0 <= dim <= MAX_DIM)
+
+
+def copy_files(folder: Path, names: tuple[str, ...], staging: Path) -> None:
+    """Copy each listed file (checked by :func:`read_export`) from ``folder`` into ``staging``, never
+    following a symlink and never replacing a file.
+
+    Raises:
+        OSError: a file changed into something else since it was checked.
+    """
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    for name in names:
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        source = os.open(folder / name, os.O_RDONLY | nofollow)
+        with os.fdopen(source, "rb") as reader:
+            if not stat.S_ISREG(os.fstat(reader.fileno()).st_mode):
+                raise OSError(f"{folder / name} is not a regular file")
+            target = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | nofollow, 0o644)
+            with os.fdopen(target, "wb") as writer:
+                shutil.copyfileobj(reader, writer, bundle_files.BLOCK)
 
 
 def feeds_digest(feeds: list[Feed]) -> str:
@@ -124,7 +237,7 @@ def cached_reference(cache: StageCache, importer: Importer, artifact: ModelArtif
         outputs = read_outputs(entry, meta, len(feeds))
         if outputs is not None:
             return outputs
-        remove_entry(entry)
+        cache.discard(entry)
     return importer.reference(artifact, feeds)
 
 

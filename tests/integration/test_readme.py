@@ -183,6 +183,9 @@ SECURITY_CONTROLS = frozenset({
     "test_a_genuine_entry_is_read_back_exactly",
     "test_a_trusted_bundle_engine_is_loaded_when_it_matches_this_gpu_and_built_when_not",
     "test_the_device_agent_and_the_shims_trust_engine_flag_load_a_verified_bundles_engine",
+    "test_a_genuine_export_entry_is_a_hit_and_ships_the_same_bytes",
+    "test_a_model_folder_of_listed_files_is_accepted_and_copied_exactly",
+    "test_another_builds_readable_entry_stored_first_is_kept",
 })
 """Tests in ``tests/security`` that check a legitimate input still works; every other case is an attack refused."""
 
