@@ -419,8 +419,9 @@ def enclosing(name: str) -> str:
 
 def module_members(d: LayerDivergence, ranked: list[LayerDivergence], kept: tuple[str, ...]) -> tuple[str, list[str]]:
     """The smallest module scope around ``d`` (by its node name, else its layer name: ``/stft/`` of
-    ``/stft/Pow``, ``convs.`` of ``convs.2``) that holds at least two candidate layers not in ``kept``, and those
-    layers in ranking order; ("", []) when there is none below the top, or the scope names the op's type
+    ``/stft/Pow``, ``convs.`` of ``convs.2``) whose candidate layers not in ``kept`` come from at least two of
+    its parts (sub-modules or ops: one op's ``Conv`` and its bias ``Add`` are one part), and those layers in
+    ranking order; ("", []) when there is none below the top, or the scope names the op's type
     (paddle2onnx's ``p2o.Add.14`` is no module). A torch module's ops keep its path in
     their ONNX names, so the scope is the module: silero-vad's STFT front end (its ``Conv``, two ``Pow``, ``Add``
     and ``Sqrt``) met the budget kept float together (decisions 0.914 -> 0.969 on openvino, as NNCF found),
@@ -430,14 +431,20 @@ def module_members(d: LayerDivergence, ranked: list[LayerDivergence], kept: tupl
         if attribute == "node" and "/" not in name:
             continue  # flat node names (``convolution_2``, paddle2onnx's ``p2o.Relu.12``): no module path
         scope = enclosing(name)
-        while scope and scope.rstrip("/.").replace("/", ".").rpartition(".")[2].lower() != d.op.lower():  # not p2o.Add.
-            members = list(dict.fromkeys(
-                x.layer for x in ranked if getattr(x, attribute).startswith(scope) and x.layer not in kept
-                and not (x.op in NOT_CANDIDATES and x.layer in (x.node, x.tensor))))
-            if len(members) >= 2:
-                return scope, members
+        while scope and scope.rstrip("/.").replace("/", ".").rpartition(".")[2] != d.op:  # not p2o.Add. (a module may be "conv")
+            inside = [x for x in ranked if getattr(x, attribute).startswith(scope) and x.layer not in kept
+                      and not (x.op in NOT_CANDIDATES and x.layer in (x.node, x.tensor))]
+            parts = {_child(getattr(x, attribute), scope) for x in inside}
+            if len(parts) >= 2:  # two sub-modules or ops, not one op's conv and bias
+                return scope, list(dict.fromkeys(x.layer for x in inside))
             scope = enclosing(scope)
     return "", []
+
+
+def _child(name: str, scope: str) -> str:
+    """The first part of ``name`` below ``scope`` (``/stft/Pow/x`` below ``/stft/``: ``Pow``)."""
+    rest = name[len(scope):]
+    return rest.replace(".", "/").split("/", 1)[0]
 
 
 def search(probe: TargetProbe, metric: Metric, labels: np.ndarray | None, max_drop: float, log: Callable[[str], None],

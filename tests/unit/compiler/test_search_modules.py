@@ -52,3 +52,11 @@ def test_names_that_carry_the_op_type_instead_of_a_module_have_no_module() -> No
     assert module_members(ranked[0], ranked, ()) == ("", [])  # paddle2onnx names nodes by type and number
     flat = [LayerDivergence(n, "Conv", f"convs.{i}", n, 0.1, 0.9, 0.1) for i, n in enumerate(["convolution", "convolution_1"])]
     assert module_members(flat[0], flat, ()) == ("convs.", ["convs.0", "convs.1"])  # torch layers through the pt2 route
+
+
+def test_one_ops_conv_and_bias_are_not_a_module_of_two() -> None:
+    names = [("/m.22/cv3.0/conv/Conv", "/m.22/cv3.0/conv/Conv"), ("/m.22/cv3.0/conv/Conv/WithoutBiases", "m.22.cv3.0.conv"),
+             ("/m.22/cv3.0/act/Mul", "/m.22/cv3.0/act/Mul")]
+    ranked = [LayerDivergence(n, "Conv", layer, n, 0.1, 0.9, 0.1) for n, layer in names]
+    scope, members = module_members(ranked[0], ranked, ())
+    assert scope == "/m.22/cv3.0/" and set(members) == {"/m.22/cv3.0/conv/Conv", "m.22.cv3.0.conv", "/m.22/cv3.0/act/Mul"}
