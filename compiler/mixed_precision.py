@@ -37,9 +37,9 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
 4. No group helped (none closed :data:`MIN_GAIN` of the gap between the current candidate and FP32): the
    error may be spread over a module whose ops only matter together, so the modules around the
    :data:`TOP_K` best-ranked groups are kept in float whole, one build each (:func:`module_members`); the
-   first that helps is where the next round starts, and when none does the search stops. Otherwise start from the group that helped most and add the
-   others that helped, one at a time, keeping each only when it helps in the same sense (a pick that hurts
-   is dropped, as NNCF steps back).
+   first that helps is where the next round starts, and when none does the search stops. Otherwise start
+   from the group that helped most and add the others that helped, one at a time, keeping each only when
+   it helps in the same sense (a pick that hurts is dropped, as NNCF steps back).
 5. Repeat from 2 on the new candidate until the budget is met, ``max_builds`` candidates were built or
    ``max_float_layers`` layers are in float.
 
