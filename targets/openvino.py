@@ -380,10 +380,12 @@ def op_layers(model: Any) -> dict[str, str]:
 
 def _own_weight(output: Any) -> bool:
     """A Constant output that names a layer: read by one op only, with more than one value (a shared or
-    scalar constant, such as ReLU6's bounds read by every Clamp, names nothing)."""
+    scalar constant, such as ReLU6's bounds read by every Clamp, names nothing), of floats (a ``Slice``'s
+    integer starts are no weights: silero-vad's STFT slices were layers named ``/stft/Slice_output_0_starts``)."""
     shape = output.get_partial_shape()
     values = int(np.prod(shape.to_shape())) if shape.is_static else 2
-    return output.get_node().get_type_name() == "Constant" and len(output.get_target_inputs()) == 1 and values > 1
+    return (output.get_node().get_type_name() == "Constant" and len(output.get_target_inputs()) == 1 and values > 1
+            and output.get_element_type().is_real())
 
 
 def _weight_layer(weight: str) -> str:

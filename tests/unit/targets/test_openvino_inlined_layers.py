@@ -36,3 +36,18 @@ def test_ops_of_an_inlined_branch_are_layers_of_their_own(tmp_path: Path) -> Non
     ops = [f"{PREFIX}/fc/MatMul", f"{PREFIX}/act/Relu", f"{PREFIX}/scale/Mul"]
     assert [layers[op] for op in ops] == ops  # not all PREFIX
     assert PREFIX not in layers.values()
+
+
+def test_integer_constants_name_no_layer(tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    from edgec.targets.openvino import op_layers
+
+    nodes = [helper.make_node("Slice", ["x", "/stft/Slice_output_0_starts", "ends", "axes"], ["s"], name="/stft/Slice"),
+             helper.make_node("Relu", ["s"], ["y"], name="/stft/Relu")]
+    graph = helper.make_graph(nodes, "slices", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [numpy_helper.from_array(np.array([0, 2], np.int64), "/stft/Slice_output_0_starts"),
+                               numpy_helper.from_array(np.array([1, 6], np.int64), "ends"),
+                               numpy_helper.from_array(np.array([0, 1], np.int64), "axes")])
+    layers = op_layers(ov.convert_model(str(save_graph(graph, tmp_path / "s.onnx"))))
+    assert layers["/stft/Slice"] == "/stft/Slice"  # not named by its integer starts
