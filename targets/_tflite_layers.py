@@ -307,6 +307,10 @@ def onnx2tf_tensors() -> Iterator[dict[str, Any]]:
         setattr(module, "get_tf_model_outputs", original)  # noqa: B010
 
 
+ONNX2TF_PREFIX = re.compile(r"^/")
+"""onnx2tf renames a leading ``/`` of ONNX node and tensor names to ``wa/`` (its ``re.sub('^/', 'wa/', ...)``)."""
+
+
 def name_keras_layers(onnx_model: Any, tensors: dict[str, Any]) -> int:
     """Rename the Keras layers onnx2tf made for each ONNX node after the node's layer
     (:func:`edgec.frameworks.fidelity.layer_names`: ``conv3`` for a Conv and its Relu, ``features.3`` for a
@@ -314,6 +318,8 @@ def name_keras_layers(onnx_model: Any, tensors: dict[str, Any]) -> int:
 
     A node's layers are found walking back from its output tensors to the outputs of other nodes and the
     model inputs; nodes claim layers in graph order. Names are reduced to what a TensorFlow name scope takes.
+    onnx2tf keys a tensor whose name starts with ``/`` (torch's ``/lstm/LSTM_output_0``, the ``unroll_rnn``
+    pass's ``/lstm/LSTM/t0/h``) as ``wa/...`` (:data:`ONNX2TF_PREFIX`).
     """
     layers = fidelity.layer_names(onnx_model)
     outputs = {id(entry["tf_node"]) for entry in tensors.values() if isinstance(entry, dict) and "tf_node" in entry}
@@ -322,7 +328,7 @@ def name_keras_layers(onnx_model: Any, tensors: dict[str, Any]) -> int:
     for node in onnx_model.graph.node:
         name = scope_name(layers.get(node.name, node.name))
         for output in node.output:
-            entry = tensors.get(output)
+            entry = tensors.get(output) or tensors.get(ONNX2TF_PREFIX.sub("wa/", output))
             start = entry.get("tf_node") if isinstance(entry, dict) else None
             for layer in _own_layers(start, outputs, claimed) if name else []:
                 layer._name = name

@@ -13,6 +13,14 @@ becomes 0 or 1.26 (YOLOv8n: the class part's cosine to FP32 is 0.0). Rules, on t
 3. When the widest range is more than :data:`RATIO` times the narrowest (and the narrowest is not 0), the
    ``CONCATENATION``, the ops of rule 1 and the moves that feed it stay float: each part keeps the scale of
    the op that produced it and is dequantized before the join (a move left int8 takes the join's scale).
+
+Recurrent state (:func:`recurrent_float_nodes`, the tflite target's ``recurrent`` option, ``float`` by default):
+the ops of the unrolled ``LSTM``/``GRU``/``RNN`` nodes (found by the Keras layer names the onnx2tf worker gives
+them, :class:`RecurrentLayers`) stay float, with the state path: the moves from a model input to those ops
+(silero-vad's ``Gather`` of ``state``) and the moves and joins from them to a model output (its ``Concat`` of
+``h`` and ``c`` into ``stateN``). Quantized, every step's ``h`` and ``c`` take one per-tensor scale each and the
+error comes back at every call (a streaming LSTM whose ``c`` reaches ~20, the integration test: 0.77 drift
+over 8 calls quantized, 2e-6 float). :func:`without_float_stats` works around a quantizer quirk on that path.
 """
 
 from __future__ import annotations
@@ -28,8 +36,29 @@ from edgec.targets._tflite_layers import _interpreter, _readable, _run, _signatu
 
 MOVES = frozenset({"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS"})
 """Ops that move values without changing them (rule 1)."""
+STATE_MOVES = MOVES | {"GATHER", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "UNPACK", "PACK", "CONCATENATION"}
+"""Ops that carry a recurrent state between a model input or output and the recurrent ops (take parts, join them)."""
 RATIO = 10.0
 """Range ratio above which an output ``CONCATENATION`` stays float (rule 3; the onnx target's default)."""
+
+
+@dataclass(frozen=True)
+class RecurrentLayers:
+    """The Keras layers of the recurrent nodes that the ``unroll_rnn`` pass unrolled.
+
+    Args:
+        nodes: the recurrent nodes, by their name in the source model.
+        layers: the layer names of the nodes the pass wrote for them.
+        prefixes: each node's name as a layer name: the pass names every node it writes ``<node>/...``, so a layer
+            named ``<prefix>_...`` is one of them even where the worker named it otherwise than ``layers`` says.
+    """
+
+    nodes: tuple[str, ...] = ()
+    layers: frozenset[str] = frozenset()
+    prefixes: tuple[str, ...] = ()
+
+    def __contains__(self, layer: object) -> bool:
+        return isinstance(layer, str) and (layer in self.layers or any(layer.startswith(f"{p}_") for p in self.prefixes))
 
 
 @dataclass(frozen=True)
@@ -107,3 +136,75 @@ def _ranges(interpreter: Any, tensors: set[str], samples: list[Feed]) -> dict[st
         for name, value in _run(interpreter, feed, readable, {}).items():
             low[name], high[name] = min(low[name], float(np.min(value))), max(high[name], float(np.max(value)))
     return {t: high[t] - low[t] for t in low}
+
+
+def recurrent_float_nodes(calibrated: bytes, layers: RecurrentLayers) -> tuple[str, ...]:
+    """The ops of the recurrent ``layers`` and the state path to and from the model's inputs and outputs, in
+    execution order (see the module docstring), named as the quantizer's denylist takes them."""
+    interpreter = _interpreter(calibrated)
+    nodes = graph_nodes(interpreter)
+    kept = {n.name for n in nodes if n.layer in layers}
+    if not kept:
+        return ()
+    readers: dict[str, list[NodeInfo]] = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            readers.setdefault(tensor, []).append(node)
+    inputs = [_tensor(interpreter, int(d["index"]))["name"] for d in interpreter.get_input_details()]
+    path = {n.name for t in inputs for r in readers.get(t, []) for n in _moves_into(r, kept, readers)}
+    producer = {n.output: n for n in nodes}
+    for detail in interpreter.get_output_details():
+        path |= _moves_from(producer.get(_tensor(interpreter, int(detail["index"]))["name"]), kept, producer)
+    return tuple(n.name for n in nodes if n.name in kept | path)
+
+
+def _moves_into(node: NodeInfo, kept: set[str], readers: dict[str, list[NodeInfo]]) -> list[NodeInfo]:
+    """The moves from ``node`` on (``node`` read a model input) that reach a kept op."""
+    if node.name in kept or node.op not in STATE_MOVES:
+        return []
+    after = [m for r in readers.get(node.output, []) for m in _moves_into(r, kept, readers)]
+    reaches = after or any(r.name in kept for r in readers.get(node.output, []))
+    return [node, *after] if reaches else []
+
+
+def _moves_from(node: NodeInfo | None, kept: set[str], producer: dict[str, NodeInfo]) -> set[str]:
+    """The moves and joins before a model output (``node`` produced it) when one of them reads a kept op."""
+    found: set[str] = set()
+    reads_kept, stack = False, [node]
+    while stack:
+        current = stack.pop()
+        if current is None or current.name in found:
+            continue
+        if current.name in kept or current.op not in STATE_MOVES:
+            reads_kept |= current.name in kept
+            continue
+        found.add(current.name)
+        stack.extend(producer.get(t) for t in current.inputs)
+    return found if reads_kept else set()
+
+
+def without_float_stats(calibrated: bytes, ops: tuple[str, ...], kept: tuple[str, ...]) -> bytes:
+    """The calibrated model without the statistics of the tensors that ``ops`` produce and only kept ops read.
+
+    TensorFlow 2.21's quantizer quantizes and requantizes such a tensor (``QUANTIZE``, ``QUANTIZE``, ``DEQUANTIZE``)
+    between two denylisted ops where the tensor is also read by a ``CONCATENATION`` (an unrolled LSTM's last ``h``,
+    read by its output sequence and by the state output): the state took the join's scale, h's part of a
+    streaming model's state output cosine 0.9988 where everything else was exact. Without statistics it stays
+    float; a tensor that an int8 op reads keeps them (that op needs its scale)."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    graph = model.subgraphs[0]
+    names = [t.name.decode() if isinstance(t.name, bytes) else str(t.name) for t in graph.tensors]
+    stay, float_ops = set(ops), set(kept)
+    readers: dict[int, list[str]] = {}
+    for op in graph.operators:
+        for index in (int(i) for i in op.inputs if i >= 0):
+            readers.setdefault(index, []).append(names[int(op.outputs[0])] if len(op.outputs) else "")
+    for op in graph.operators:
+        if not len(op.outputs) or names[int(op.outputs[0])] not in stay:
+            continue
+        for index in (int(i) for i in op.outputs):
+            if all(r in float_ops for r in readers.get(index, [])):
+                graph.tensors[index].quantization = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

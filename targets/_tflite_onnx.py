@@ -30,6 +30,7 @@ from edgec.core.installed import require_installed
 from edgec.core.types import Feed, ModelArtifact
 from edgec.frameworks.tf_utils import SERVING
 from edgec.targets import _tflite_layers
+from edgec.targets._tflite_mixed import RecurrentLayers
 
 CHANNELS_LAST = {3: ("NCW", "NWC"), 4: ("NCHW", "NHWC"), 5: ("NCDHW", "NDHWC")}
 ONNX2TF_MODULES = ("onnx2tf", "tf_keras", "onnx_graphsurgeon", "sng4onnx", "psutil", "onnx", "onnxruntime")
@@ -179,6 +180,32 @@ def recurrent_nodes(path: Path) -> list[tuple[str, str]]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return [(n.op_type, n.name) for n in graph.node if n.op_type in RECURRENT_OPS]
+
+
+UNROLLED_STEP = re.compile(r"^(?P<node>.+?)(?:/forward|/reverse)?/t\d+/[^/]+$")
+"""A node the ``unroll_rnn`` pass wrote for one step of a recurrent node: ``<node>[/forward|/reverse]/t<step>/<what>``
+(its rule 6); every other node it wrote for that recurrent node is named ``<node>/...`` too, the ``Reshape``
+``<node>/x_rows`` of its input first (what tells it from a model's own node named so)."""
+
+
+def unrolled_recurrent_layers(path: Path) -> RecurrentLayers:
+    """The recurrent nodes that the ``unroll_rnn`` pass unrolled (by their name in the source model) and the Keras
+    layer names their nodes get in the onnx2tf worker (:func:`._tflite_layers.name_keras_layers`), which the
+    converted ops carry as ``NodeInfo.layer``: what full-integer INT8 keeps float with the ``recurrent`` option."""
+    import onnx
+
+    from edgec.frameworks.fidelity import layer_names
+
+    model = onnx.load(str(path), load_external_data=False)
+    reshapes = {n.name for n in model.graph.node if n.op_type == "Reshape"}
+    recurrent = sorted({m["node"] for n in model.graph.node if (m := UNROLLED_STEP.match(n.name))
+                        and f"{m['node']}/x_rows" in reshapes})
+    if not recurrent:
+        return RecurrentLayers()
+    names = layer_names(model)
+    layers = frozenset(_tflite_layers.scope_name(names[n.name]) for n in model.graph.node
+                       if any(n.name.startswith(f"{base}/") for base in recurrent))
+    return RecurrentLayers(tuple(recurrent), layers, tuple(_tflite_layers.scope_name(b) for b in recurrent))
 
 
 def has_output_concat(path: Path) -> bool:
