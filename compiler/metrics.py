@@ -146,7 +146,7 @@ class Metric:
             return np.array([_agree(np.asarray(r[first]) > t, np.asarray(o[first]) > t) for r, o in zip(reference, outputs)])
         if self.name == "accuracy":
             return _accuracy(first, outputs, labels)
-        return np.array([min(_cosine(r[name], o[name]) for name in r) for r, o in zip(reference, outputs)])
+        return np.array([min(cosine(r[name], o[name]) for name in r) for r, o in zip(reference, outputs)])
 
 
 def reduce_scores(scores: np.ndarray, reduce: str, name: str = "the metric") -> float:
@@ -208,7 +208,8 @@ def _agree(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.asarray(a) == np.asarray(b)))
 
 
-def _cosine(a: Any, b: Any) -> float:
+def cosine(a: Any, b: Any) -> float:
+    """Cosine similarity of two arrays, flattened (1.0 for two zero arrays, 0.0 for one)."""
     x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     denom = float(np.linalg.norm(x) * np.linalg.norm(y))
     return float(x @ y / denom) if denom > 0 else float(np.array_equal(x, y))

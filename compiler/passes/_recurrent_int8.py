@@ -23,19 +23,41 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from edgec.calibration.dataset import CalibrationSet
+from edgec.compiler.metrics import cosine
 from edgec.compiler.passes._mixed_outputs import name_nodes
 from edgec.compiler.passes._subgraph_weights import subgraphs
+from edgec.compiler.passes.base import PassContext, PassOptions
 from edgec.core.errors import require
 from edgec.frameworks import onnx_utils
 
 PROBE_SAMPLES = 16
 """Calibration samples each candidate LSTM is checked on (rule 2)."""
 NOT_CONSTANT = "its weights are not initializers, which onnxruntime's quantizer needs"
+
+
+class RecurrentOptions(PassOptions):
+    """The LSTM options of the static and dynamic INT8 passes (onnxruntime's quantizers have no static LSTM, and
+    edgec's dynamic op list leaves it out)."""
+
+    recurrent: Literal["float", "dynamic"] = "float"
+    """``dynamic``: LSTMs become onnxruntime's contrib ``DynamicQuantizeLSTM`` (int8 weights); ``float`` keeps them."""
+    recurrent_min_cosine: float | None = 0.995
+    """With ``recurrent="dynamic"``, an LSTM whose quantization alone takes the outputs' mean cosine (calibration
+    set) under this stays float, as every LSTM does without calibration data; None quantizes every LSTM."""
+
+
+def quantize_recurrent(path: Path, ctx: PassContext, opts: RecurrentOptions,
+                       exclude: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
+    """:func:`quantize_lstms` on the INT8 pass's output at ``path`` when ``opts.recurrent`` asks for it; else
+    ``path`` unchanged and no stats."""
+    if opts.recurrent != "dynamic":
+        return path, {}
+    return quantize_lstms(path, ctx.work_dir, exclude, ctx.calibration, opts.recurrent_min_cosine, ctx.log)
 
 
 def lstm_candidates(model: Any, exclude: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -150,11 +172,5 @@ def output_cosine(reference: Path, candidate: Path, calibration: CalibrationSet)
         ref, got = (dict(zip([o.name for o in s.get_outputs()], s.run(None, feed))) for s in sessions)
         for key, value in ref.items():
             if np.issubdtype(np.asarray(value).dtype, np.floating):
-                scores.setdefault(key, []).append(_cosine(value, got[key]))
+                scores.setdefault(key, []).append(cosine(value, got[key]))
     return min((float(np.mean(v)) for v in scores.values()), default=1.0)
-
-
-def _cosine(a: Any, b: Any) -> float:
-    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    denom = float(np.linalg.norm(x) * np.linalg.norm(y))
-    return float(x @ y / denom) if denom > 0 else float(np.array_equal(x, y))

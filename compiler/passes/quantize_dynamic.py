@@ -19,27 +19,22 @@ each checked alone on the calibration set, when one is given, against ``recurren
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
-from edgec.compiler.passes._recurrent_int8 import quantize_lstms
+from edgec.compiler.passes._recurrent_int8 import RecurrentOptions, quantize_recurrent
 from edgec.compiler.passes._subgraph_weights import require_quantized
-from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
+from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import UnsupportedError, require
 from edgec.core.types import ModelArtifact
 from edgec.frameworks import onnx_utils
 
 
-class DynamicOptions(PassOptions):
+class DynamicOptions(RecurrentOptions):
     per_channel: bool = True
     op_types: tuple[str, ...] = ("MatMul", "Gemm", "Gather")
     reduce_range: bool = False
     """Use 7-bit weights; only needed on CPUs without VNNI, where 8-bit products can saturate."""
     nodes_to_exclude: tuple[str, ...] = ()
-    recurrent: Literal["float", "dynamic"] = "float"
-    """``dynamic``: LSTMs become onnxruntime's contrib ``DynamicQuantizeLSTM`` (int8 weights); ``float`` keeps them."""
-    recurrent_min_cosine: float | None = 0.995
-    """With ``recurrent="dynamic"``, an LSTM whose quantization alone takes the outputs' mean cosine (calibration
-    set) under this stays float, as every LSTM does without calibration data; None quantizes every LSTM."""
 
 
 class QuantizeDynamic(Pass):
@@ -65,10 +60,7 @@ class QuantizeDynamic(Pass):
             nodes_to_exclude=list(opts.nodes_to_exclude) or None,
         )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
-        recurrent: dict[str, Any] = {}
-        if opts.recurrent == "dynamic":
-            out_path, recurrent = quantize_lstms(out_path, ctx.work_dir, opts.nodes_to_exclude, ctx.calibration,
-                                                 opts.recurrent_min_cosine, ctx.log)
+        out_path, recurrent = quantize_recurrent(out_path, ctx, opts, opts.nodes_to_exclude)
         require_quantized(out_path)
         model = onnx_utils.load_model(out_path)
         require_weights_quantized(model, opts.op_types, len(recurrent.get("float", {})))

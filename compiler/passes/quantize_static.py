@@ -31,9 +31,9 @@ from typing import Any, Literal
 from edgec.calibration.dataset import CalibrationSet
 from edgec.compiler.passes._chunked_calibration import cache_option
 from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
-from edgec.compiler.passes._recurrent_int8 import quantize_lstms
+from edgec.compiler.passes._recurrent_int8 import RecurrentOptions, quantize_recurrent
 from edgec.compiler.passes._subgraph_weights import require_quantized
-from edgec.compiler.passes.base import Pass, PassContext, PassOptions, PassResult
+from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
 from edgec.frameworks import onnx_utils
@@ -41,7 +41,7 @@ from edgec.frameworks import onnx_utils
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
-class StaticOptions(PassOptions):
+class StaticOptions(RecurrentOptions):
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     activation_type: Literal["uint8", "int8"] = "uint8"
@@ -55,11 +55,6 @@ class StaticOptions(PassOptions):
     """More onnxruntime ``extra_options`` (e.g. ``{"QDQKeepRemovableActivations": True}``)."""
     mixed_range_ratio: float | None = 10.0
     """Keep an output ``Concat`` float when its inputs' ranges differ by more than this; None quantizes it."""
-    recurrent: Literal["float", "dynamic"] = "float"
-    """``dynamic``: LSTMs become onnxruntime's contrib ``DynamicQuantizeLSTM`` (int8 weights); ``float`` keeps them."""
-    recurrent_min_cosine: float | None = 0.995
-    """With ``recurrent="dynamic"``, an LSTM whose quantization alone takes the outputs' mean cosine (calibration
-    set) under this stays float; None quantizes every LSTM."""
 
 
 def op_list(opts: StaticOptions) -> list[str] | None:
@@ -149,10 +144,7 @@ class QuantizeStatic(Pass):
                 **cache,
             )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
-        recurrent: dict[str, Any] = {}
-        if opts.recurrent == "dynamic":
-            out_path, recurrent = quantize_lstms(out_path, ctx.work_dir, tuple(exclude), ctx.calibration,
-                                                 opts.recurrent_min_cosine, ctx.log)
+        out_path, recurrent = quantize_recurrent(out_path, ctx, opts, tuple(exclude))
         require_quantized(out_path)
         out = onnx_utils.artifact_from_file(out_path)
         model = onnx_utils.load_model(out_path)
