@@ -175,7 +175,6 @@ class Search:
         self.tried: set[frozenset[str]] = set()
         self.best: Trial | None = None
         self.stopped = ""
-        self.ranked: list[LayerDivergence] = []
         self.widened = 0
 
     def run(self) -> SearchResult:
@@ -240,7 +239,8 @@ class Search:
 
     def round(self, current: Trial) -> Trial:
         """Steps 2-4 from ``current``; returns the candidate the next round starts from."""
-        options = self.options(current)
+        ranked = self.ranking(current)
+        options = self.options(current, ranked)
         helpful, distinct = [], 0
         for layers, exclude in options:
             if self.met() or self.out_of_builds() or distinct == TOP_K:
@@ -252,7 +252,7 @@ class Search:
         if self.met() or self.stopped:
             return current
         if not helpful:
-            wider = self.widen(current) if options else None
+            wider = self.widen(current, ranked) if options else None
             if wider is not None or self.met() or self.stopped:
                 return wider or current
             modules = ", nor their modules" if self.widened else ""
@@ -261,16 +261,16 @@ class Search:
         helpful.sort(key=lambda t: t.value, reverse=True)
         return self.combine(helpful)
 
-    def widen(self, current: Trial) -> Trial | None:
+    def widen(self, current: Trial, ranked: list[LayerDivergence]) -> Trial | None:
         """Step 4b: no group helped alone, so each of the :data:`TOP_K` best-ranked groups' enclosing modules
         (:func:`module_members`) is kept in float whole, one build each; returns the first that helps (the next
         round starts from it), else None."""
         room = self.max_float_layers - len(current.float_layers)
         tried_scopes: set[str] = set()
-        for d in self.ranked:
+        for d in ranked:
             if d.growth <= 0 or len(tried_scopes) == TOP_K or self.met() or self.out_of_builds():
                 break
-            scope, members = module_members(d, self.ranked, current.float_layers)
+            scope, members = module_members(d, ranked, current.float_layers)
             if not scope or scope in tried_scopes or len(members) > room:
                 continue
             tried_scopes.add(scope)
@@ -278,7 +278,7 @@ class Search:
             layers = (*current.float_layers, *members)
             if frozenset(layers) in self.tried:
                 continue
-            nodes = self.probe.nodes(list(layers), self.ranked)
+            nodes = self.probe.nodes(list(layers), ranked)
             self.log(f"no layer helped alone: trying module {scope!r} whole")
             trial = self.measure(layers, tuple(dict.fromkeys((*current.exclude, *nodes))))
             if self.helps(trial, current):
@@ -303,15 +303,19 @@ class Search:
         """Whether ``trial`` closes at least :data:`MIN_GAIN` of ``current``'s gap to FP32."""
         return trial.value - current.value > MIN_GAIN * max(self.baseline - current.value, 0.0)
 
-    def options(self, current: Trial) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-        """Step 2: the best-ranked groups not tried yet, each added to ``current``: (layers, nodes); the round
-        measures them in order until :data:`TOP_K` gave models not measured before."""
-        room = self.max_float_layers - len(current.float_layers)
-        if room <= 0:
+    def ranking(self, current: Trial) -> list[LayerDivergence]:
+        """Step 2's ranking of ``current``'s layers on its worst budget feeds; empty (and the search stopped)
+        when no more layers may go float."""
+        if len(current.float_layers) >= self.max_float_layers:
             self.stopped = f"--max-float-layers {self.max_float_layers} reached"
             return []
         worst = sorted(np.argsort(-current.errors, kind="stable")[:RANK_SAMPLES].tolist())
-        ranked = self.ranked = self.probe.rank(current.candidate, worst)
+        return self.probe.rank(current.candidate, worst)
+
+    def options(self, current: Trial, ranked: list[LayerDivergence]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+        """Step 2: the best-ranked groups not tried yet, each added to ``current``: (layers, nodes); the round
+        measures them in order until :data:`TOP_K` gave models not measured before."""
+        room = self.max_float_layers - len(current.float_layers)
         found: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         by_node = {d.node: d for d in ranked}
         for d in ranked:
@@ -338,10 +342,7 @@ class Search:
         ``variant`` (None: the search's current ones) and score it."""
         method, variant = method or self.method, variant or self.variant
         self.tried.add(frozenset(layers))  # a combination step 4 measured is not proposed again in a later round
-        if variant is not None:
-            candidate = self.probe.build(exclude, method, variant)
-        else:
-            candidate = self.probe.build(exclude) if method is None else self.probe.build(exclude, method)
+        candidate = self.probe.build(exclude, method, variant)
         outputs = self.probe.run(candidate)
         trial = Trial(candidate, layers, self.metric.score(self.reference, outputs, self.labels), output_errors(self.reference, outputs))
         del outputs

@@ -40,7 +40,8 @@ class ScriptedProbe:
         earlier = self.built[:self.built.index(key)]
         return self._model(key) in {self._model(k) for k in earlier}
 
-    def build(self, exclude: tuple[str, ...], method: str | None = None) -> Candidate:
+    def build(self, exclude: tuple[str, ...], method: str | None = None, variant: str | None = None) -> Candidate:
+        assert variant is None, "ScriptedProbe scores no target variants (tests/unit/compiler/test_search_variants.py does)"
         key = (method or "minmax", frozenset(exclude))
         if key not in self.built:
             self.built.append(key)
