@@ -30,9 +30,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edgec.core.errors import InternalError
+
+T = TypeVar("T")
 
 META = "entry.json"
 STAGE = "stage"
@@ -112,6 +114,18 @@ class StageCache:
         if self.remote is not None:
             self.remote.store(key, final)
         return final, stored, False
+
+    def get_checked(self, key: str, produce: Callable[[Path], dict[str, Any]],
+                    check: Callable[[Path, dict[str, Any]], T | None], kind: str = "stage") -> tuple[T, bool] | None:
+        """:meth:`get_or_create`, read by ``check(entry_dir, meta)``: ``(its value, hit)``. An entry ``check``
+        refuses (None: corrupt, or poisoned in a shared store) is discarded (rule 5) and produced again once;
+        None when that one is refused too (a store that keeps serving a bad entry)."""
+        for _ in range(2):
+            entry, meta, hit = self.get_or_create(key, produce, kind)
+            if (value := check(entry, meta)) is not None:
+                return value, hit
+            self.discard(entry)
+        return None
 
     def discard(self, entry: Path) -> bool:
         """Remove ``entry``, a folder :meth:`get_or_create` returned whose files turned out bad, so that its

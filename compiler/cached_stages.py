@@ -110,16 +110,17 @@ def cached_export(cache: StageCache, target: Target, artifact: ModelArtifact, re
         (entry / FILES).mkdir()
         return result_to_json(target.export(artifact, entry / FILES, request, work))
 
-    key = export_key(target, artifact, request, toolchain)
-    for _ in range(2):  # a bad local entry is removed and produced again; a bad remote one comes back once
-        entry, meta, hit = cache.get_or_create(key, produce, kind="export")
+    def copied(entry: Path, meta: dict[str, Any]) -> ExportResult | None:
         if (result := read_export(entry, meta)) is not None:
-            if hit:
-                log(f"export for {target.name}: cached")
             copy_files(entry / FILES, result.files, staging)
-            return result, hit
-        cache.discard(entry)
-    return _export_uncached(target, produce, staging, work), False
+        return result
+
+    found = cache.get_checked(export_key(target, artifact, request, toolchain), produce, copied, kind="export")
+    if found is None:
+        return _export_uncached(target, produce, staging, work), False
+    if found[1]:
+        log(f"export for {target.name}: cached")
+    return found
 
 
 def _export_uncached(target: Target, produce: Callable[[Path], dict[str, Any]], staging: Path, work: Path) -> ExportResult:
@@ -232,13 +233,8 @@ def cached_reference(cache: StageCache, importer: Importer, artifact: ModelArtif
         return {"names": [list(feed) for feed in outputs]}
 
     key = cache_key("reference", importer.name, artifact.format, artifact.digest, feeds_digest(feeds), toolchain)
-    for _ in range(2):  # a bad local entry is removed and produced again; a bad remote one comes back once
-        entry, meta, _ = cache.get_or_create(key, produce, kind="reference")
-        outputs = read_outputs(entry, meta, len(feeds))
-        if outputs is not None:
-            return outputs
-        cache.discard(entry)
-    return importer.reference(artifact, feeds)
+    found = cache.get_checked(key, produce, lambda entry, meta: read_outputs(entry, meta, len(feeds)), kind="reference")
+    return found[0] if found is not None else importer.reference(artifact, feeds)
 
 
 def read_outputs(entry: Path, meta: dict[str, Any], count: int) -> list[Feed] | None:
