@@ -62,17 +62,20 @@ def recurrent_float(model: Any, recurrent: str) -> tuple[list[str], list[str], l
 
 OUTPUT_MOVERS = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Transpose", "Convert"})
 """Ops that pass a value on to a model output unchanged in meaning (see :func:`output_float_ops`)."""
-WEIGHTED = frozenset({"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"})
+CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
+"""OpenVINO's convolution op types."""
+WEIGHTED = frozenset({*CONVS, "MatMul"})
 """Ops whose INT8 is the speed-up: they stay quantized even where they produce an output (a classifier's head)."""
 
 
 def output_float_ops(model: Any, outputs: str) -> list[str]:
     """The ops static INT8 leaves in float unless the ``outputs`` option is ``int8``: for each model output, the op
     that produces it, through value movers (:data:`OUTPUT_MOVERS`), with the movers, unless it is a weighted op
-    (:data:`WEIGHTED`), a recurrent op (the ``recurrent`` option decides those) or an input/constant. nncf quantizes the input of such an op (a ``ReduceMean``, ``Concat``,
-    ``Add``) to the range calibration saw, so the model's answer is clipped to it: silero-vad 16k's speech
-    probability, quantized before its final ``ReduceMean``, kept 0.69 of FP32's decisions (0.97 with that one op
-    float: the other ops each moved nothing). The onnx and tflite targets keep such outputs float too."""
+    (:data:`WEIGHTED`), a recurrent op (the ``recurrent`` option decides those) or an input/constant. nncf
+    quantizes the input of such an op (a ``ReduceMean``, ``Concat``, ``Add``) to the range calibration saw, so
+    the model's answer is clipped to it: silero-vad 16k's speech probability, quantized before its final
+    ``ReduceMean``, kept 0.69 of FP32's decisions (0.97 with that one op float: the other ops each moved
+    nothing). The onnx and tflite targets keep such outputs float too."""
     if outputs == "int8":
         return []
     found: dict[str, None] = {}

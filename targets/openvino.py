@@ -97,7 +97,13 @@ from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
 from edgec.targets import _openvino_reuse, _openvino_stats
 from edgec.targets._openvino_convert import convert_sized, quiet
 from edgec.targets._openvino_layers import fx_name, port_name, stored_layers
-from edgec.targets._openvino_preset import RECURRENT_TYPES, auto_preset, output_float_ops, recurrent_float
+from edgec.targets._openvino_preset import (
+    CONVS,
+    RECURRENT_TYPES,
+    auto_preset,
+    output_float_ops,
+    recurrent_float,
+)
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -112,7 +118,6 @@ _INLINED = re.compile(r"^(?:/?[^/]*_(?:then|else)_branch__Inline_\d+__(?=/))+")
 """The prefix OpenVINO's ONNX frontend gives the ops of an ``If`` branch it inlined (a condition it could fold:
 silero-vad's ``If_0_then_branch__Inline_0__/stft/Pow``): not a layer, or one layer would hold the whole model."""
 _SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
-_CONVS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
 _RANGES = {"minmax": None, "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
 
 
@@ -241,7 +246,7 @@ def _int8(model: Any, request: PrecisionRequest, options: OpenVinoOptions, model
 def is_transformer(model: Any) -> bool:
     """Whether MatMuls outnumber convolutions (the same rule as the onnx target's INT8 choice)."""
     types = [op.get_type_name() for op in model.get_ordered_ops()]
-    return types.count("MatMul") > sum(types.count(c) for c in _CONVS)
+    return types.count("MatMul") > sum(types.count(c) for c in CONVS)
 
 
 def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOptions,
