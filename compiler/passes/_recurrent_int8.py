@@ -20,7 +20,6 @@ Rules (:func:`quantize_lstms`):
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -109,10 +108,10 @@ def dynamic_lstm(source: Path, out: Path, exclude: tuple[str, ...]) -> list[str]
     16k's LSTM, whose weights a ``Squeeze`` makes).
 
     Only those nodes and their weights are taken from the quantizer's model: its dynamic mode also rewrites every
-    ``Gemm`` as ``Transpose``/``MatMul``/``Add``, which would break the static pass's QDQ Gemms apart.
+    ``Gemm`` as ``Transpose``/``MatMul``/``Add``, which would break the static pass's QDQ Gemms apart. The INT8
+    passes that call it have quieted onnxruntime's logging already.
     """
     q = require("onnxruntime.quantization", "onnx", "INT8 quantization")
-    logging.getLogger().setLevel(logging.ERROR)
     q.quantize_dynamic(str(source), str(out), per_channel=True, weight_type=q.QuantType.QInt8,
                        op_types_to_quantize=["LSTM"], nodes_to_exclude=list(exclude) or None)
     onnx_utils.sort_file(out)  # the quantizer's order ignores values an If/Loop body reads (silero-vad 16k)
