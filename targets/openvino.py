@@ -100,6 +100,7 @@ from edgec.targets._openvino_layers import fx_name, port_name, stored_layers
 from edgec.targets._openvino_preset import (
     CONVS,
     RECURRENT_TYPES,
+    WEIGHTED,
     auto_preset,
     output_float_ops,
     recurrent_float,
@@ -373,6 +374,10 @@ def op_layers(model: Any) -> dict[str, str]:
                    for n in sorted(i.get_source_output().get_names()) if not n.isdigit()]  # pt2 constants: "65"
         module = modules.get(fx_name(name))
         layers[name] = module or (_weight_layer(weights[0]) if weights else (_INLINED.sub("", name).split("/", 1)[0] or name))
+    for op in ops:
+        bias_of = _biased(op)
+        if bias_of is not None and layers[op.get_friendly_name()] == op.get_friendly_name():
+            layers[op.get_friendly_name()] = layers[bias_of]
     own = {op.get_friendly_name() for op in ops if op.get_type_name() in RECURRENT_TYPES}  # a layer even if auto-named
     for op in reversed(ops):  # consumers come later in graph order
         name = op.get_friendly_name()
@@ -381,6 +386,23 @@ def op_layers(model: Any) -> dict[str, str]:
             layers[name] = next((layers[u] for u in users if u in layers and (u in own or not _CANONICAL.fullmatch(layers[u]))),
                                 layers[name])
     return layers
+
+
+def _biased(op: Any) -> str | None:
+    """The convolution or matmul whose bias ``op`` adds, None if it adds none: an ``Add`` of an unnamed
+    ``Constant`` to the output of a weighted op that nothing else reads. OpenVINO's ONNX frontend splits a biased
+    ``Conv`` into ``Convolution`` (``/model.4/cv1/conv/Conv/WithoutBiases``) and an ``Add`` named after the ONNX
+    node, whose bias constant (reshaped to broadcast) carries no name: the ``Add`` was a layer of its own, and
+    keeping it in float left the convolution quantized (YOLOv8n: every conv the search tried changed nothing)."""
+    if op.get_type_name() != "Add" or op.get_input_size() != 2:
+        return None
+    source, other = op.input(0).get_source_output(), op.input(1).get_source_output()
+    if other.get_node().get_type_name() != "Constant" or other.get_names():
+        return None
+    producer = source.get_node()
+    if producer.get_type_name() not in WEIGHTED or len(source.get_target_inputs()) != 1:
+        return None
+    return str(producer.get_friendly_name())
 
 
 def _own_weight(output: Any) -> bool:
