@@ -28,12 +28,18 @@ float and measures it; the restorer keeps the groups that help), made cheap enou
    This costs runs, not builds. Ops that keeping in float cannot change (:data:`NOT_CANDIDATES`: control
    flow, value movers, boolean ops) are skipped, except that a value mover's growth names the ops it feeds
    (:func:`owners`: the quantizer before a ``Squeeze`` is its reader's), and a set of layers measured once is
-   never proposed again.
-3. Measure the :data:`TOP_K` best-ranked groups (a layer and the layers the target says must go with it,
+   never proposed again. Nor is a layer none of whose ops reads a quantized value in the candidate
+   (:attr:`~edgec.frameworks.fidelity.LayerDivergence.quantized`, where the target can tell: on openvino the
+   activation after a conv, whose quantizer nncf puts at its readers' inputs; YOLOv8n's ranking was led by
+   ``Swish`` ops, each a build that changed nothing).
+3. Measure the best-ranked groups (a layer and the layers the target says must go with it,
    :meth:`~edgec.targets.base.LayerTools.float_group`), each kept in float alone on top of the current
-   candidate: one build each, in ranking order, stopping at the first that meets the budget. A build whose
-   files equal a model already measured (keeping in float a node the target leaves float anyway, or whose
-   tensors its quantized neighbours keep quantized) takes no slot and does not count against ``max_builds``.
+   candidate: one build each, in ranking order, stopping at the first that meets the budget; :data:`TOP_K` of
+   them, or half the builds left when that is more (:meth:`Search.width`), so that a larger ``--max-builds``
+   ranks more groups by their measured effect, as NNCF's ranker does with every group. A build that is a
+   model already measured (keeping in float a node the target leaves float anyway, or whose tensors its
+   quantized neighbours keep quantized; :meth:`~edgec.targets.base.Target.model_digest`) is not run again,
+   takes no slot and does not count against ``max_builds``.
 4. No group helped (none closed :data:`MIN_GAIN` of the gap between the current candidate and FP32): the
    error may be spread over a module whose ops only matter together, so the modules around the
    :data:`TOP_K` best-ranked groups are kept in float whole, one build each (:func:`module_members`); the
@@ -73,7 +79,7 @@ MAX_BUILDS = 8
 MAX_FLOAT_LAYERS = 16
 """Layers kept in float at most (``--max-float-layers``)."""
 TOP_K = 3
-"""Groups measured per round (step 3)."""
+"""Groups measured per round at least (step 3); more when ``--max-builds`` leaves room (:meth:`Search.width`)."""
 RANK_SAMPLES = 32
 """Budget feeds the per-layer ranking runs on (step 2)."""
 MIN_GAIN = 0.01
@@ -176,6 +182,7 @@ class Search:
         self.best: Trial | None = None
         self.stopped = ""
         self.widened = 0
+        self.by_digest: dict[str, Trial] = {}
 
     def run(self) -> SearchResult:
         """Search, and return the first candidate within the budget.
@@ -240,10 +247,11 @@ class Search:
     def round(self, current: Trial) -> Trial:
         """Steps 2-4 from ``current``; returns the candidate the next round starts from."""
         ranked = self.ranking(current)
-        options = self.options(current, ranked)
+        width = self.width()
+        options = self.options(current, ranked, width)
         helpful, distinct = [], 0
         for layers, exclude in options:
-            if self.met() or self.out_of_builds() or distinct == TOP_K:
+            if self.met() or self.out_of_builds() or distinct == width:
                 break
             trial = self.measure(layers, exclude)
             distinct += not self.probe.seen(trial.candidate)  # a model measured before takes no slot of the round
@@ -312,17 +320,24 @@ class Search:
         worst = sorted(np.argsort(-current.errors, kind="stable")[:RANK_SAMPLES].tolist())
         return self.probe.rank(current.candidate, worst)
 
-    def options(self, current: Trial, ranked: list[LayerDivergence]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    def width(self) -> int:
+        """Groups a round measures alone (step 3): :data:`TOP_K`, or half the builds ``--max-builds`` has left
+        when that is more (the other half combines the ones that helped): a larger budget buys a ranking by
+        measured effect further down the error-added ranking, as NNCF's ranker measures every group."""
+        return max(TOP_K, (self.max_builds - self.probe.builds) // 2)
+
+    def options(self, current: Trial, ranked: list[LayerDivergence], width: int = TOP_K) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
         """Step 2: the best-ranked groups not tried yet, each added to ``current``: (layers, nodes); the round
-        measures them in order until :data:`TOP_K` gave models not measured before."""
+        measures them in order until ``width`` gave models not measured before."""
         room = self.max_float_layers - len(current.float_layers)
         found: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         by_node = {d.node: d for d in ranked}
+        live = {d.layer for d in ranked if d.quantized}  # a layer none of whose ops reads a quantized value: no candidate
         for d in ranked:
-            if d.growth <= 0 or len(found) == 4 * TOP_K:  # room for groups that turn out to change nothing
+            if d.growth <= 0 or len(found) == 4 * width:  # room for groups that turn out to change nothing
                 break
             for layer in owners(d, by_node):
-                if layer in current.float_layers:
+                if layer in current.float_layers or layer not in live:
                     continue
                 group = [x for x in dict.fromkeys(self.probe.group(layer, ranked)) if x not in current.float_layers][:room]
                 layers = (*current.float_layers, *group)
@@ -343,9 +358,14 @@ class Search:
         method, variant = method or self.method, variant or self.variant
         self.tried.add(frozenset(layers))  # a combination step 4 measured is not proposed again in a later round
         candidate = self.probe.build(exclude, method, variant)
-        outputs = self.probe.run(candidate)
-        trial = Trial(candidate, layers, self.metric.score(self.reference, outputs, self.labels), output_errors(self.reference, outputs))
-        del outputs
+        earlier = self.by_digest.get(candidate.digest) if candidate.digest and self.probe.seen(candidate) else None
+        if earlier is not None:  # the same model as one measured before: its outputs are the same
+            trial = Trial(candidate, layers, earlier.value, earlier.errors)
+        else:
+            outputs = self.probe.run(candidate)
+            trial = Trial(candidate, layers, self.metric.score(self.reference, outputs, self.labels), output_errors(self.reference, outputs))
+            del outputs
+            self.by_digest[candidate.digest] = trial
         if self.best is None or self.helps(trial, self.best) or (self.within(trial) and not self.within(self.best)):
             self.best = trial  # a gain within noise does not buy more layers in float
         step: dict[str, Any] = {"float_layers": list(layers), self.metric.name: round(trial.value, 6), "drop": round(self.baseline - trial.value, 6)}

@@ -4,7 +4,6 @@ runs them with its runtime shim (:class:`TargetProbe`), so what is measured is w
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgec.core.errors import EdgecError, ExportError, UnsupportedError, brief, raise_if_bug
-from edgec.core.types import Feed, ModelArtifact, sha256_file
+from edgec.core.types import Feed, ModelArtifact
 from edgec.frameworks.fidelity import LayerDivergence
 from edgec.runtime_shims.measure import time_calls
 from edgec.targets.base import ExportResult, LayerTools, PrecisionRequest, Target
@@ -190,7 +189,5 @@ class TargetProbe:
             result = self.target.export(artifact, folder, request, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        digest = hashlib.sha256()
-        for name in sorted(result.files):
-            digest.update(f"{name}\0".encode() + sha256_file(folder / name).encode())
-        return Candidate(request.exclude, folder / result.model_file, result, digest=digest.hexdigest())
+        digest = self.target.model_digest(folder, result.files)
+        return Candidate(request.exclude, folder / result.model_file, result, digest=digest)

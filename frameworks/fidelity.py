@@ -54,6 +54,9 @@ class LayerDivergence:
         growth: ``error`` minus the largest error among the node's inputs.
         readers: the nodes that read its outputs, in graph order (a value mover's quantizer belongs to the
             op it feeds: nncf and onnxruntime quantize an op's input before a ``Squeeze`` or ``Reshape``).
+        quantized: False where the target knows the candidate quantizes none of the node's inputs or weights, so
+            that keeping it in float changes nothing (an activation nncf quantizes at its readers' inputs: its
+            growth is the error its input carries, amplified); ``--max-drop`` does not build such a candidate.
     """
 
     node: str
@@ -64,11 +67,12 @@ class LayerDivergence:
     cosine: float
     growth: float
     readers: tuple[str, ...] = ()
+    quantized: bool = True
 
     def to_json(self) -> dict[str, Any]:
-        """JSON form with rounded numbers (without ``readers``: graph structure, not a measurement)."""
+        """JSON form with rounded numbers (without ``readers`` and ``quantized``: graph structure, not a measurement)."""
         data = asdict(self)
-        del data["readers"]
+        del data["readers"], data["quantized"]
         for key in ("error", "cosine", "growth"):
             data[key] = float(f"{data[key]:.6g}")
         return data
@@ -85,6 +89,7 @@ class NodeInfo:
         output: the output tensor compared.
         inputs: tensors the node reads (weights may be left out).
         more_outputs: the node's other outputs (an LSTM's final states), compared as well.
+        quantized: whether the candidate quantizes any of its inputs or weights (see :class:`LayerDivergence`).
     """
 
     name: str
@@ -93,6 +98,7 @@ class NodeInfo:
     output: str
     inputs: tuple[str, ...]
     more_outputs: tuple[str, ...] = ()
+    quantized: bool = True
 
 
 NOT_LAYERS = frozenset({
@@ -171,7 +177,7 @@ def rank_errors(nodes: list[NodeInfo], errors: dict[str, tuple[float, float]]) -
             worst = max(measured, key=lambda o: errors[o][0])  # the first of equals: the main output
             err, cos = errors[worst]
             reading = tuple(dict.fromkeys(r for o in outputs for r in readers.get(o, ())))
-            result.append(LayerDivergence(node.name, node.op, node.layer, worst, err, cos, err - before, reading))
+            result.append(LayerDivergence(node.name, node.op, node.layer, worst, err, cos, err - before, reading, node.quantized))
     return sorted(result, key=lambda d: d.growth, reverse=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import sys
 from collections.abc import Iterable
@@ -14,7 +15,7 @@ from edgec.calibration.dataset import CalibrationSet
 from edgec.core.errors import ConfigError, MissingDependencyError, UnsupportedError
 from edgec.core.installed import Readiness, readiness, require_installed
 from edgec.core.registry import Registry
-from edgec.core.types import Feed, ModelArtifact, TensorSpec, batch_dims
+from edgec.core.types import Feed, ModelArtifact, TensorSpec, batch_dims, sha256_file
 from edgec.runtime_shims.base import Runner
 from edgec.runtime_shims.runners import open_model
 from edgec.targets.options import NamedFlag, TargetOptions, merge_flags
@@ -186,6 +187,16 @@ class Target:
         ``--max-drop`` search's candidates of one model: a converted model, calibration statistics), keyed so that
         a different model, calibration set or option never gets another's; dropped when it ends. None here."""
         return nullcontext()
+
+    def model_digest(self, folder: Path, files: Iterable[str]) -> str:
+        """A digest of the model files ``files`` of ``folder`` (what :meth:`export` wrote) that is equal for two
+        exports that compute the same: ``--max-drop`` measures such a candidate once and does not count it against
+        ``--max-builds``. Here sha256 over every file; a target whose files record the request or name ops afresh
+        on each export (openvino) hashes what the runtime executes."""
+        digest = hashlib.sha256()
+        for name in sorted(files):
+            digest.update(f"{name}\0".encode() + sha256_file(folder / name).encode())
+        return digest.hexdigest()
 
     def searched_methods(self, request: PrecisionRequest, artifact: ModelArtifact) -> tuple[str, ...]:
         """The calibration methods that give ``request`` different models of ``artifact``: :attr:`calibration_methods`

@@ -70,9 +70,10 @@ byte-identical to a build that shares nothing. Seconds per candidate, measured (
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
@@ -90,7 +91,7 @@ from edgec.core.errors import (
     raise_if_bug,
     require,
 )
-from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact
+from edgec.core.types import FORMAT_ONNX, FORMAT_PT2, ModelArtifact, sha256_file
 from edgec.frameworks import fidelity
 from edgec.frameworks.tf_utils import FORMAT_KERAS, FORMAT_SAVEDMODEL
 from edgec.runtime_shims.openvino import RUNTIME_OPTIONS
@@ -119,6 +120,17 @@ _INLINED = re.compile(r"^(?:/?[^/]*_(?:then|else)_branch__Inline_\d+__(?=/))+")
 """The prefix OpenVINO's ONNX frontend gives the ops of an ``If`` branch it inlined (a condition it could fold:
 silero-vad's ``If_0_then_branch__Inline_0__/stft/Pow``): not a layer, or one layer would hold the whole model."""
 _SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
+_OP_NAME = re.compile(r'\sname="[^"]*"')
+"""An IR element's ``name`` attribute (ops' friendly names; ports' tensor names are ``names``)."""
+_DEQUANTIZE = frozenset({"Convert", "Subtract", "Multiply",  # int8 weights -> the op reading them
+                         "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "VariadicSplit",
+                         "StridedSlice", "Slice", "Gather", "Pad", "MaxPool", "Interpolate", "Broadcast", "Tile",
+                         "DepthToSpace", "SpaceToDepth", "ShuffleChannels"})  # nncf moves quantizers up through these
+"""Ops between a quantized value and an op reading it in an nncf model (:func:`_reads_quantized`)."""
+_DEQUANTIZE_DEPTH = 6
+_INT_WEIGHTS = frozenset({"i8", "u8", "i4", "u4"})
+_RT_INFO = re.compile(r"<rt_info>.*?</rt_info>", re.S)
+"""The model's runtime info after its edges (conversion parameters, nncf's quantization config)."""
 _RANGES = {"minmax": None, "percentile": "MEAN_QUANTILE", "entropy": "HISTOGRAM"}
 
 
@@ -195,6 +207,22 @@ class OpenVinoTarget(Target, LayerTools):
         set, method and options (:mod:`edgec.targets._openvino_reuse`)."""
         return _openvino_reuse.sharing()
 
+    def model_digest(self, folder: Path, files: Iterable[str]) -> str:
+        """sha256 over the weights and the IR without what differs between exports of the same model: the names
+        OpenVINO and nncf give the ops they add (``Constant_385201``, counted per process) and the model's
+        ``rt_info`` (nncf's ignored scope: the request, not the model). Keeping an activation in float that nncf
+        quantizes at its consumer's input changes neither (YOLOv8n: 20 of the search's 30 candidates)."""
+        digest = hashlib.sha256()
+        for name in sorted(files):
+            path = folder / name
+            if name.endswith(".xml"):
+                graph, edges, tail = path.read_text(encoding="utf-8").rpartition("</edges>")
+                text = _OP_NAME.sub("", graph) + edges + _RT_INFO.sub("", tail)
+                digest.update(f"{name}\0".encode() + hashlib.sha256(text.encode()).hexdigest().encode())
+            else:
+                digest.update(f"{name}\0".encode() + sha256_file(path).encode())
+        return digest.hexdigest()
+
     def compare_layers(self, reference: Path, candidate: Path, feeds: list[Feed]) -> list[fidelity.LayerDivergence]:
         """Per-op divergence of an IR from the FP32 IR of the same model (see the module docstring)."""
         ov = require("openvino", self.extra, "layer comparison for the openvino target")
@@ -211,7 +239,8 @@ class OpenVinoTarget(Target, LayerTools):
             inputs = tuple(port_name(i.get_source_output()) for i in op.inputs())
             real = [k for k in range(op.get_output_size()) if op.output(k).get_element_type().is_real()]
             ports = [port_name(op.output(k)) for k in real]  # every float output: an LSTM's states too
-            nodes.append(fidelity.NodeInfo(name, op.get_type_name(), layers[name], name, inputs, tuple(ports[1:])))
+            quantized = twin is None or _reads_quantized(twin)
+            nodes.append(fidelity.NodeInfo(name, op.get_type_name(), layers[name], name, inputs, tuple(ports[1:]), quantized))
             if twin is not None and twin.get_type_name() == op.get_type_name():
                 ref_ports += [(port, op.output(k)) for port, k in zip(ports, real)]
                 cand_ports += [(port, twin.output(k)) for port, k in zip(ports, real)]
@@ -386,6 +415,24 @@ def op_layers(model: Any) -> dict[str, str]:
             layers[name] = next((layers[u] for u in users if u in layers and (u in own or not _CANONICAL.fullmatch(layers[u]))),
                                 layers[name])
     return layers
+
+
+def _reads_quantized(op: Any) -> bool:
+    """Whether an op of an nncf-quantized model reads a quantized value: an input from a ``FakeQuantize`` or
+    from int8 or int4 weights (``Constant`` -> ``Convert`` -> ``Subtract``/``Multiply``), through at most
+    :data:`_DEQUANTIZE_DEPTH` of the ops in :data:`_DEQUANTIZE` (nncf also moves a quantizer up through value
+    movers: silero-vad's output ``ReduceMean`` reads it through a ``Squeeze``). nncf puts a value's quantizer on
+    its readers' inputs, so an op that reads none (YOLOv8n's ``Swish`` activations after each conv's bias ``Add``)
+    is the same model kept in float."""
+    pending = [(i.get_source_output().get_node(), 0) for i in op.inputs()]
+    while pending:
+        node, depth = pending.pop()
+        kind = node.get_type_name()
+        if kind == "FakeQuantize" or (kind == "Constant" and node.get_output_element_type(0).get_type_name() in _INT_WEIGHTS):
+            return True
+        if kind in _DEQUANTIZE and depth < _DEQUANTIZE_DEPTH:
+            pending += [(i.get_source_output().get_node(), depth + 1) for i in node.inputs()]
+    return False
 
 
 def _biased(op: Any) -> str | None:

@@ -45,7 +45,9 @@ class ScriptedProbe:
         key = (method or "minmax", frozenset(exclude))
         if key not in self.built:
             self.built.append(key)
-        return Candidate(tuple(sorted(exclude)), Path("/nowhere/model"), None, method)  # type: ignore[arg-type]
+        model = self._model(key)
+        digest = f"{model[0]}:{','.join(sorted(model[1]))}"  # one per model: the same-model builds share it
+        return Candidate(tuple(sorted(exclude)), Path("/nowhere/model"), None, method, digest)  # type: ignore[arg-type]
 
     def run(self, candidate: Candidate) -> list[dict[str, np.ndarray]]:
         layers = self.same.get(frozenset(candidate.exclude), frozenset(candidate.exclude))

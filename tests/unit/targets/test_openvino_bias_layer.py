@@ -60,3 +60,32 @@ def test_keeping_the_layer_float_keeps_the_convolution_float(tmp_path: Path) -> 
     assert "FakeQuantize" not in sources  # neither its input nor its weights quantized
     first = next(op for op in quantized.get_ordered_ops() if op.get_friendly_name() == "/model.0/conv/Conv/WithoutBiases")
     assert "FakeQuantize" in [first.input(i).get_source_output().get_node().get_type_name() for i in range(2)]
+
+
+def _quantized(model: object, folder: Path, ignored: list[str]) -> Path:
+    nncf = pytest.importorskip("nncf")
+    data = nncf.Dataset([np.random.default_rng(i).standard_normal((1, 3, 8, 8)).astype(np.float32) for i in range(4)])
+    scope = {"ignored_scope": nncf.IgnoredScope(names=ignored, validate=False)} if ignored else {}
+    quantized = nncf.quantize(model.clone(), data, subset_size=4, **scope)  # type: ignore[attr-defined]
+    folder.mkdir()
+    ov.save_model(quantized, folder / "model.xml")
+    return folder
+
+
+def test_model_digest_tells_apart_what_runs_not_names_or_the_request(tmp_path: Path) -> None:
+    """An activation nncf quantizes at its consumer's input, kept "in float", is the same model: the files differ
+    only in the names nncf gives the ops it adds and in its config (the ignored scope); the search must see one
+    model there (else each such candidate is a build counted against --max-builds), and two where a conv is
+    float."""
+    from edgec.core.types import sha256_file
+    from edgec.targets.openvino import OpenVinoTarget
+
+    model = ov.convert_model(str(_biased_convs(tmp_path / "m.onnx")))
+    files = ["model.xml", "model.bin"]
+    naive = _quantized(model, tmp_path / "naive", [])
+    relu = _quantized(model, tmp_path / "relu", ["/model.0/act/Relu"])
+    conv = _quantized(model, tmp_path / "conv", ["/model.1/conv/Conv/WithoutBiases", "y"])
+    assert sha256_file(naive / "model.xml") != sha256_file(relu / "model.xml")  # what a plain file digest saw
+    target = OpenVinoTarget()
+    assert target.model_digest(naive, files) == target.model_digest(relu, files)
+    assert target.model_digest(naive, files) != target.model_digest(conv, files)
