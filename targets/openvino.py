@@ -30,7 +30,9 @@ Precision is applied here with OpenVINO's own tools, so :meth:`OpenVinoTarget.pr
   and silero-vad's LSTM collapsed with their states quantized). The op producing each model output stays float
   unless it is a convolution or matmul, or the ``outputs`` option is ``int8`` (``kept_float_outputs``;
   :func:`edgec.targets._openvino_preset.output_float_ops`: silero-vad 16k's speech probability was clipped to
-  the calibration range before its final ``ReduceMean``).
+  the calibration range before its final ``ReduceMean``). Squares summed up to their root (``sqrt(re^2 + im^2)`` of
+  an STFT, an L2 norm) stay float unless the ``squares`` option is ``int8`` (``kept_float_squares``;
+  :func:`edgec.targets._openvino_preset.square_float_ops`: silero-vad 16k's power spectrum in INT8 lost its quiet bins).
 - ``int8`` ``dynamic``: ``nncf.compress_weights`` INT8_ASYM: int8 weights, float activations; no data needed.
 - ``int8`` ``auto`` (default): ``static`` when calibration data is given; otherwise weight-only INT8, and
   ``target_details.quantization.reason`` says so (as the onnx target falls back to dynamic INT8).
@@ -105,6 +107,7 @@ from edgec.targets._openvino_preset import (
     auto_preset,
     output_float_ops,
     recurrent_float,
+    square_float_ops,
 )
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
@@ -149,6 +152,8 @@ class OpenVinoOptions(TargetOptions):
         "float", "recurrent ops (LSTMSequence, GRUSequence, RNNSequence, cells) in static INT8: float (default), int8")
     outputs: Literal["float", "int8"] = option(
         "float", "the op producing each model output (not a convolution or matmul) in static INT8: float (default), int8")
+    squares: Literal["float", "int8"] = option(
+        "float", "squares summed up to their root (an STFT magnitude, an L2 norm) in static INT8: float (default), int8")
     inference_precision: Literal["f32", "bf16", "f16"] = option(
         "f32", "INFERENCE_PRECISION_HINT the bundle declares: f32 (FP32 parity), bf16, f16")
 
@@ -173,7 +178,7 @@ class OpenVinoTarget(Target, LayerTools):
                                "(measured); fp16 compute: --target-option inference_precision=f16"}
     Options = OpenVinoOptions
     dynamic_shapes = True
-    export_version = "4"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float; 4: output ops float
+    export_version = "5"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float; 4: output ops float; 5: square-root chains float
     calibration_methods = ("minmax", "entropy", "percentile")
     sparsity_gain = "size after compression"
     color = "#9467bd"
@@ -303,9 +308,10 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
         kwargs["preset"] = nncf.QuantizationPreset(preset)
     recurrent, modules, names = recurrent_float(model, options.recurrent)  # modules: torch unrolled them (pt2)
     types = list(dict.fromkeys((*options.ignored_types, *recurrent)))
-    outputs = output_float_ops(model, options.outputs)
-    if types or exclude or names or outputs:
-        kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=list(dict.fromkeys((*exclude, *names, *outputs))), validate=False)
+    outputs, squares = output_float_ops(model, options.outputs), square_float_ops(model, options.squares)
+    if types or exclude or names or outputs or squares:
+        floats = dict.fromkeys((*exclude, *names, *outputs, *squares))
+        kwargs["ignored_scope"] = nncf.IgnoredScope(types=types, names=list(floats), validate=False)
     estimator = _RANGES[calibration.method]
     if estimator is not None:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
@@ -321,6 +327,7 @@ def quantize_static(model: Any, calibration: CalibrationSet, options: OpenVinoOp
         "mode": "static", "tool": "nncf.quantize", "model_type": model_type, "preset": preset,
         "fast_bias_correction": options.fast_bias_correction, "ignored_types": list(options.ignored_types),
         "recurrent": options.recurrent, "recurrent_float": [*recurrent, *modules], "kept_float_outputs": outputs,
+        "kept_float_squares": squares,
         "activation_ranges": (estimator or "nncf default (mean min/max)").lower(), "subset_size": len(calibration),
         "fake_quantize_ops": _count(quantized, "FakeQuantize"),
     }
