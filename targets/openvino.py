@@ -125,11 +125,13 @@ silero-vad's ``If_0_then_branch__Inline_0__/stft/Pow``): not a layer, or one lay
 _SKIP_TYPES = frozenset({"Parameter", "Constant", "Result", "FakeQuantize", "Convert", "ShapeOf"})
 _OP_NAME = re.compile(r'\sname="[^"]*"')
 """An IR element's ``name`` attribute (ops' friendly names; ports' tensor names are ``names``)."""
-_DEQUANTIZE = frozenset({"Convert", "Subtract", "Multiply",  # int8 weights -> the op reading them
-                         "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split", "VariadicSplit",
-                         "StridedSlice", "Slice", "Gather", "Pad", "MaxPool", "Interpolate", "Broadcast", "Tile",
-                         "DepthToSpace", "SpaceToDepth", "ShuffleChannels"})  # nncf moves quantizers up through these
-"""Ops between a quantized value and an op reading it in an nncf model (:func:`_reads_quantized`)."""
+_MOVERS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Transpose", "StridedSlice", "Slice", "Gather", "Pad",
+                     "MaxPool", "Interpolate", "Broadcast", "Tile", "DepthToSpace", "SpaceToDepth", "ShuffleChannels"})
+"""One-input ops nncf moves a reader's quantizer up through (:func:`_reads_quantized`)."""
+_AGNOSTIC = _MOVERS | {"Split", "VariadicSplit"}
+"""Ops whose input quantizer is their readers' (nncf moved it up): kept in float alone, they change nothing."""
+_DEQUANTIZE = _MOVERS | {"Convert", "Subtract", "Multiply"}
+"""Ops between a quantized value (a moved quantizer, int8 weights) and the op reading it (:func:`_reads_quantized`)."""
 _DEQUANTIZE_DEPTH = 6
 _INT_WEIGHTS = frozenset({"i8", "u8", "i4", "u4"})
 _RT_INFO = re.compile(r"<rt_info>.*?</rt_info>", re.S)
@@ -430,7 +432,10 @@ def _reads_quantized(op: Any) -> bool:
     :data:`_DEQUANTIZE_DEPTH` of the ops in :data:`_DEQUANTIZE` (nncf also moves a quantizer up through value
     movers: silero-vad's output ``ReduceMean`` reads it through a ``Squeeze``). nncf puts a value's quantizer on
     its readers' inputs, so an op that reads none (YOLOv8n's ``Swish`` activations after each conv's bias ``Add``)
-    is the same model kept in float."""
+    is the same model kept in float, and so is a mover (:data:`_AGNOSTIC`) whose input quantizer nncf moved up
+    from its readers (YOLOv8n's ``Split`` ops)."""
+    if op.get_type_name() in _AGNOSTIC:
+        return False
     pending = [(i.get_source_output().get_node(), 0) for i in op.inputs()]
     while pending:
         node, depth = pending.pop()

@@ -89,3 +89,19 @@ def test_model_digest_tells_apart_what_runs_not_names_or_the_request(tmp_path: P
     target = OpenVinoTarget()
     assert target.model_digest(naive, files) == target.model_digest(relu, files)
     assert target.model_digest(naive, files) != target.model_digest(conv, files)
+
+
+def test_compare_layers_marks_ops_that_read_nothing_quantized(tmp_path: Path) -> None:
+    """The Relu after a conv reads the bias Add's float output (nncf quantizes it at the next conv's input):
+    keeping it in float changes nothing, so the search must not spend a build on it."""
+    from edgec.targets.openvino import OpenVinoTarget
+
+    model = ov.convert_model(str(_biased_convs(tmp_path / "m.onnx")))
+    (tmp_path / "fp32").mkdir()
+    ov.save_model(model, tmp_path / "fp32" / "model.xml")
+    naive = _quantized(model, tmp_path / "naive", [])
+    feeds = [{"x": np.random.default_rng(9).standard_normal((1, 3, 8, 8)).astype(np.float32)}]
+    ranked = {d.node: d for d in OpenVinoTarget().compare_layers(tmp_path / "fp32" / "model.xml", naive / "model.xml", feeds)}
+    assert ranked["/model.0/act/Relu"].quantized is False
+    assert ranked["/model.1/conv/Conv/WithoutBiases"].quantized is True  # its input and weights are int8
+    assert ranked["/model.0/conv/Conv/WithoutBiases"].quantized is True  # int8 weights
