@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import math
 import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
 from edgec.core.errors import UnsupportedError
 from edgec.core.types import FORMAT_ONNX, ModelArtifact
 from edgec.frameworks import fidelity, onnx_utils
@@ -248,6 +250,12 @@ class OnnxTarget(OnnxLayers, Target):
             return [("quantize_static", {"method": method, **int8_ops(choice, True), **recurrent, **exclude})]
         ops, recurrent = dynamic_recurrent(int8_ops(choice, False), options.recurrent), recurrent_options(options.recurrent)
         return [("quantize_dynamic", {**ops, **recurrent, **exclude})]
+
+    def reuse(self) -> AbstractContextManager[Any]:
+        """A scope whose static INT8 builds share onnxruntime's calibration ranges per model file, calibration set,
+        method and options: a ``--max-drop`` search calibrates once per method, not once per candidate and
+        ``quantize_ops`` list (:mod:`edgec.compiler.passes._calibration_reuse`)."""
+        return _onnx_reuse.sharing()
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:
         shutil.copyfile(artifact.path, bundle_dir / MODEL_FILE)

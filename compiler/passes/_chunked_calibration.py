@@ -17,22 +17,39 @@ its calibration; an onnxruntime without the argument calibrates as before), writ
 has quantized (:func:`cache_option`).
 ``minmax`` stays onnxruntime's: its calibrator keeps a min and a max per tensor and sample, not the tensors, and
 its ``CalibMaxIntermediateOutputs`` option (unused here) drops every full chunk's samples in onnxruntime 1.32.
+
+Inside the onnx target's :meth:`~edgec.targets.onnx.OnnxTarget.reuse` scope (a ``--max-drop`` search's candidates,
+:mod:`edgec.compiler.passes._calibration_reuse`) the ranges of every method, minmax included (onnxruntime's own MinMax calibrator,
+created as ``quantize_static`` creates it: :func:`minmax_file`), are calibrated for every op type once per model
+file, calibration set, method and extra options (:func:`shared_key`) and reach each candidate, restricted to the
+tensors its op types calibrate (:func:`shared_file`), through the same argument: one calibration per key instead
+of one per candidate.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
+from edgec.core.types import sha256_file
+
 Feeds = Callable[[], Iterator[dict[str, np.ndarray]]]
 CALIBRATOR_OPTIONS = {"CalibTensorRangeSymmetric": "symmetric", "CalibPercentile": "percentile"}
 """The ``quantize_static`` extra options its histogram calibrators read, and their ``create_calibrator`` names."""
+MINMAX_OPTIONS = {"CalibTensorRangeSymmetric": "symmetric", "CalibMovingAverage": "moving_average",
+                  "CalibMovingAverageConstant": "averaging_constant", "CalibMaxIntermediateOutputs": "max_intermediate_outputs"}
+"""The ``quantize_static`` extra options its MinMax calibrator reads, and their ``create_calibrator`` names (1.32)."""
+UNSHARED_MINMAX = ("CalibStridedMinMax", "BlockSize", "TensorQuantOverrides")
+"""Extra options under which ``quantize_static``'s MinMax calibration is not :func:`minmax_file`'s: strided
+collection, or a model it first moves to another opset (``update_opset_version``); such builds share nothing."""
 
 
 def ranges_file(model: Path, feeds: Feeds, method: Any, op_types: list[str] | None, extra_options: dict[str, Any],
@@ -139,7 +156,7 @@ def empty_histogram(low: np.ndarray, high: np.ndarray, smallest: np.ndarray, bin
 class _Reader:
     """A ``CalibrationDataReader`` over a list of feeds (onnxruntime checks the ``get_next`` method only)."""
 
-    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
         self._feeds = iter(feeds)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -148,19 +165,104 @@ class _Reader:
 
 @contextlib.contextmanager
 def cache_option(quantize_static: Callable[..., Any], model: Path, feeds: Feeds, method: Any,
-                 op_types: list[str] | None, extra_options: dict[str, Any], work_dir: Path) -> Iterator[dict[str, str]]:
-    """``quantize_static``'s ``calibration_cache_path`` argument holding ranges calibrated here, one sample at a
-    time (in a folder of ``work_dir`` removed on exit): for the histogram methods, when this onnxruntime takes the
-    argument (1.32 does) and SmoothQuant (which calibrates its own rewritten model) is off; else no argument, and
-    onnxruntime calibrates.
+                 op_types: list[str] | None, extra_options: dict[str, Any], work_dir: Path,
+                 calibration: Hashable | None = None) -> Iterator[dict[str, str]]:
+    """``quantize_static``'s ``calibration_cache_path`` argument holding ranges calibrated here (in a folder of
+    ``work_dir`` removed on exit) when this onnxruntime takes the argument (1.32 does) and SmoothQuant (which
+    calibrates its own rewritten model) is off: for the histogram methods, one sample at a time; inside the onnx
+    target's reuse scope, for every method, shared per :func:`shared_key` (``calibration``: the calibration set's
+    digest and sample count; see :func:`shared_file`). Else no argument, and onnxruntime calibrates.
 
     Raises:
         ValueError: when ``feeds`` yields nothing.
     """
-    if method.name == "MinMax" or extra_options.get("SmoothQuant"):
+    if extra_options.get("SmoothQuant") or "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         yield {}
-    elif "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return
+    key = shared_key(model, calibration, method, extra_options)
+    if key is None and method.name == "MinMax":
         yield {}
-    else:
-        with tempfile.TemporaryDirectory(dir=work_dir, prefix="calibrate-") as tmp:
-            yield {"calibration_cache_path": str(ranges_file(model, feeds, method, op_types, extra_options, Path(tmp)))}
+        return
+    with tempfile.TemporaryDirectory(dir=work_dir, prefix="calibrate-") as tmp:
+        path = (shared_file(key, model, feeds, method, op_types, extra_options, Path(tmp)) if key is not None
+                else ranges_file(model, feeds, method, op_types, extra_options, Path(tmp)))
+        yield {"calibration_cache_path": str(path)}
+
+
+def shared_key(model: Path, calibration: Hashable | None, method: Any, extra_options: dict[str, Any]) -> Hashable | None:
+    """What decides ``quantize_static``'s ranges (onnxruntime 1.32) besides the op types (:func:`shared_file`):
+    the model file's digest, the calibration set, the method and the extra options (all of them: the
+    calibrator's, and those that move the model to another opset first), never ``nodes_to_exclude``, which
+    only the quantizer reads. None outside a reuse scope, without ``calibration``, or for a minmax build
+    :func:`minmax_file` would not calibrate as onnxruntime does (:data:`UNSHARED_MINMAX`, opset under 10)."""
+    if calibration is None or _onnx_reuse.current() is None:
+        return None
+    if method.name == "MinMax" and (any(extra_options.get(o) for o in UNSHARED_MINMAX) or opset(model) < 10):
+        return None
+    return sha256_file(model), calibration, method.name, json.dumps(extra_options, sort_keys=True, default=str)
+
+
+def opset(model: Path) -> int:
+    """The model's ``ai.onnx`` opset (onnxruntime converts models under 10 before calibrating them)."""
+    import onnx
+
+    imports = onnx.load(str(model), load_external_data=False).opset_import
+    return next((o.version for o in imports if o.domain in ("", "ai.onnx")), 0)
+
+
+def shared_file(key: Hashable, model: Path, feeds: Feeds, method: Any, op_types: list[str] | None,
+                extra_options: dict[str, Any], folder: Path) -> Path:
+    """The ranges of the tensors a calibrator for ``op_types`` calibrates, written in ``folder``.
+
+    The reuse scope keeps, per ``key``, the ranges of every tensor of every op type onnxruntime quantizes (and of
+    ``op_types``), calibrated once; a calibrator's ranges are per tensor (a min and a max, or a histogram, of that
+    tensor alone), so another op list's are those ranges restricted to the tensors its calibrator selects. A
+    ``--max-drop`` search's ``quantize_ops`` lists then share one calibration per method.
+    """
+    every = sorted({*all_quantized_op_types(), *(op_types or ())})
+    kept = _onnx_reuse.kept((key, tuple(every)))
+    if kept is None:
+        calibrate = minmax_file if method.name == "MinMax" else ranges_file
+        kept = calibrate(model, feeds, method, every, extra_options, folder).read_bytes()
+        _onnx_reuse.keep((key, tuple(every)), kept)
+    if sorted(set(op_types or all_quantized_op_types())) != every:
+        wanted = calibrated_tensors(model, op_types)
+        payload = json.loads(kept)
+        payload["data"] = {name: value for name, value in payload["data"].items() if name in wanted}
+        kept = json.dumps(payload).encode()
+    (folder / "ranges.json").write_bytes(kept)
+    return folder / "ranges.json"
+
+
+def calibrated_tensors(model: Path, op_types: list[str] | None) -> set[str]:
+    """The tensors onnxruntime's calibrators calibrate for ``op_types`` (None: every type it quantizes), chosen by
+    its own ``select_tensors_to_calibrate`` on the model as a calibrator loads it."""
+    from types import SimpleNamespace
+
+    from onnxruntime.quantization.calibrate import CalibraterBase
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    selector = SimpleNamespace(op_types_to_calibrate=op_types or all_quantized_op_types())
+    tensors, _ = CalibraterBase.select_tensors_to_calibrate(selector, load_model_with_shape_infer(model))  # type: ignore[arg-type]
+    return set(tensors)
+
+
+def minmax_file(model: Path, feeds: Feeds, method: Any, op_types: list[str] | None, extra_options: dict[str, Any],
+                folder: Path) -> Path:
+    """Calibrate ``model`` with onnxruntime's MinMax calibrator as ``quantize_static`` does (every sample in one
+    ``collect_data``, the same options) and save the ranges where ``calibration_cache_path`` reads them.
+
+    Raises:
+        ValueError: when ``feeds`` yields nothing (onnxruntime's "No data is collected.").
+    """
+    from onnxruntime.quantization import create_calibrator, save_tensors_data
+
+    options = {key: extra_options[name] for name, key in MINMAX_OPTIONS.items() if name in extra_options}
+    calibrator = create_calibrator(model, op_types or all_quantized_op_types(),
+                                   augmented_model_path=str(folder / "augmented.onnx"),
+                                   calibrate_method=method, extra_options=options)
+    calibrator.collect_data(_Reader(feeds()))
+    ranges = calibrator.compute_data()
+    del calibrator
+    save_tensors_data(ranges, folder / "ranges.json")
+    return folder / "ranges.json"

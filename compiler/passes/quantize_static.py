@@ -9,6 +9,10 @@ An output ``Concat`` that joins parts whose calibrated ranges differ by more tha
 (10x by default: a detector's boxes 0-320 beside its class probabilities 0-1) stays float, with the moves
 after it (see :mod:`edgec.compiler.passes._mixed_outputs`); the stats list it under ``kept_float_outputs``.
 
+Inside the onnx target's reuse scope (a ``--max-drop`` search's candidates, :mod:`edgec.compiler.passes._calibration_reuse`) the
+calibration ranges and the mixed-range check are computed once per model, calibration set and method, not once
+per candidate.
+
 A ``Gemm`` bias stored as a ``(1, N)`` row (tf2onnx writes them so) is given to the quantizer as the ``(N,)``
 vector it means: onnxruntime's int32-bias check indexes per-channel biases by output channel and fails on a
 2-D one (``The truth value of an array with more than one element is ambiguous``). The stats count them
@@ -29,13 +33,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgec.calibration.dataset import CalibrationSet
+from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
 from edgec.compiler.passes._chunked_calibration import cache_option
 from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
 from edgec.compiler.passes._recurrent_int8 import RecurrentOptions, quantize_recurrent
 from edgec.compiler.passes._subgraph_weights import require_quantized
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import require
-from edgec.core.types import ModelArtifact
+from edgec.core.types import ModelArtifact, sha256_file
 from edgec.frameworks import onnx_utils
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -127,7 +132,8 @@ class QuantizeStatic(Pass):
         op_types = op_list(opts)
         method = getattr(q.CalibrationMethod, METHOD_NAMES[opts.method])
         extra = {"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options}
-        calibrated = cache_option(q.quantize_static, source, ctx.calibration.feeds, method, op_types, extra, ctx.work_dir)
+        calibrated = cache_option(q.quantize_static, source, ctx.calibration.feeds, method, op_types, extra, ctx.work_dir,
+                                  (ctx.calibration.digest, len(ctx.calibration)))  # shared in a --max-drop search
         with contextlib.redirect_stdout(io.StringIO()), calibrated as cache:  # histogram calibrators print to stdout
             q.quantize_static(
                 str(source),
@@ -167,7 +173,7 @@ class QuantizeStatic(Pass):
         if ratio is None:
             return path, []
         model = onnx_utils.load_model(path)
-        mixed = mixed_outputs(path, model, ctx.calibration, ratio)
+        mixed = shared_mixed_outputs(path, model, ctx.calibration, ratio)
         if not mixed:
             return path, []
         for m in mixed:
@@ -176,6 +182,12 @@ class QuantizeStatic(Pass):
         if name_nodes(model):
             path = ctx.work_dir / "named.onnx"
             onnx_utils.save_model(model, path)
-            mixed = mixed_outputs(path, model, ctx.calibration, ratio)
+            mixed = shared_mixed_outputs(path, model, ctx.calibration, ratio)
         return path, mixed
 
+
+def shared_mixed_outputs(path: Path, model: Any, calibration: CalibrationSet, ratio: float) -> list[MixedOutput]:
+    """:func:`mixed_outputs`, found once per model file, calibration set and ratio inside the onnx target's reuse
+    scope (the candidates of one ``--max-drop`` search: :mod:`edgec.compiler.passes._calibration_reuse`)."""
+    key = None if _onnx_reuse.current() is None else (sha256_file(path), calibration.digest, len(calibration), ratio)
+    return _onnx_reuse.mixed_outputs(key, lambda: mixed_outputs(path, model, calibration, ratio))
