@@ -24,6 +24,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -258,9 +259,11 @@ class Build:
         """The stages that depend on the precision, ending with the bundle published at ``final``."""
         config = self.config
         request = self.request(prepared.calibration, prepared.golden)
-        fidelity = self.fidelity(prepared, request) if config.max_drop is not None or config.report_layers else None
-        request = fidelity.apply(request) if fidelity is not None else request
-        artifact, records = self.precision(prepared, request)
+        measured = config.max_drop is not None or config.report_layers
+        with self.target.reuse() if measured else nullcontext():  # the final passes redo the chosen candidate's
+            fidelity = self.fidelity(prepared, request) if measured else None
+            request = fidelity.apply(request) if fidelity is not None else request
+            artifact, records = self.precision(prepared, request)
         manifest = self.assemble(prepared, PrecisionOutcome(artifact, request, tuple(records), fidelity), final, before_publish)
         self.log(f"bundle written to {final}")
         return BuildOutcome(final, manifest, self.cache.hits, self.cache.misses, fidelity, self.warnings(manifest))

@@ -49,7 +49,12 @@ _SHARED: contextvars.ContextVar[Shared | None] = contextvars.ContextVar("edgec_o
 
 @contextlib.contextmanager
 def sharing() -> Iterator[Shared]:
-    """A scope in which exports share conversions and statistics; what it kept is dropped when it ends."""
+    """A scope in which exports share conversions and statistics; what it kept is dropped when it ends. Inside another scope it is
+    that scope (a build's search and its final precision passes share one)."""
+    outer = _SHARED.get()
+    if outer is not None:
+        yield outer
+        return
     scope = Shared()
     token = _SHARED.set(scope)
     try:

@@ -160,6 +160,7 @@ def test_max_drop_search_on_onnx_calibrates_once_per_method_and_chooses_as_befor
     steps = [(s["calibration"], s["variant"]) for s in record["steps"]]
     assert len(steps) > len(set(steps)) >= 3  # candidates that differ only in their float layers
     assert calibrations.count(True) == len({method for method, _ in steps})  # one per method inside the search
+    assert calibrations.count(False) == 0  # and the final precision passes, after it, reuse the chosen one's
     monkeypatch.setattr(OnnxTarget, "reuse", lambda self: contextlib.nullcontext())
     calibrations.clear()
     unshared = searched("alone")
