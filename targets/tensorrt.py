@@ -30,12 +30,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections import defaultdict
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import field_validator
 
+from edgec.compiler.passes import _calibration_reuse
 from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, brief, require
 from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec, batch_dims, default_shape
 from edgec.frameworks import onnx_utils
@@ -151,6 +153,11 @@ class TensorRTTarget(OnnxLayers, Target):
         """An engine is built for this GPU and driver, or not at all: both are part of the export's key."""
         reason = shim.engine_unavailable_reason()
         return {**super().export_cache_key(), "engine": reason or shim.gpu_info()}
+
+    def reuse(self) -> AbstractContextManager[Any]:
+        """The candidates of one ``--max-drop`` search share calibration ranges, as the onnx target's do (the
+        same ``quantize_static`` pass: :mod:`edgec.compiler.passes._calibration_reuse`)."""
+        return _calibration_reuse.sharing()
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:
         if request.precision != "int8":
