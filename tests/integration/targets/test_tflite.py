@@ -263,10 +263,12 @@ def test_onnx_route_declares_nhwc_and_transposes_golden_data(onnx_int8_bundle: d
     np.testing.assert_allclose(golden_out[0]["features"], ref_features.transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(golden_out[0]["logits"], ref_logits, rtol=1e-5, atol=1e-5)
     assert m.parity["outputs"]["logits"]["cosine"] > 0.99 and m.parity["outputs"]["features"]["cosine"] > 0.99
-    rewrites = [(p["name"], p["modified"], p["stats"]) for p in m.passes][-4:]  # nothing to rewrite: listed, unmodified
+    rewrites = [(p["name"], p["modified"], p["stats"]) for p in m.passes][-5:]  # nothing to rewrite: listed, unmodified
     assert rewrites == [("split_reduce_l2", False, {"split": 0, "not_split": {}}),
                         ("fuse_gelu", False, {"fused": 0, "not_fused": {}}), ("split_slice", False, {"split": 0}),
-                        ("edge_pad_pools", False, {"rewritten": 0})]
+                        ("edge_pad_pools", False, {"rewritten": 0}),  # then full-integer INT8's own pass:
+                        ("expand_activations", False, {"prelu": 0, "leaky_relu": 0, "hard_swish": 0, "hard_sigmoid": 0,
+                                                       "not_expanded": {}})]
 
 
 def test_verify_cli_rechecks_an_onnx_route_bundle(onnx_int8_bundle: dict[str, Path]) -> None:
