@@ -6,7 +6,7 @@
 Runs one ``edgec build ... --max-drop`` twice in this process (after a plain INT8 build that loads every
 library): once with :meth:`~edgec.targets.onnx.OnnxTarget.reuse` off (every candidate's ``quantize_static``
 calibrates over every sample, as before) and once on (one calibration per model file, calibration set, method,
-op types and options: :mod:`edgec.compiler.passes._calibration_reuse`). Both are onnxruntime's real quantization measured with
+op types and options: :mod:`edgec.targets._calibration_reuse`). Both are onnxruntime's real quantization measured with
 onnxruntime. Printed per run: the search's wall time, the seconds per candidate (``quantize``: the static INT8
 pass), the time in each phase (``collect ...`` and ``quantize_static`` are inside ``quantize``; onnxruntime's
 ``quantize_static`` includes its own calibration when nothing is shared) and how many calibrators were created,

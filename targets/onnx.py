@@ -36,10 +36,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
 from edgec.core.errors import UnsupportedError
 from edgec.core.types import FORMAT_ONNX, ModelArtifact
 from edgec.frameworks import fidelity, onnx_utils
+from edgec.targets import _calibration_reuse as _onnx_reuse
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -254,7 +254,7 @@ class OnnxTarget(OnnxLayers, Target):
     def reuse(self) -> AbstractContextManager[Any]:
         """A scope whose static INT8 builds share onnxruntime's calibration ranges per model file, calibration set,
         method and options: a ``--max-drop`` search calibrates once per method, not once per candidate and
-        ``quantize_ops`` list (:mod:`edgec.compiler.passes._calibration_reuse`)."""
+        ``quantize_ops`` list (:mod:`edgec.targets._calibration_reuse`)."""
         return _onnx_reuse.sharing()
 
     def export(self, artifact: ModelArtifact, bundle_dir: Path, request: PrecisionRequest, work_dir: Path) -> ExportResult:

@@ -37,12 +37,12 @@ from typing import Any
 import numpy as np
 from pydantic import field_validator
 
-from edgec.compiler.passes import _calibration_reuse
 from edgec.core.errors import CalibrationError, ConfigError, ExportError, UnsupportedError, brief, require
 from edgec.core.types import FORMAT_ONNX, ModelArtifact, TensorSpec, batch_dims, default_shape
 from edgec.frameworks import onnx_utils
 from edgec.runtime_shims import tensorrt as shim
 from edgec.runtime_shims.base import RunnerError
+from edgec.targets import _calibration_reuse
 from edgec.targets.base import ExportResult, PassStep, PrecisionRequest, Target
 from edgec.targets.onnx import ORT_CALIBRATION_METHODS, OnnxLayers
 from edgec.targets.options import TargetOptions, option
@@ -156,7 +156,7 @@ class TensorRTTarget(OnnxLayers, Target):
 
     def reuse(self) -> AbstractContextManager[Any]:
         """The candidates of one ``--max-drop`` search share calibration ranges, as the onnx target's do (the
-        same ``quantize_static`` pass: :mod:`edgec.compiler.passes._calibration_reuse`)."""
+        same ``quantize_static`` pass: :mod:`edgec.targets._calibration_reuse`)."""
         return _calibration_reuse.sharing()
 
     def precision_passes(self, request: PrecisionRequest, artifact: ModelArtifact) -> list[PassStep]:

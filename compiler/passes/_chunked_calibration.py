@@ -19,7 +19,7 @@ has quantized (:func:`cache_option`).
 its ``CalibMaxIntermediateOutputs`` option (unused here) drops every full chunk's samples in onnxruntime 1.32.
 
 Inside the onnx target's :meth:`~edgec.targets.onnx.OnnxTarget.reuse` scope (a ``--max-drop`` search's candidates,
-:mod:`edgec.compiler.passes._calibration_reuse`) the ranges of every method, minmax included (onnxruntime's own MinMax calibrator,
+:mod:`edgec.targets._calibration_reuse`) the ranges of every method, minmax included (onnxruntime's own MinMax calibrator,
 created as ``quantize_static`` creates it: :func:`minmax_file`), are calibrated for every op type once per model
 file, calibration set, method and extra options (:func:`shared_key`) and reach each candidate, restricted to the
 tensors its op types calibrate (:func:`shared_file`), through the same argument: one calibration per key instead
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
 from edgec.core.types import sha256_file
+from edgec.targets import _calibration_reuse as _onnx_reuse
 
 Feeds = Callable[[], Iterator[dict[str, np.ndarray]]]
 CALIBRATOR_OPTIONS = {"CalibTensorRangeSymmetric": "symmetric", "CalibPercentile": "percentile"}

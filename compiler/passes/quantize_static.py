@@ -9,7 +9,7 @@ An output ``Concat`` that joins parts whose calibrated ranges differ by more tha
 (10x by default: a detector's boxes 0-320 beside its class probabilities 0-1) stays float, with the moves
 after it (see :mod:`edgec.compiler.passes._mixed_outputs`); the stats list it under ``kept_float_outputs``.
 
-Inside the onnx target's reuse scope (a ``--max-drop`` search's candidates, :mod:`edgec.compiler.passes._calibration_reuse`) the
+Inside the onnx target's reuse scope (a ``--max-drop`` search's candidates, :mod:`edgec.targets._calibration_reuse`) the
 calibration ranges and the mixed-range check are computed once per model, calibration set and method, not once
 per candidate.
 
@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgec.calibration.dataset import CalibrationSet
-from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
 from edgec.compiler.passes._chunked_calibration import cache_option
 from edgec.compiler.passes._mixed_outputs import MixedOutput, mixed_outputs, name_nodes
 from edgec.compiler.passes._recurrent_int8 import RecurrentOptions, quantize_recurrent
@@ -42,6 +41,7 @@ from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact, sha256_file
 from edgec.frameworks import onnx_utils
+from edgec.targets import _calibration_reuse as _onnx_reuse
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -188,6 +188,6 @@ class QuantizeStatic(Pass):
 
 def shared_mixed_outputs(path: Path, model: Any, calibration: CalibrationSet, ratio: float) -> list[MixedOutput]:
     """:func:`mixed_outputs`, found once per model file, calibration set and ratio inside the onnx target's reuse
-    scope (the candidates of one ``--max-drop`` search: :mod:`edgec.compiler.passes._calibration_reuse`)."""
+    scope (the candidates of one ``--max-drop`` search: :mod:`edgec.targets._calibration_reuse`)."""
     key = None if _onnx_reuse.current() is None else (sha256_file(path), calibration.digest, len(calibration), ratio)
     return _onnx_reuse.mixed_outputs(key, lambda: mixed_outputs(path, model, calibration, ratio))

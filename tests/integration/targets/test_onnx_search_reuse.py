@@ -1,5 +1,5 @@
 """The onnx target's shared calibration between the candidates of one ``--max-drop`` search
-(:meth:`OnnxTarget.reuse`, :mod:`edgec.compiler.passes._calibration_reuse`): one calibration per model file, calibration set,
+(:meth:`OnnxTarget.reuse`, :mod:`edgec.targets._calibration_reuse`): one calibration per model file, calibration set,
 method and options (every op list's ranges restricted from one calibration), with INT8 models byte-identical to builds that share nothing, and nothing kept
 after the scope. Calibrations are counted by wrapping onnxruntime's real ``create_calibrator`` (the one its
 ``quantize_static`` calls and the one edgec calls)."""
@@ -18,12 +18,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec.calibration.dataset import CalibrationSet, load_calibration
 from edgec.compiler.config import BuildConfig
-from edgec.compiler.passes import _calibration_reuse as _onnx_reuse
 from edgec.compiler.passes import _chunked_calibration
 from edgec.compiler.passes.base import PassContext, make_pass
 from edgec.compiler.pipeline import build
 from edgec.core.types import ModelArtifact
 from edgec.frameworks.onnx_utils import artifact_from_file
+from edgec.targets import _calibration_reuse as _onnx_reuse
 from edgec.targets.base import PrecisionRequest
 from edgec.targets.onnx import OnnxOptions, OnnxTarget
 from tests.support.models import fragile_assets, make_calib, save_graph
