@@ -235,29 +235,57 @@ def float_nodes(reference: Path, layers: list[str]) -> tuple[str, ...]:
 # ---- selective quantization -----------------------------------------------------------------------------
 
 
-def quantize_excluding(converter: Any, exclude: tuple[str, ...]) -> bytes:
-    """Full-integer INT8 with the ops named in ``exclude`` (their output tensor names) kept in float.
-
-    What ``QuantizationDebugger.get_nondebug_quantized_model`` does, with the converter's own settings: the
-    converter only calibrates (its representative dataset), then ``mlir_quantize`` quantizes the calibrated
-    model with the nodes denylisted and the converter's input/output types, and duplicate read-only
-    buffers are merged as ``convert()`` does. The converter must allow float builtins
-    (``TFLITE_BUILTINS``) beside ``TFLITE_BUILTINS_INT8``.
-
-    Raises:
-        ConfigError: a name in ``exclude`` is not an op output of the model.
-    """
-    return quantize_calibrated(converter, calibrate_only(converter), exclude)
-
-
 def calibrate_only(converter: Any) -> bytes:
-    """The float model with the converter's calibration statistics (what :func:`quantize_calibrated` takes)."""
+    """The float model with calibration statistics (what :func:`quantize_calibrated` takes): the converter's,
+    each op output's range then measured again on the converter's representative dataset
+    (:func:`measured_statistics`)."""
     converter._experimental_calibrate_only = True
-    return bytes(converter.convert())
+    calibrated = bytes(converter.convert())
+    dataset = converter.representative_dataset  # the converter wraps the callable in a RepresentativeDataset
+    samples = getattr(dataset, "input_gen", dataset)
+    return measured_statistics(calibrated, list(samples())) if samples is not None else calibrated
+
+
+def measured_statistics(calibrated: bytes, samples: list[Feed]) -> bytes:
+    """``calibrated`` with the min and max of every op output that has statistics measured on ``samples`` with
+    all tensors preserved.
+
+    TensorFlow 2.21's calibrator reads a tensor after a later op has reused its buffer in place (an elementwise
+    op writing over its input), so the tensor gets the union of both ranges: magika's ``MUL(x, 0.0447)`` of a
+    GELU took ``x * x * 0.0447``'s maximum (2929 for 11.4), its int8 scale 11.5 made it all 0 (top-1 0.05);
+    the ``RESHAPE`` before its LayerNorm's reciprocal took the reciprocal's 1000 for 0.19, every divisor became
+    the zero point and LiteRT refused to run (``div.cc: data[i] != zero_point``). 14 of its 60 ops had such ranges."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    if not samples:
+        return calibrated
+    interpreter = _interpreter(calibrated, preserve=True)
+    names = {_tensor(interpreter, int(i))["name"] for op in interpreter._get_ops_details() for i in op["outputs"] if i >= 0}
+    readable = _readable(interpreter, names)
+    low: dict[str, float] = {}
+    high: dict[str, float] = {}
+    for feed in samples:
+        for name, value in _run(interpreter, feed, readable, {}).items():
+            low[name] = min(low.get(name, np.inf), float(np.min(value)))
+            high[name] = max(high.get(name, -np.inf), float(np.max(value)))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    for tensor in model.subgraphs[0].tensors:
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+        stats = tensor.quantization
+        if name in low and stats is not None and stats.min is not None and len(stats.min) == 1:
+            stats.min, stats.max = np.array([low[name]], np.float32), np.array([high[name]], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def quantize_calibrated(converter: Any, calibrated: bytes, exclude: tuple[str, ...]) -> bytes:
-    """The second step of :func:`quantize_excluding`, on a model from :func:`calibrate_only`.
+    """Full-integer INT8 of a model from :func:`calibrate_only` with the ops named in ``exclude`` (their output
+    tensor names) kept in float.
+
+    What ``QuantizationDebugger.get_nondebug_quantized_model`` does, with the converter's own settings: the
+    converter only calibrated (its representative dataset), then ``mlir_quantize`` quantizes the calibrated
+    model with the nodes denylisted and the converter's input/output types, and duplicate read-only
+    buffers are merged as ``convert()`` does. The converter must allow float builtins
+    (``TFLITE_BUILTINS``) beside ``TFLITE_BUILTINS_INT8``.
 
     Raises:
         ConfigError: a name in ``exclude`` is not an op output of the model.

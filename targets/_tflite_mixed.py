@@ -212,12 +212,19 @@ def without_float_stats(calibrated: bytes, ops: tuple[str, ...], kept: tuple[str
 
 SQUARES = frozenset({"SQUARE", "SQUARED_DIFFERENCE"})
 """Ops that square (with ``MUL(x, x)`` and ``POW(x, 2)``), where a square-root chain starts (:func:`square_float_nodes`)."""
-SQUARE_SUMS = MOVES | {"ADD", "SUM", "MEAN"}
-"""Ops that carry squares on to their root (with scaling: ``MUL`` by a constant, ``DIV`` by one)."""
+SQUARE_SUMS = MOVES | {"ADD", "SUB", "SUM", "MEAN", "MAXIMUM", "RELU"}
+"""Ops that carry squares on to their root (with scaling: ``MUL`` by a constant, ``DIV`` by one): ``SUB`` joins a
+variance from moments, ``E[x^2] - E[x]^2``, which ``MAXIMUM``/``RELU`` keeps at or above 0."""
 ROOTS = frozenset({"SQRT", "RSQRT", "LOG"})
 """Ops that take the root of a sum of squares (with ``POW`` by an exponent below 1)."""
-ONNX_ROOTS = frozenset({"Sqrt", "Log", "Pow", "ReduceL2", "ReduceLogSumExp"})
-"""ONNX ops that can become a root in TFLite (:func:`has_square_root`)."""
+SQUASHES = frozenset({"TANH", "LOGISTIC"})
+"""Bounded ops that end a chain of powers like a root: a tanh-approximated GELU's ``tanh(k * (x + 0.0447 x^3))``."""
+NORM_ROOTS = frozenset({"SQRT", "RSQRT"})
+"""Roots a normalization divides by (:func:`_normalization`)."""
+ONNX_ROOTS = frozenset({"Sqrt", "Log", "Pow", "ReduceL2", "ReduceLogSumExp", "Tanh", "Sigmoid"})
+"""ONNX ops that can become a root or a squash in TFLite (:func:`has_square_root`)."""
+CONSTANT_OUTPUT_OPS = frozenset({"ONE_HOT"})
+"""Ops whose int8 kernel copies constant inputs into the output (:func:`constant_output_nodes`)."""
 
 
 def has_square_root(path: Any) -> bool:
@@ -237,18 +244,44 @@ def square_float_nodes(calibrated: bytes) -> tuple[str, ...]:
     A square spans twice its input's range in decibels: one INT8 scale over a power spectrum leaves its quiet
     bins 0 or ``sqrt(scale)``, 6% of the loudest magnitude. silero-vad 16k (``sqrt(re^2 + im^2)`` of its STFT,
     16 held-out chunks): decisions 0.875 -> 1.000, speech probability mean error 0.19 -> 0.03 (its encoder's last
-    activation, read only by the float LSTM, kept float alone: 0.875). The onnx and openvino targets keep them float too."""
+    activation, read only by the float LSTM, kept float alone: 0.875). The onnx and openvino targets keep them float too.
+
+    The same chains, wider (magika, a LayerNorm from moments and a tanh-approximated GELU):
+    1. A square may be any power of one tensor (``x * (x * (0.0447 * x))``), with the factors that make it; a
+       square of a mean (``E[x]^2``) takes the mean (``SUM`` or ``MEAN`` and its scaling) with it.
+    2. ``SUB`` and ``MAXIMUM`` carry squares: ``max(E[x^2] - E[x]^2, 0)``. In INT8 both moments take scales of
+       their own range, their difference cancels to 0 and the reciprocal's divisor is the zero point.
+    3. A ``SQRT``/``RSQRT`` root goes on to the normalization (:func:`_normalization`).
+    4. ``TANH`` and ``LOGISTIC`` end a chain of powers as a root does: GELU's ``x + 0.0447 x^3`` on magika's
+       conv output (-185 to 256) spans 1e6, and one INT8 scale over it zeroes the tanh of every small value.
+    magika (held-out files, top-1 vs FP32): kept float with its ``ONE_HOT`` (:func:`constant_output_nodes`),
+    64 files 1.000; without rule 4, 0.906; without rules 1-3, LiteRT refuses to run it."""
     interpreter = _interpreter(calibrated)
     nodes = graph_nodes(interpreter)
     producer = {n.output: n for n in nodes}
+    readers: dict[str, list[NodeInfo]] = {}
+    for node in nodes:
+        for tensor in node.inputs:
+            readers.setdefault(tensor, []).append(node)
     values = _constants(interpreter, {t for n in nodes for t in n.inputs} - set(producer))
     kept: set[str] = set()
     for node in nodes:
         exponent = _exponent(node, values)
-        if node.op in ROOTS or (exponent is not None and exponent < 1):
+        if node.op in ROOTS | SQUASHES or (exponent is not None and exponent < 1):
             chain = _square_chain(producer.get(node.inputs[0]), producer, values, set())
-            kept |= set(chain) | ({node.name} if chain else set())
+            if chain:
+                after = _normalization(node, readers, producer, values) if node.op in NORM_ROOTS else []
+                kept |= {*chain, node.name, *after}
     return tuple(n.name for n in nodes if n.name in kept)
+
+
+def constant_output_nodes(calibrated: bytes) -> tuple[str, ...]:
+    """The ops of :data:`CONSTANT_OUTPUT_OPS`, which full-integer INT8 always keeps float.
+
+    TensorFlow 2.21's quantizer gives a ``ONE_HOT``'s ``off_value`` a scale of its own (zero point 0) where the
+    kernel copies it into an output of zero point -128: every 'off' reads 0.5 instead of 0 (magika's byte
+    embedding, cosine 0.12 to FP32)."""
+    return tuple(n.name for n in graph_nodes(_interpreter(calibrated)) if n.op in CONSTANT_OUTPUT_OPS)
 
 
 def _constants(interpreter: Any, tensors: set[str]) -> dict[str, np.ndarray]:
@@ -277,9 +310,14 @@ def _square_chain(node: NodeInfo | None, producer: dict[str, NodeInfo], values: 
     if node is None or node.name in seen:
         return []
     seen.add(node.name)
-    if node.op in SQUARES or _exponent(node, values) == 2 or (node.op == "MUL" and node.inputs[0] == node.inputs[-1]):
+    if node.op in SQUARES or _exponent(node, values) == 2:
         return [node.name]
     computed = [t for t in node.inputs if t not in values]
+    if node.op == "MUL" and len(computed) == 2 and _power(node.output, producer, values)[1] >= 2:
+        base = _power(node.output, producer, values)[0]
+        mean = producer.get(base)
+        means = [mean.name] if mean is not None and mean.op in {"SUM", "MEAN"} else []
+        return [*means, *_power_ops(node.output, base, producer, values)]
     divided = node.op == "DIV" and len(node.inputs) == 2 and node.inputs[1] in values
     scaling = divided or (node.op == "MUL" and len(computed) == 1)
     if node.op in MOVES:
@@ -288,3 +326,45 @@ def _square_chain(node: NodeInfo | None, producer: dict[str, NodeInfo], values: 
         return []
     below = [n for t in computed for n in _square_chain(producer.get(t), producer, values, seen)]
     return [*below, node.name] if below else []
+
+
+def _power(tensor: str, producer: dict[str, NodeInfo], values: dict[str, np.ndarray], depth: int = 0) -> tuple[str, int]:
+    """``(base, degree)`` of a tensor that is ``c * base ** degree`` through ``MUL``s (by constants, or of two
+    powers of one base) and the scaling after a ``SUM``/``MEAN`` (``E[x]``'s base is the sum); else ``(tensor, 1)``."""
+    node = producer.get(tensor)
+    computed = [t for t in node.inputs if t not in values] if node is not None else []
+    if node is None or node.op != "MUL" or depth > 16 or not computed:
+        return tensor, 1
+    if len(computed) == 1:
+        return _power(computed[0], producer, values, depth + 1)
+    (base, degree), (other, more) = (_power(t, producer, values, depth + 1) for t in computed[:2])
+    return (base, degree + more) if base == other else (tensor, 1)
+
+
+def _power_ops(tensor: str, base: str, producer: dict[str, NodeInfo], values: dict[str, np.ndarray]) -> list[str]:
+    """The ``MUL``s that make ``tensor`` from ``base`` (:func:`_power`), in execution order."""
+    node = producer.get(tensor)
+    if node is None or tensor == base or node.op != "MUL":
+        return []
+    below = [n for t in dict.fromkeys(node.inputs) if t not in values for n in _power_ops(t, base, producer, values)]
+    return [*dict.fromkeys(below), node.name]
+
+
+def _normalization(root: NodeInfo, readers: dict[str, list[NodeInfo]], producer: dict[str, NodeInfo],
+                   values: dict[str, np.ndarray]) -> list[str]:
+    """The ops that take a ``SQRT``/``RSQRT`` on to the normalization that divides by it: moves, a reciprocal
+    (``DIV`` of a constant), scaling by constants, then the first ``MUL``/``DIV`` with a computed tensor and the
+    ``SUB`` (``x - E[x]``) it reads; nothing when no such product follows. Left int8, the reciprocal of a small
+    variance (a LayerNorm's ``1/sqrt(var)``, 5 to 1000 over magika's calibration files) takes one scale over 200x."""
+    found: list[str] = []
+    for reader in readers.get(root.output, []):
+        computed = [t for t in reader.inputs if t not in values]
+        if reader.op in MOVES or (reader.op == "DIV" and reader.inputs[0] in values) or (
+                reader.op == "MUL" and len(computed) == 1):
+            after = _normalization(reader, readers, producer, values)
+            found += [reader.name, *after] if after else []  # only on the way to a normalization
+        elif reader.op in {"MUL", "DIV"}:
+            found.append(reader.name)
+            centred = [producer.get(t) for t in computed if t != root.output]
+            found += [n.name for n in centred if n is not None and n.op == "SUB"]
+    return found

@@ -46,7 +46,13 @@ dynamic-range INT8 for models that are mostly LSTM (MatMul-dominated; Resemblyze
 Full-integer INT8 of an ONNX model keeps float its squares summed up to their root (``sqrt(re^2 + im^2)`` of an
 STFT, an L2 norm: :func:`._tflite_mixed.square_float_nodes`, ``target_details.kept_float_squares``) unless
 ``--target-option squares=int8``: one INT8 scale over a power spectrum loses its quiet bins. silero-vad 16k:
-decisions 0.875 -> 1.000 on the zoo's held-out chunks (was refused by the collapse gate).
+decisions 0.875 -> 1.000 on the zoo's held-out chunks (was refused by the collapse gate). The same option keeps
+float a LayerNorm written from moments (``E[x^2] - E[x]^2`` to ``1/sqrt``, and the product it normalizes) and a
+power read by a tanh (a tanh-approximated GELU's ``x + 0.0447 x^3``). Full-integer INT8 always measures the
+calibration ranges again with every tensor kept (TensorFlow 2.21's calibrator gives a tensor that a later op
+overwrites in place that op's range too: :func:`._tflite_layers.measured_statistics`) and keeps ``ONE_HOT`` float
+(its quantized ``off_value`` reads 0.5). magika (file-type classifier, jax2tf and tf2onnx): exit 5 (LiteRT refused
+a ``DIV`` by the zero point) -> top-1 1.000 on the zoo's held-out files, 0.26x size, 0.39x time.
 
 Mixed precision (``--max-drop``) keeps some ops of a full-integer model in float with TensorFlow's
 selective quantization (denylisted nodes); ``--report-layers`` and ``edgec debug`` read intermediate
@@ -194,11 +200,13 @@ class TfliteTarget(Target, LayerTools):
     Options = TfliteOptions
     sparsity_gain = "size after compression"
     color = "#ff7f0e"
-    export_version = "5"
+    export_version = "6"
     """2: 3-D sequence inputs keep their layout; variables read by the graph are tracked (grouped convolutions).
     3: full-integer INT8 keeps output ``Concat``s of mixed ranges in float (:mod:`._tflite_mixed`).
     4: full-integer INT8 keeps unrolled recurrent ops and their state path in float (the ``recurrent`` option).
-    5: full-integer INT8 keeps square-root chains in float (the ``squares`` option)."""
+    5: full-integer INT8 keeps square-root chains in float (the ``squares`` option).
+    6: full-integer INT8 measures its ranges again with every tensor kept, keeps ``ONE_HOT`` float, and its
+    square-root chains take variances from moments, their normalization and powers read by a tanh."""
     onnx_rewrites = ("unroll_rnn", "split_reduce_l2", "fuse_gelu", "split_slice", "edge_pad_pools")
     """Exact rewrites onnx2tf needs (see those passes): a recurrent node with its state as an input trips it (and
     becomes a WHILE loop otherwise), ReduceL2 trips it, a bare Erf has no TFLite builtin, a Slice over several
@@ -297,12 +305,13 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
                         recurrent: RecurrentLayers | None = None, squares: bool = False,
                         ) -> tuple[bytes, list[MixedOutput], tuple[str, ...], tuple[str, ...]]:
     """Run ``TFLiteConverter`` on the serving signature with the plan's settings; with ``exclude`` (op output
-    tensor names), full-integer INT8 keeps those ops in float (:func:`._tflite_layers.quantize_excluding`).
+    tensor names), full-integer INT8 keeps those ops in float (:func:`._tflite_layers.quantize_calibrated`).
     With ``keep_mixed``, full-integer INT8 also keeps float the output ``CONCATENATION``s that join parts of
     very different ranges, and with ``recurrent`` the ops of those unrolled recurrent layers and their state path
     (:mod:`._tflite_mixed`), and with ``squares`` the ops of its square-root chains
-    (:func:`._tflite_mixed.square_float_nodes`); returns the model, those outputs, and the recurrent and
-    square-root ops kept float.
+    (:func:`._tflite_mixed.square_float_nodes`); full-integer INT8 always calibrates with measured ranges
+    (:func:`._tflite_layers.calibrate_only`) and keeps ``ONE_HOT`` float. Returns the model, those outputs, and
+    the recurrent and square-root ops kept float.
 
     Raises:
         ExportError: naming the ops the converter could not handle and the route, with its log.
@@ -313,20 +322,19 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
     try:
         with native_output_to(log_path):
             loops_asked = recurrent is not None and bool(recurrent.nodes)
-            if (keep_mixed or loops_asked or squares) and plan.kind == "full":
+            if plan.kind == "full":  # calibrated with measured ranges (calibrate_only), then quantized
                 converter = _converter(tf, saved, plan, samples, True)
                 calibrated = _tflite_layers.calibrate_only(converter)
                 mixed = _tflite_mixed.mixed_outputs(calibrated, samples) if keep_mixed else []
                 loops = _tflite_mixed.recurrent_float_nodes(calibrated, recurrent) if recurrent and loops_asked else ()
                 roots = _tflite_mixed.square_float_nodes(calibrated) if squares else ()
-                kept = tuple(dict.fromkeys((*exclude, *(n for m in mixed for n in m.nodes), *loops, *roots)))
+                copies = _tflite_mixed.constant_output_nodes(calibrated)
+                kept = tuple(dict.fromkeys((*exclude, *(n for m in mixed for n in m.nodes), *loops, *roots, *copies)))
                 if loops:
                     calibrated = _tflite_mixed.without_float_stats(calibrated, loops, kept)
-                if kept:
-                    return _tflite_layers.quantize_calibrated(converter, calibrated, kept), mixed, loops, roots
+                return _tflite_layers.quantize_calibrated(converter, calibrated, kept), mixed, loops, roots
             converter = _converter(tf, saved, plan, samples, bool(exclude))
-            model = _tflite_layers.quantize_excluding(converter, exclude) if exclude else bytes(converter.convert())
-            return model, [], (), ()
+            return bytes(converter.convert()), [], (), ()
     except EdgecError:
         raise
     except Exception as exc:  # the converter's errors (any type) on this model; a bug in edgec's steps is raised as one
