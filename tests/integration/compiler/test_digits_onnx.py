@@ -24,14 +24,12 @@ def held_out_accuracy(bundle: Path, eval_npz: Path) -> float:
 
 @pytest.fixture(scope="module")
 def bundles(digits_assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """fp32, fp16 and int8 bundles from one ``edgec build --precision fp32,fp16,int8`` (the source loaded once)."""
     out = tmp_path_factory.mktemp("digits-bundles")
-    built = {}
-    for precision in ("fp32", "fp16", "int8"):
-        proc = run_cli("build", str(digits_assets["pt2"]), "--target", "onnx", "--precision", precision,
-                       "--calib", str(digits_assets["calib"]), "--out", str(out))
-        assert proc.returncode == 0, proc.stderr
-        built[precision] = out / f"digits-onnx-{precision}"
-    return built
+    proc = run_cli("build", str(digits_assets["pt2"]), "--target", "onnx", "--precision", "fp32,fp16,int8",
+                   "--calib", str(digits_assets["calib"]), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return {precision: out / f"digits-onnx-{precision}" for precision in ("fp32", "fp16", "int8")}
 
 
 def test_fp32_bundle_matches_the_trained_model(bundles: dict[str, Path], digits_assets: dict[str, Path]) -> None:

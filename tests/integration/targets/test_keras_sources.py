@@ -137,23 +137,23 @@ def two_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_openvino_builds_keras_sources_matching_ports_by_name(two_inputs: Path, tmp_path: Path, precision: str) -> None:
+def test_openvino_builds_keras_sources_matching_ports_by_name(two_inputs: Path, tmp_path: Path) -> None:
+    """fp32 and static int8 from one CLI run (a matrix: TensorFlow loads once), each bundle checked on its own."""
     pytest.importorskip("openvino", reason="pip install 'edgec[openvino]'")
     import openvino as ov
 
-    args = ["--calib", str(two_inputs / "calib.npz"), "--int8-mode", "static"] if precision == "int8" else []
-    proc = run_cli("build", str(two_inputs / "two.keras"), "--target", "openvino", "--precision", precision,
-                   "--out", str(tmp_path), *args)
+    proc = run_cli("build", str(two_inputs / "two.keras"), "--target", "openvino", "--precision", "fp32,int8",
+                   "--out", str(tmp_path), "--calib", str(two_inputs / "calib.npz"), "--int8-mode", "static")
     assert proc.returncode == 0, proc.stderr
-    bundle = tmp_path / f"two-openvino-{precision}"
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["target_details"]["route"] == "keras"
-    assert manifest["parity"]["outputs"]["probs"]["cosine"] > (0.9999 if precision == "fp32" else 0.95)
-    model = ov.Core().read_model(str(bundle / "model.xml"))
-    shapes = {p.get_any_name(): p.get_partial_shape().to_string() for p in model.inputs}
-    assert shapes == {"zeta": "[?,8]", "alpha": "[?,6,6,3]"}
-    assert run_cli("verify", str(bundle)).returncode == 0
+    for precision in ("fp32", "int8"):
+        bundle = tmp_path / f"two-openvino-{precision}"
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert manifest["target_details"]["route"] == "keras"
+        assert manifest["parity"]["outputs"]["probs"]["cosine"] > (0.9999 if precision == "fp32" else 0.95)
+        model = ov.Core().read_model(str(bundle / "model.xml"))
+        shapes = {p.get_any_name(): p.get_partial_shape().to_string() for p in model.inputs}
+        assert shapes == {"zeta": "[?,8]", "alpha": "[?,6,6,3]"}
+        assert run_cli("verify", str(bundle)).returncode == 0
 
 
 def test_onnx_target_without_tf2onnx_names_the_extra_that_installs_it(two_inputs: Path, tmp_path: Path) -> None:
@@ -174,15 +174,15 @@ def test_onnx_target_without_tf2onnx_names_the_extra_that_installs_it(two_inputs
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["onnx", "tensorrt"])
-def test_onnx_targets_build_keras_sources_through_tf2onnx_in_source_order(two_inputs: Path, tmp_path: Path,
-                                                                          target: str) -> None:
+def test_onnx_targets_build_keras_sources_through_tf2onnx_in_source_order(two_inputs: Path, tmp_path: Path) -> None:
+    """onnx and tensorrt from one CLI run (a matrix: TensorFlow loads once), each bundle checked on its own."""
     pytest.importorskip("tf2onnx", reason="pip install 'edgec[tf2onnx]'")
-    proc = run_cli("build", str(two_inputs / "two.keras"), "--target", target, "--out", str(tmp_path))
+    proc = run_cli("build", str(two_inputs / "two.keras"), "--target", "onnx,tensorrt", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    bundle = tmp_path / f"two-{target}-fp32"
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["passes"][0]["name"] == "tf2onnx" and manifest["passes"][0]["stats"]["converter"].startswith("tf2onnx")
-    assert [(s["name"], s["shape"]) for s in manifest["inputs"]] == [("zeta", ["batch", 8]), ("alpha", ["batch", 6, 6, 3])]
-    assert min(o["cosine"] for o in manifest["parity"]["outputs"].values()) > 0.9999
-    assert run_cli("verify", str(bundle)).returncode == 0
+    for target in ("onnx", "tensorrt"):
+        bundle = tmp_path / f"two-{target}-fp32"
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert manifest["passes"][0]["name"] == "tf2onnx" and manifest["passes"][0]["stats"]["converter"].startswith("tf2onnx")
+        assert [(s["name"], s["shape"]) for s in manifest["inputs"]] == [("zeta", ["batch", 8]), ("alpha", ["batch", 6, 6, 3])]
+        assert min(o["cosine"] for o in manifest["parity"]["outputs"].values()) > 0.9999
+        assert run_cli("verify", str(bundle)).returncode == 0
