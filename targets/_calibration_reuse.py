@@ -23,11 +23,13 @@ is dropped when it ends.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from edgec.targets import _reuse_scope
 
 T = TypeVar("T")
 
@@ -47,26 +49,19 @@ class Shared:
     output_checks: int = 0
     """Mixed-range output checks run in this scope."""
 
+    def clear(self) -> None:
+        """Drop what the scope kept (its counts stay for benchmarks and tests)."""
+        self.ranges.clear()
+        self.outputs.clear()
+
 
 _SHARED: contextvars.ContextVar[Shared | None] = contextvars.ContextVar("edgec_onnx_shared", default=None)
 
 
-@contextlib.contextmanager
-def sharing() -> Iterator[Shared]:
+def sharing() -> AbstractContextManager[Shared]:
     """A scope in which INT8 builds share calibration ranges; what it kept is dropped when it ends. Inside another scope it is
     that scope (a build's search and its final precision passes share one)."""
-    outer = _SHARED.get()
-    if outer is not None:
-        yield outer
-        return
-    scope = Shared()
-    token = _SHARED.set(scope)
-    try:
-        yield scope
-    finally:
-        _SHARED.reset(token)
-        scope.ranges.clear()
-        scope.outputs.clear()
+    return _reuse_scope.entered(_SHARED, Shared)
 
 
 def current() -> Shared | None:

@@ -21,12 +21,14 @@ the same inputs, are done once. Outside the scope nothing is kept: everything ke
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import copy
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
+
+from edgec.targets import _reuse_scope
 
 Converted = tuple[Any, dict[str, Any], Any]
 """What conversion returns: the ``openvino.Model``, how it got there and the artifact it matches."""
@@ -43,26 +45,19 @@ class Shared:
     collections: int = 0
     """nncf statistics collections run in this scope (the others were served from what was kept)."""
 
+    def clear(self) -> None:
+        """Drop what the scope kept (its counts stay for benchmarks and tests)."""
+        self.models.clear()
+        self.statistics.clear()
+
 
 _SHARED: contextvars.ContextVar[Shared | None] = contextvars.ContextVar("edgec_openvino_shared", default=None)
 
 
-@contextlib.contextmanager
-def sharing() -> Iterator[Shared]:
+def sharing() -> AbstractContextManager[Shared]:
     """A scope in which exports share conversions and statistics; what it kept is dropped when it ends. Inside another scope it is
     that scope (a build's search and its final precision passes share one)."""
-    outer = _SHARED.get()
-    if outer is not None:
-        yield outer
-        return
-    scope = Shared()
-    token = _SHARED.set(scope)
-    try:
-        yield scope
-    finally:
-        _SHARED.reset(token)
-        scope.models.clear()
-        scope.statistics.clear()
+    return _reuse_scope.entered(_SHARED, Shared)
 
 
 def current() -> Shared | None:
