@@ -21,16 +21,12 @@ command line instead.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import importlib
 import json
-import re
 import tempfile
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from edgec.benchmarks import _search_timing
 
 PHASES = {
     "search": ("edgec.compiler.mixed_precision", "search"),
@@ -49,62 +45,11 @@ PHASES = {
 """Phase -> (module, function or Class.method) whose calls are timed and counted."""
 
 
-@contextlib.contextmanager
-def timed(seconds: dict[str, float]) -> Iterator[None]:
-    """Add the wall time and count of every call of each :data:`PHASES` function to ``seconds`` while inside."""
-    undo: list[tuple[Any, str, Any]] = []
-    for phase, (module, name) in PHASES.items():
-        owner: Any = importlib.import_module(module)
-        *path, attr = name.split(".")
-        for part in path:
-            owner = getattr(owner, part)
-        original = owner.__dict__[attr]
-        undo.append((owner, attr, original))
-        setattr(owner, attr, _timer(original, phase, seconds))
-    try:
-        yield
-    finally:
-        for owner, attr, original in reversed(undo):
-            setattr(owner, attr, original)
-
-
-def _timer(function: Callable[..., Any], phase: str, seconds: dict[str, float]) -> Callable[..., Any]:
-    @functools.wraps(function)  # the pass inspects quantize_static's signature
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - start
-            seconds[f"{phase} calls"] = seconds.get(f"{phase} calls", 0) + 1
-    return wrapper
-
-
 def run_build(config: Any, reuse: bool) -> dict[str, Any]:
     """One build with the search's sharing on or off: its phases, builds and what it chose."""
-    from edgec.compiler.pipeline import build
     from edgec.targets.onnx import OnnxTarget
 
-    seconds: dict[str, float] = {}
-    original = OnnxTarget.reuse
-    if not reuse:
-        OnnxTarget.reuse = lambda self: contextlib.nullcontext()  # type: ignore[method-assign,assignment]
-    start = time.perf_counter()
-    try:
-        with timed(seconds):
-            outcome = build(config)
-        record = (outcome.manifest.model_extra or {})["mixed_precision"]
-        result: dict[str, Any] = {"float_layers": record["float_layers"], "value": record["value"], "builds": record["builds"],
-                                  "steps": record["steps"]}
-    except Exception as exc:  # an unmet budget (exit 7) is a result too: the same message, the same best score
-        result = {"error": str(exc).splitlines()[0][:300]}
-        builds = re.search(r"after (\d+) builds", result["error"])
-        result["builds"] = int(builds.group(1)) if builds else 0
-    finally:
-        OnnxTarget.reuse = original  # type: ignore[method-assign]
-    result["build_s"] = round(time.perf_counter() - start, 2)
-    result["phases"] = {k: round(v, 2) for k, v in seconds.items()}
-    return result
+    return _search_timing.run_build(config, reuse, OnnxTarget, PHASES)
 
 
 def fragile_config(work: Path, max_drop: float) -> Any:
