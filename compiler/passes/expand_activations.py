@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, unchanged
+from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, GraphIndex, unchanged
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
@@ -65,24 +65,14 @@ WHY = {1: "1: input not float", 2: "2: PRelu slope not a constant"}
 KINDS = ("prelu", "leaky_relu", "hard_swish", "hard_sigmoid")
 
 
-class _Graph:
+class _Graph(GraphIndex):
     """The model being rewritten: its opset, constants, producers, consumers, value types and ranks, names in use."""
 
     def __init__(self, model: Any) -> None:
         onnx = require("onnx", "onnx", "expanding activations")
-        from onnx import numpy_helper
-
         graph = model.graph
+        super().__init__(graph)
         self.opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 1)
-        self.consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        self.consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                            if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.outputs = {o.name for o in graph.output}
         inferred = onnx.shape_inference.infer_shapes(model).graph
         infos = [*inferred.input, *inferred.value_info, *inferred.output]
         self.types = {v.name: v.type.tensor_type.elem_type for v in infos if v.type.tensor_type.elem_type}
@@ -115,7 +105,7 @@ class _Graph:
 
     def only_use(self, name: str, node: Any) -> bool:
         """``name`` feeds ``node`` alone and is not a graph output."""
-        return name not in self.outputs and [id(n) for n in self.consumers.get(name, [])] == [id(node)]
+        return name not in self.graph_outputs and [id(n) for n in self.consumers.get(name, [])] == [id(node)]
 
 
 def _clip(g: _Graph, x: str, out: str, base: str, dtype: Any) -> Any:
@@ -190,7 +180,7 @@ def _swish_gate(g: _Graph, node: Any) -> bool:
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     users = g.consumers.get(node.output[0], [])
     return (abs(float(attrs.get("alpha", 0.2)) - 1 / 6) <= 1e-6 and abs(float(attrs.get("beta", 0.5)) - 0.5) <= 1e-6
-            and node.output[0] not in g.outputs and len(users) == 1 and users[0].op_type == "Mul"
+            and node.output[0] not in g.graph_outputs and len(users) == 1 and users[0].op_type == "Mul"
             and users[0].domain in DEFAULT_DOMAINS and sorted(users[0].input) == sorted([node.input[0], node.output[0]]))
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, unchanged
+from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, GraphIndex, unchanged
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import brief, require
 from edgec.core.types import ModelArtifact
@@ -51,21 +51,8 @@ WHY = {
 }
 
 
-class _Index:
-    """One ONNX graph indexed by value: scalar constants, producers, consumers and graph outputs."""
-
-    def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
-        self.consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        self.consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                            if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers.setdefault(name, []).append(node)
-        self.graph_outputs = {o.name for o in graph.output}
+class _Index(GraphIndex):
+    """One ONNX graph indexed by value, with the scalar and next-node checks of the rules."""
 
     def is_scalar(self, name: str, value: float) -> bool:
         """Rule 5: ``name`` is a one-element constant within 1e-4 relative of ``value``."""
