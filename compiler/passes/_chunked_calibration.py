@@ -20,7 +20,7 @@ its ``CalibMaxIntermediateOutputs`` option (unused here) drops every full chunk'
 
 Inside the onnx target's :meth:`~edgec.targets.onnx.OnnxTarget.reuse` scope (a ``--max-drop`` search's candidates,
 :mod:`edgec.targets._calibration_reuse`) the ranges of every method, minmax included (onnxruntime's own MinMax calibrator,
-created as ``quantize_static`` creates it: :func:`minmax_file`), are calibrated for every op type once per model
+created as ``quantize_static`` creates it: :func:`ranges_file`), are calibrated for every op type once per model
 file, calibration set, method and extra options (:func:`shared_key`) and reach each candidate, restricted to the
 tensors its op types calibrate (:func:`shared_file`), through the same argument: one calibration per key instead
 of one per candidate.
@@ -48,22 +48,23 @@ MINMAX_OPTIONS = {"CalibTensorRangeSymmetric": "symmetric", "CalibMovingAverage"
                   "CalibMovingAverageConstant": "averaging_constant", "CalibMaxIntermediateOutputs": "max_intermediate_outputs"}
 """The ``quantize_static`` extra options its MinMax calibrator reads, and their ``create_calibrator`` names (1.32)."""
 UNSHARED_MINMAX = ("CalibStridedMinMax", "BlockSize", "TensorQuantOverrides")
-"""Extra options under which ``quantize_static``'s MinMax calibration is not :func:`minmax_file`'s: strided
+"""Extra options under which ``quantize_static``'s MinMax calibration is not :func:`ranges_file`'s: strided
 collection, or a model it first moves to another opset (``update_opset_version``); such builds share nothing."""
 
 
 def ranges_file(model: Path, feeds: Feeds, method: Any, op_types: list[str] | None, extra_options: dict[str, Any],
                 folder: Path, chunk: int = 1) -> Path:
-    """Calibrate ``model`` with onnxruntime's histogram calibrator for ``method`` (a ``CalibrationMethod``),
-    ``chunk`` samples per collection, and save the ranges where ``quantize_static(calibration_cache_path=)``
-    reads them.
+    """Calibrate ``model`` with onnxruntime's calibrator for ``method`` (a ``CalibrationMethod``) and save the
+    ranges where ``quantize_static(calibration_cache_path=)`` reads them: histograms ``chunk`` samples per
+    collection; MinMax as ``quantize_static`` does (every sample in one ``collect_data``, the same options).
 
     Args:
         model: the ONNX model ``quantize_static`` will quantize.
         feeds: makes a fresh iterator over the calibration feeds (called twice).
-        method: ``CalibrationMethod.Entropy`` or ``CalibrationMethod.Percentile``.
+        method: ``CalibrationMethod.Entropy``, ``CalibrationMethod.Percentile`` or ``CalibrationMethod.MinMax``.
         op_types: the op types to quantize (None: every type onnxruntime quantizes, as ``quantize_static``).
-        extra_options: ``quantize_static``'s extra options (the calibrator reads :data:`CALIBRATOR_OPTIONS`).
+        extra_options: ``quantize_static``'s extra options (the calibrator reads :data:`CALIBRATOR_OPTIONS`,
+            MinMax :data:`MINMAX_OPTIONS`).
         folder: where the augmented model and the ranges file go.
         chunk: samples per collection; peak memory holds this many samples' intermediate tensors.
 
@@ -75,11 +76,16 @@ def ranges_file(model: Path, feeds: Feeds, method: Any, op_types: list[str] | No
     """
     from onnxruntime.quantization import create_calibrator, save_tensors_data
 
-    options = {key: extra_options[name] for name, key in CALIBRATOR_OPTIONS.items() if name in extra_options}
+    minmax = method.name == "MinMax"
+    names = MINMAX_OPTIONS if minmax else CALIBRATOR_OPTIONS
+    options = {key: extra_options[name] for name, key in names.items() if name in extra_options}
     calibrator = create_calibrator(model, op_types or all_quantized_op_types(),
                                    augmented_model_path=str(folder / "augmented.onnx"),
                                    calibrate_method=method, extra_options=options)
-    collect(calibrator, feeds, chunk)
+    if minmax:  # every sample in one collect_data, as quantize_static does: its calibrator keeps no tensors
+        calibrator.collect_data(_Reader(feeds()))
+    else:
+        collect(calibrator, feeds, chunk)
     ranges = calibrator.compute_data()
     del calibrator
     save_tensors_data(ranges, folder / "ranges.json")
@@ -194,7 +200,7 @@ def shared_key(model: Path, calibration: Hashable | None, method: Any, extra_opt
     the model file's digest, the calibration set, the method and the extra options (all of them: the
     calibrator's, and those that move the model to another opset first), never ``nodes_to_exclude``, which
     only the quantizer reads. None outside a reuse scope, without ``calibration``, or for a minmax build
-    :func:`minmax_file` would not calibrate as onnxruntime does (:data:`UNSHARED_MINMAX`, opset under 10)."""
+    :func:`ranges_file` would not calibrate as onnxruntime does (:data:`UNSHARED_MINMAX`, opset under 10)."""
     if calibration is None or _onnx_reuse.current() is None:
         return None
     if method.name == "MinMax" and (any(extra_options.get(o) for o in UNSHARED_MINMAX) or opset(model) < 10):
@@ -222,8 +228,7 @@ def shared_file(key: Hashable, model: Path, feeds: Feeds, method: Any, op_types:
     every = sorted({*all_quantized_op_types(), *(op_types or ())})
     kept = _onnx_reuse.kept((key, tuple(every)))
     if kept is None:
-        calibrate = minmax_file if method.name == "MinMax" else ranges_file
-        kept = calibrate(model, feeds, method, every, extra_options, folder).read_bytes()
+        kept = ranges_file(model, feeds, method, every, extra_options, folder).read_bytes()
         _onnx_reuse.keep((key, tuple(every)), kept)
     if sorted(set(op_types or all_quantized_op_types())) != every:
         wanted = calibrated_tensors(model, op_types)
@@ -246,23 +251,3 @@ def calibrated_tensors(model: Path, op_types: list[str] | None) -> set[str]:
     tensors, _ = CalibraterBase.select_tensors_to_calibrate(selector, load_model_with_shape_infer(model))  # type: ignore[arg-type]
     return set(tensors)
 
-
-def minmax_file(model: Path, feeds: Feeds, method: Any, op_types: list[str] | None, extra_options: dict[str, Any],
-                folder: Path) -> Path:
-    """Calibrate ``model`` with onnxruntime's MinMax calibrator as ``quantize_static`` does (every sample in one
-    ``collect_data``, the same options) and save the ranges where ``calibration_cache_path`` reads them.
-
-    Raises:
-        ValueError: when ``feeds`` yields nothing (onnxruntime's "No data is collected.").
-    """
-    from onnxruntime.quantization import create_calibrator, save_tensors_data
-
-    options = {key: extra_options[name] for name, key in MINMAX_OPTIONS.items() if name in extra_options}
-    calibrator = create_calibrator(model, op_types or all_quantized_op_types(),
-                                   augmented_model_path=str(folder / "augmented.onnx"),
-                                   calibrate_method=method, extra_options=options)
-    calibrator.collect_data(_Reader(feeds()))
-    ranges = calibrator.compute_data()
-    del calibrator
-    save_tensors_data(ranges, folder / "ranges.json")
-    return folder / "ranges.json"
