@@ -139,3 +139,17 @@ def make_onnx(path: Path, nodes: list[Any], outputs: tuple[str, ...] = ("y",), o
     model.ir_version = 9
     onnx.save(model, str(path))
     return path
+
+
+def stft_magnitude_nodes(stride: int = 1) -> list[Any]:
+    """``Conv(sqrt(re^2 + im^2))`` of an STFT as a convolution (silero-vad's front end): ``x`` -> ``basis`` conv
+    (``stride``) -> ``re``/``im`` slices (``s0``:``s1``, ``s1``:``s2`` on axis ``ax``) -> squares (``Pow`` by
+    ``two``) -> ``Add`` -> ``Sqrt`` -> ``head`` conv -> ``y``; the caller gives the constants."""
+    return [helper.make_node("Conv", ["x", "basis"], ["spec"], strides=[stride], name="stft"),
+            helper.make_node("Slice", ["spec", "s0", "s1", "ax"], ["re"], name="re"),
+            helper.make_node("Slice", ["spec", "s1", "s2", "ax"], ["im"], name="im"),
+            helper.make_node("Pow", ["re", "two"], ["re2"], name="re_sq"),
+            helper.make_node("Pow", ["im", "two"], ["im2"], name="im_sq"),
+            helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
+            helper.make_node("Sqrt", ["power"], ["mag"], name="magnitude"),
+            helper.make_node("Conv", ["mag", "head"], ["y"], name="head")]

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec.compiler.config import BuildConfig
 from edgec.compiler.pipeline import build
-from tests.support.models import save_graph
+from tests.support.models import save_graph, stft_magnitude_nodes
 
 TAPS, BINS, LOUD, LENGTH = 32, 8, 2, 256
 TARGETS = [pytest.param("openvino", marks=pytest.mark.skipif(not importlib.util.find_spec("nncf"), reason="pip install 'edgec[openvino]'")),
@@ -35,14 +35,7 @@ def make_magnitude(path: Path) -> Path:
     basis = np.concatenate([np.cos(2 * np.pi * k * n / TAPS) * window, np.sin(2 * np.pi * k * n / TAPS) * window])
     head = np.zeros((1, BINS, 1), np.float32)
     head[0, 3:] = 1
-    nodes = [helper.make_node("Conv", ["x", "basis"], ["spec"], strides=[TAPS // 2], name="stft"),
-             helper.make_node("Slice", ["spec", "s0", "s1", "ax"], ["re"], name="re"),
-             helper.make_node("Slice", ["spec", "s1", "s2", "ax"], ["im"], name="im"),
-             helper.make_node("Pow", ["re", "two"], ["re2"], name="re_sq"),
-             helper.make_node("Pow", ["im", "two"], ["im2"], name="im_sq"),
-             helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
-             helper.make_node("Sqrt", ["power"], ["mag"], name="magnitude"),
-             helper.make_node("Conv", ["mag", "head"], ["y"], name="head")]
+    nodes = stft_magnitude_nodes(TAPS // 2)
     consts = {"basis": basis[:, None, :].astype(np.float32), "head": head, "two": np.array([2.0], np.float32),
               "s0": np.array([0]), "s1": np.array([BINS]), "s2": np.array([2 * BINS]), "ax": np.array([1])}
     frames = (LENGTH - TAPS) // (TAPS // 2) + 1

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.targets._openvino_preset import square_float_ops
-from tests.support.models import save_graph
+from tests.support.models import save_graph, stft_magnitude_nodes
 
 ov = pytest.importorskip("openvino")
 
@@ -26,14 +26,7 @@ def converted(tmp_path: Path, nodes: list[Any], consts: dict[str, np.ndarray], s
 
 def magnitude_nodes() -> tuple[list[Any], dict[str, np.ndarray]]:
     """``Conv(sqrt(re^2 + im^2))`` of an STFT-like convolution (silero-vad's front end)."""
-    nodes = [helper.make_node("Conv", ["x", "basis"], ["spec"], name="stft"),
-             helper.make_node("Slice", ["spec", "s0", "s1", "ax"], ["re"], name="re"),
-             helper.make_node("Slice", ["spec", "s1", "s2", "ax"], ["im"], name="im"),
-             helper.make_node("Pow", ["re", "two"], ["re2"], name="re_sq"),
-             helper.make_node("Pow", ["im", "two"], ["im2"], name="im_sq"),
-             helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
-             helper.make_node("Sqrt", ["power"], ["mag"], name="magnitude"),
-             helper.make_node("Conv", ["mag", "head"], ["y"], name="head")]
+    nodes = stft_magnitude_nodes()
     consts = {"basis": np.ones((8, 4, 3), np.float32), "head": np.ones((2, 4, 1), np.float32),
               "two": np.array([2.0], np.float32), "s0": np.array([0]), "s1": np.array([4]), "s2": np.array([8]),
               "ax": np.array([1])}
