@@ -240,7 +240,7 @@ class TfliteTarget(Target, LayerTools):
         recurrent = self._recurrent_layers(artifact, plan, request)
         squares = (plan.kind == "full" and artifact.format == FORMAT_ONNX and _tflite_mixed.has_square_root(artifact.path)
                    and request.options_as(TfliteOptions).squares == "float")
-        flatbuffer, mixed, recurrent_ops, square_ops = convert_saved_model(
+        flatbuffer, mixed, recurrent_ops, square_ops, constant_ops = convert_saved_model(
             saved, plan, samples, route, work_dir, request.exclude, keep_mixed, recurrent, squares)
         (bundle_dir / MODEL_FILE).write_bytes(flatbuffer)
         inputs, outputs, ops = describe_bundle(bundle_dir / MODEL_FILE, artifact, perms)
@@ -257,6 +257,8 @@ class TfliteTarget(Target, LayerTools):
             details["recurrent_float_ops"] = len(recurrent_ops)
         if square_ops:
             details["kept_float_squares"] = list(square_ops)
+        if constant_ops:
+            details["kept_float_constant_outputs"] = list(constant_ops)
         return ExportResult(MODEL_FILE, (MODEL_FILE,), inputs, outputs, details)
 
     def bundle_feeds(self, feeds: list[Feed], result: ExportResult) -> list[Feed]:
@@ -303,7 +305,7 @@ def _has_module(name: str) -> bool:
 def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route: str, work_dir: Path,
                         exclude: tuple[str, ...] = (), keep_mixed: bool = False,
                         recurrent: RecurrentLayers | None = None, squares: bool = False,
-                        ) -> tuple[bytes, list[MixedOutput], tuple[str, ...], tuple[str, ...]]:
+                        ) -> tuple[bytes, list[MixedOutput], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Run ``TFLiteConverter`` on the serving signature with the plan's settings; with ``exclude`` (op output
     tensor names), full-integer INT8 keeps those ops in float (:func:`._tflite_layers.quantize_calibrated`).
     With ``keep_mixed``, full-integer INT8 also keeps float the output ``CONCATENATION``s that join parts of
@@ -311,7 +313,7 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
     (:mod:`._tflite_mixed`), and with ``squares`` the ops of its square-root chains
     (:func:`._tflite_mixed.square_float_nodes`); full-integer INT8 always calibrates with measured ranges
     (:func:`._tflite_layers.calibrate_only`) and keeps ``ONE_HOT`` float. Returns the model, those outputs, and
-    the recurrent and square-root ops kept float.
+    the recurrent, square-root and ``ONE_HOT`` ops kept float.
 
     Raises:
         ExportError: naming the ops the converter could not handle and the route, with its log.
@@ -332,9 +334,9 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
                 kept = tuple(dict.fromkeys((*exclude, *(n for m in mixed for n in m.nodes), *loops, *roots, *copies)))
                 if loops:
                     calibrated = _tflite_mixed.without_float_stats(calibrated, loops, kept)
-                return _tflite_layers.quantize_calibrated(converter, calibrated, kept), mixed, loops, roots
+                return _tflite_layers.quantize_calibrated(converter, calibrated, kept), mixed, loops, roots, copies
             converter = _converter(tf, saved, plan, samples, bool(exclude))
-            return bytes(converter.convert()), [], (), ()
+            return bytes(converter.convert()), [], (), (), ()
     except EdgecError:
         raise
     except Exception as exc:  # the converter's errors (any type) on this model; a bug in edgec's steps is raised as one
