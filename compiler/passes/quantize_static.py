@@ -128,7 +128,11 @@ class QuantizeStatic(Pass):
         source, flattened = flatten_gemm_biases(artifact.path, ctx.work_dir)
         source, mixed = self._mixed_outputs(source, ctx)
         exclude = [*opts.nodes_to_exclude, *(n for m in mixed for n in m.nodes if n not in opts.nodes_to_exclude)]
-        ctx.log(f"calibrating activations on {len(ctx.calibration)} samples ({opts.method})")
+        if _onnx_reuse.current() is None:
+            ctx.log(f"calibrating activations on {len(ctx.calibration)} samples ({opts.method})")
+        else:  # a --max-drop search: ranges are calibrated by the first build that needs them, then served
+            ctx.log(f"activation ranges on {len(ctx.calibration)} samples ({opts.method}), calibrated once per "
+                    "model and method for this search's builds")
         op_types = op_list(opts)
         method = getattr(q.CalibrationMethod, METHOD_NAMES[opts.method])
         extra = {"WeightSymmetric": True, "ActivationSymmetric": opts.symmetric_activations, **opts.extra_options}
