@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import traceback
@@ -237,6 +238,8 @@ class CoreMLTarget(Target):
             inputs, outputs, checks = validate_package(package, artifact, plan)
             if model is not float_model and float_model._mil_program is not None and model._mil_program is not None:
                 checks["weight_error"] = weight_error(float_model._mil_program, model._mil_program)
+            for converted in {id(m): m for m in (float_model, model)}.values():
+                _drop_temp_package(converted)
         files = tuple(sorted(str(p.relative_to(bundle_dir)) for p in package.rglob("*") if p.is_file()))
         details = _details(artifact, plan, package, checks)
         return ExportResult(MODEL_DIR, files, inputs, outputs, details)
@@ -245,6 +248,13 @@ class CoreMLTarget(Target):
         dtypes = {s.name: s.dtype for s in result.inputs}
         return [{k: v.astype(dtypes.get(k, v.dtype), copy=False) for k, v in feed.items()} for feed in feeds]
 
+
+
+def _drop_temp_package(model: Any) -> None:
+    """Remove the package coremltools wrote for ``model`` in the system temp folder (it removes it only at
+    interpreter exit: a build farm worker or a matrix build would collect one per Core ML build)."""
+    if getattr(model, "is_package", False) and getattr(model, "is_temp_package", False):
+        shutil.rmtree(model.package_path, ignore_errors=True)
 
 
 @contextlib.contextmanager
