@@ -15,6 +15,9 @@ as ``--calib`` data. The same maker with another seed gives the held-out evaluat
   their FP32 model reaches when it streams the audio.
 - **file bytes** (magika): the first and last KiB of real files of this Python installation (source,
   bytecode, shared objects, JSON, text, images, archives), as magika's own feature extraction takes them.
+- **classifier inputs** (EfficientNet-Lite0, fer): photo crops and drawn grey faces, of which the third the FP32
+  model is surest of is kept; **sentences** (USE): English ones put together from parts and a few in other
+  languages, tokenized with the wheel's own SentencePiece model.
 """
 
 from __future__ import annotations
@@ -190,7 +193,33 @@ def speech_like(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return (audio + rng.normal(0, 10 ** (-60 / 20), audio.shape)).astype(np.float32)
 
 
+class _KerasSession:
+    """onnxruntime's ``get_outputs``/``run`` over a Keras model file, loaded as edgec's importer loads it (an H5
+    file's config is checked for Lambda layers first; safe mode): the FP32 reference of a Keras zoo entry."""
+
+    def __init__(self, model_file: Path) -> None:
+        from types import SimpleNamespace
+
+        from edgec.compiler.importers.tensorflow import keras_output_names
+        from edgec.frameworks.tf_utils import load_keras
+
+        self.model = load_keras(model_file)
+        self.names = keras_output_names(self.model)
+        self._outputs = [SimpleNamespace(name=n) for n in self.names]
+
+    def get_outputs(self) -> list[Any]:
+        return self._outputs
+
+    def run(self, names: list[str] | None, feed: Feeds) -> list[np.ndarray]:
+        args = [np.asarray(feed[t.name.split(":")[0]]) for t in self.model.inputs]
+        outs = self.model(args, training=False)
+        found = dict(zip(self.names, (np.asarray(o) for o in (outs if isinstance(outs, (list, tuple)) else [outs]))))
+        return [found[n] for n in names or self.names]
+
+
 def _session(model_file: Path) -> Any:
+    if Path(model_file).suffix.lower() in (".h5", ".hdf5", ".keras"):
+        return _KerasSession(Path(model_file))
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -306,8 +335,109 @@ def file_bytes(model_file: Path, count: int, seed: int) -> Feeds:
     return {"bytes": np.stack(samples)}
 
 
+# --- classifiers judged on confident inputs, and sentences -----------------------------------------
+
+def _most_confident(samples: np.ndarray, probs: np.ndarray, count: int) -> np.ndarray:
+    """The ``count`` samples whose top class FP32 is surest of (softmax rows ``probs``), in their drawn order:
+    a classifier's top-1 agreement means little on inputs where FP32 itself hesitates between classes."""
+    return samples[np.sort(np.argsort(-probs.max(-1))[:count])]
+
+
+def photos_224(model_file: Path, count: int, seed: int) -> Feeds:
+    """224x224 crops for EfficientNet-Lite0 ((pixel - 127) / 128, input ``x``): the most confident third of
+    three times ``count`` crops."""
+    import torch
+
+    from edgec.benchmarks.zoo import nets
+
+    rng = np.random.default_rng(seed)
+    crops = np.stack([((c - 127.0) / 128.0).transpose(2, 0, 1)[None] for c in _crops(rng, 3 * count, 224, 224)])
+    net = nets.efficientnet_lite0()[0]
+    with torch.no_grad():
+        probs = torch.cat([net(torch.from_numpy(c)).softmax(-1) for c in crops.astype(np.float32)]).numpy()
+    return {"x": _most_confident(crops.astype(np.float32), probs, count)}
+
+
+def _face(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A drawn grey face (head, hair, eyes, brows and a mouth whose shape carries an expression), lit unevenly,
+    blurred and noisy, as HxW floats 0-255."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    scale = 4 * size
+    image = Image.new("L", (scale, scale), int(rng.integers(20, 200)))
+    draw = ImageDraw.Draw(image)
+    cx, w, h = scale / 2 + rng.uniform(-12, 12), scale * rng.uniform(0.3, 0.38), scale * rng.uniform(0.4, 0.47)
+    draw.ellipse((cx - w, scale / 2 - h, cx + w, scale / 2 + h), fill=int(rng.integers(120, 230)))
+    draw.chord((cx - w, scale / 2 - h - 8, cx + w, scale / 2 + h * 0.2), 180, 360, fill=int(rng.integers(10, 90)))
+    eye_y, mouth_y, skin = scale * 0.48, scale * 0.7, 40
+    mood, brow = int(rng.integers(4)), rng.uniform(-14, 14)
+    for side in (-1, 1):
+        ex = cx + side * w * 0.45
+        draw.ellipse((ex - 14, eye_y - 8 - 6 * (mood == 2), ex + 14, eye_y + 8 + 6 * (mood == 2)), fill=235)
+        draw.ellipse((ex - 6, eye_y - 6, ex + 6, eye_y + 6), fill=skin)
+        draw.line((ex - 18, eye_y - 24 + side * brow, ex + 18, eye_y - 24 - side * brow), fill=skin, width=6)
+    mw, bend = w * rng.uniform(0.35, 0.6), rng.uniform(8, 30)
+    if mood == 0:  # smile
+        draw.arc((cx - mw, mouth_y - 2 * bend, cx + mw, mouth_y + bend), 20, 160, fill=skin, width=7)
+    elif mood == 1:  # frown
+        draw.arc((cx - mw, mouth_y, cx + mw, mouth_y + 3 * bend), 200, 340, fill=skin, width=7)
+    elif mood == 2:  # open mouth
+        draw.ellipse((cx - mw / 2, mouth_y - bend, cx + mw / 2, mouth_y + bend), fill=30)
+    else:
+        draw.line((cx - mw, mouth_y, cx + mw, mouth_y + rng.uniform(-6, 6)), fill=skin, width=7)
+    light = np.linspace(rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0), scale)[None]
+    face = np.asarray(image.filter(ImageFilter.GaussianBlur(rng.uniform(2, 6))), np.float32) * light
+    small = np.asarray(Image.fromarray(face.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR), np.float32)
+    return _noisy(small, rng, 5.0)
+
+
+def faces_64(model_file: Path, count: int, seed: int) -> Feeds:
+    """64x64 grey faces for fer's emotion model (``input_1``, NHWC, (pixel / 255 - 0.5) * 2): the most
+    confident third of three times ``count`` drawn faces."""
+    rng = np.random.default_rng(seed)
+    faces = np.stack([((_face(rng) / 255.0 - 0.5) * 2.0)[None, :, :, None] for _ in range(3 * count)]).astype(np.float32)
+    session = _session(model_file)
+    probs = np.concatenate([session.run(None, {"input_1": f})[0] for f in faces])
+    return {"input_1": _most_confident(faces, probs, count)}
+
+
+_SUBJECTS = ("The old fisherman", "My sister", "A small black cat", "The new manager", "Our neighbours", "The train")
+_ACTIONS = ("walked slowly to", "could not find", "is painting", "left early from", "talked about", "arrived at")
+_OBJECTS = ("the harbour", "a quiet cafe", "the train station", "the football match", "the city library", "the market")
+_TAILS = ("this morning.", "before the storm.", "after dinner.", "with a smile.", "for the third time.", "yesterday.")
+_OTHER = ("Investir em renda fixa é seguro.", "Der Zug nach Berlin fährt um acht Uhr ab.",
+          "Le chat dort sur le canapé.", "¿Dónde está la estación de tren?", "Il pleut depuis trois jours.",
+          "Ich habe meinen Schlüssel verloren.", "La reunión empieza a las diez.", "O gato preto correu pelo jardim.",
+          "How do I reset my password?", "The battery lasts about ten hours.", "Please close the window.",
+          "Which restaurant did you like best?")
+
+
+def _sentence(rng: np.random.Generator) -> str:
+    """An English sentence put together from parts, or one of a few written in other languages."""
+    if rng.random() < 0.3:
+        return str(rng.choice(_OTHER))
+    return " ".join(str(rng.choice(part)) for part in (_SUBJECTS, _ACTIONS, _OBJECTS, _TAILS))
+
+
+def sentences(model_file: Path, count: int, seed: int) -> Feeds:
+    """Sentences as USE's SentencePiece ids with bos/eos (``ids``, int64 1x32, zero-padded) and ``mask``."""
+    import sentencepiece
+
+    from edgec.benchmarks.zoo import models, nets
+
+    rng = np.random.default_rng(seed)
+    vocab = models.fetch(models.USE_VOCAB)
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(vocab))
+    ids, mask = np.zeros((count, 1, nets.USE_TOKENS), np.int64), np.zeros((count, 1, nets.USE_TOKENS), np.float32)
+    for i in range(count):
+        tokens = pieces.encode(_sentence(rng), out_type=int, add_bos=True, add_eos=True)[: nets.USE_TOKENS]
+        ids[i, 0, : len(tokens)], mask[i, 0, : len(tokens)] = tokens, 1.0
+    return {"ids": ids, "mask": mask}
+
+
 MAKERS: dict[str, Callable[[Path, int, int], Feeds]] = {
     f.__name__: f for f in (text_lines, text_lines_cls, text_pages, photos_320, photos_pnet, face_crops_48,
-                            vad_chunks, vad_sequence, mel_frames, pitch_frames, file_bytes)
+                            vad_chunks, vad_sequence, mel_frames, pitch_frames, file_bytes, photos_224, faces_64,
+                            sentences)
 }
 """The data makers by the name :attr:`edgec.benchmarks.zoo.models.ZooModel.data` gives."""

