@@ -214,14 +214,16 @@ def run(command: list[str], log: Path, timeout: float) -> dict[str, Any]:
 
 def test_score(model: zoo.ZooModel, bundle: Path, feeds: list[Feed], reference: list[Feed]) -> tuple[float | None, float | None]:
     """The task metric of ``bundle`` on the test feeds (mean) and its median batch-1 latency (ms, 5 rounds
-    of 5 calls on the first feed), both None when it cannot run here."""
+    of 5 calls on the first feed), both None when it cannot run here; no latency for a tensorrt bundle whose
+    Q/DQ ONNX ran on onnxruntime (no GPU here), as :func:`zoo_matrix.score` does."""
     try:
-        outputs, latency, _ = zoo_matrix.run_bundle(bundle, feeds)
+        outputs, latency, runtime = zoo_matrix.run_bundle(bundle, feeds)
     except Exception as exc:  # a runtime that cannot run the bundle here: the row says so
         print(f"   not run: {exc}", flush=True)
         return None, None
     named = [dict(zip(r, o.values())) for r, o in zip(reference, outputs)]
-    return float(np.mean(zoo_metrics.METRICS[model.metric](reference, named))), round(latency, 3)
+    engine = json.loads((bundle / "manifest.json").read_text()).get("target") != "tensorrt" or runtime == "tensorrt"
+    return float(np.mean(zoo_metrics.METRICS[model.metric](reference, named))), round(latency, 3) if engine else None
 
 
 def read_record(row: Row, bundle: Path) -> None:

@@ -69,7 +69,7 @@ import numpy as np
 
 from edgec.compiler.metrics import Metric, output_errors
 from edgec.compiler.search_probe import METHOD_ORDER, Candidate, TargetProbe
-from edgec.core.errors import AccuracyGateError
+from edgec.core.errors import AccuracyGateError, UnsupportedError
 from edgec.frameworks.fidelity import LayerDivergence
 
 __all__ = ["METHOD_ORDER", "Candidate", "Search", "SearchResult", "TargetProbe", "Trial", "owners", "search"]
@@ -253,7 +253,11 @@ class Search:
         for layers, exclude in options:
             if self.met() or self.out_of_builds() or distinct == width:
                 break
-            trial = self.measure(layers, exclude)
+            try:
+                trial = self.measure(layers, exclude)
+            except UnsupportedError as exc:  # tflite's dynamic-range INT8 (auto on an LSTM model) keeps nothing float
+                self.stopped = f"this build cannot keep layers in float: {exc.message}"
+                return current
             distinct += not self.probe.seen(trial.candidate)  # a model measured before takes no slot of the round
             if self.helps(trial, current):
                 helpful.append(trial)
@@ -453,11 +457,13 @@ def module_members(d: LayerDivergence, ranked: list[LayerDivergence], kept: tupl
             continue  # flat node names (``convolution_2``, paddle2onnx's ``p2o.Relu.12``): no module path
         scope = enclosing(name)
         while scope and scope.rstrip("/.").replace("/", ".").rpartition(".")[2] != d.op:  # not p2o.Add. (a module may be "conv")
+            if attribute == "node" and not scope.startswith("/") and scope.count("/") == 1:
+                break  # TensorFlow's model name scope (tflite: ``model_77/``), the whole model: try the layer names
             inside = [x for x in ranked if getattr(x, attribute).startswith(scope) and x.layer not in kept
                       and not (x.op in NOT_CANDIDATES and x.layer in (x.node, x.tensor))]
-            parts = {_child(getattr(x, attribute), scope) for x in inside}
-            if len(parts) >= 2:  # two sub-modules or ops, not one op's conv and bias
-                return scope, list(dict.fromkeys(x.layer for x in inside))
+            parts, layers = {_child(getattr(x, attribute), scope) for x in inside}, list(dict.fromkeys(x.layer for x in inside))
+            if len(parts) >= 2 and len(layers) >= 2:  # two sub-modules or ops, not one op's conv and bias (one layer)
+                return scope, layers
             scope = enclosing(scope)
     return "", []
 
