@@ -17,6 +17,7 @@ from typing import Any
 
 from edgec.core.errors import CalibrationError, ConfigError, UnsupportedError, brief, raise_if_bug
 from edgec.core.types import ModelArtifact
+from edgec.targets._executorch_recurrent import scannable, scanned
 from edgec.targets.base import PrecisionRequest
 
 HALF_PROGRAM_BACKENDS = ("xnnpack", "vulkan")
@@ -44,16 +45,33 @@ def apply_precision(program: Any, request: PrecisionRequest, artifact: ModelArti
         ConfigError: ``request.exclude`` names neither a module nor an op of the program.
         UnsupportedError: the program takes keyword inputs and must be re-exported.
     """
+    loops = backend == "xnnpack"  # LSTMs as loops (see edgec.targets._executorch_recurrent)
     if request.precision == "fp16" and backend in HALF_PROGRAM_BACKENDS:
         half = half_module(copy.deepcopy(program.module()))
-        return reexport(half, program, caps), {"weights": "fp16"}, half.inner
+        return (*_reexported(half, program, caps, {"weights": "fp16"}, loops), half.inner)
     if request.precision == "int8":
         module, quantization = quantize_pt2e(program, request, artifact)
-        return reexport(module, program, caps), {"weights": "int8 per channel", "quantization": quantization}, module
+        details = {"weights": "int8 per channel", "quantization": quantization}
+        return (*_reexported(module, program, caps, details, loops), module)
     weights = {"weights": "fp32" if request.precision == "fp32" else f"fp16 ({backend} compute precision)"}
-    if narrows(program, caps):
-        return reexport(program.module(), program, caps), weights, None
+    if narrows(program, caps) or (loops and any(scannable(n) for n in program.graph.nodes)):
+        return (*_reexported(program.module(), program, caps, weights, loops), None)
     return program, weights, None
+
+
+def _reexported(module: Any, program: Any, caps: dict[str, int], details: dict[str, Any],
+                loops: bool) -> tuple[Any, dict[str, Any]]:
+    """``module`` re-exported, with its LSTMs as loops where ``loops`` (counted in ``details["rewrites"]``); the
+    module itself is left as it is (the per-layer tools run it)."""
+    rewrites = 0
+    if loops and getattr(module, "takes_varargs", False):  # the float16 wrapper of a graph module
+        inner, rewrites = scanned(module.inner)
+        module = type(module)(inner) if rewrites else module
+    elif loops:
+        module, rewrites = scanned(module)
+    if rewrites:
+        details["rewrites"] = {"lstm_as_loop": rewrites}
+    return reexport(module, program, caps), details
 
 
 def half_module(module: Any) -> Any:

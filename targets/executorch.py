@@ -32,6 +32,13 @@ Precisions:
   LSTM and no linear or convolution) is refused with one line naming the onnx target's ``DynamicQuantizeLSTM``,
   as the onnx target refuses a dynamic INT8 with nothing to quantize (exit 4), rather than called int8.
 
+Recurrent ops: ExecuTorch unrolls an LSTM into one XNNPACK delegate per step and layer, and lowering time grows
+faster than the steps (Resemblyzer, 3 layers over 160 steps: over 900 s). For backend=xnnpack an LSTM becomes
+one ``scan`` loop per layer and direction whose body is one XNNPACK delegate (``target_details.rewrites
+.lstm_as_loop``; Resemblyzer's fp32 and int8 build in 90-130 s together); a GRU or RNN that would unroll for
+xnnpack into more than 64 cells is refused before lowering. Core ML keeps an LSTM whole. See
+:mod:`edgec.targets._executorch_recurrent`.
+
 Dynamic dims: ExecuTorch plans every buffer outside the delegates (inputs, outputs, tensors of portable ops)
 for a dim's upper bound (``target_details.planned_inputs``; the runner refuses larger feeds) and a device
 allocates that plan when the program loads; XNNPACK sizes its own workspace for each call's real shapes. ``--target-option
@@ -96,6 +103,7 @@ from edgec.targets._executorch_program import (
     op_name,
     symbol_caps,
 )
+from edgec.targets._executorch_recurrent import check_unrolled, scan_partitioner
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
 
@@ -233,12 +241,15 @@ class ExecuTorchTarget(Target, LayerTools):
 
             program = safe_load_pt2(artifact.path)
             caps = symbol_caps(program, artifact, options.max_dim)
+            check_unrolled(program.graph_module, options.backend)
             program, details, reduced = apply_precision(program, request, artifact, caps, options.backend)
             buffer, lowered = lower(program, artifact, options, request.precision)
             inputs = fixed_specs(artifact.inputs, dim_bounds(program))
         (bundle_dir / MODEL_FILE).write_bytes(buffer)
         self._memo.remember(buffer, Lowered(artifact, request.precision, reduced))
-        details.update(lowered)
+        details.update(lowered, rewrites={**details.get("rewrites", {}), **lowered.get("rewrites", {})})
+        if not details["rewrites"]:
+            del details["rewrites"]
         return ExportResult(MODEL_FILE, (MODEL_FILE,), inputs, artifact.outputs, details)
 
     # ---- per-layer tools (LayerTools; see edgec.targets._executorch_layers)
@@ -336,9 +347,7 @@ def _partitioner(options: ExecuTorchOptions, precision: str) -> tuple[Any, str]:
     backend = options.backend
     try:
         if backend == "xnnpack":
-            from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-            part: Any = XnnpackPartitioner()
+            part: Any = scan_partitioner()
         elif backend == "coreml":
             part = _coreml_partitioner(precision)
         elif backend == "vulkan":
@@ -436,12 +445,20 @@ def fixed_specs(specs: tuple[TensorSpec, ...], bounds: list[list[Dim]]) -> tuple
 
 
 def delegation(graph_module: Any) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
-    """``(delegated ops, portable ops, delegate calls per backend)``, ops counted by name."""
+    """``(delegated ops, portable ops, delegate calls per backend)``, ops counted by name, loop bodies' too."""
+    from executorch.exir.graph_module import get_control_flow_submodules
+
     delegated: Counter[str] = Counter()
+    portable: Counter[str] = Counter()
     backends: Counter[str] = Counter()
-    for node in graph_module.graph.nodes:
-        if node.op == "call_function" and op_name(node.target) == "executorch_call_delegate":
-            lowered = getattr(graph_module, node.args[0].target)
-            backends[lowered.backend_id] += 1
-            delegated.update(op_counts(lowered.original_module.graph_module))
-    return dict(sorted(delegated.items())), dict(sorted(op_counts(graph_module).items())), dict(sorted(backends.items()))
+    modules = [graph_module]
+    while modules:
+        module = modules.pop()
+        modules += [body for _, body, _ in get_control_flow_submodules(module)]
+        portable.update(op_counts(module))
+        for node in module.graph.nodes:
+            if node.op == "call_function" and op_name(node.target) == "executorch_call_delegate":
+                lowered = getattr(module, node.args[0].target)
+                backends[lowered.backend_id] += 1
+                delegated.update(op_counts(lowered.original_module.graph_module))
+    return dict(sorted(delegated.items())), dict(sorted(portable.items())), dict(sorted(backends.items()))
