@@ -52,8 +52,10 @@ typecheck: $(STAMP)
 		--namespace-packages --explicit-package-bases -p edgec.core -p edgec.frameworks -p edgec.compiler -p edgec.calibration -p edgec.cloud_sync -p edgec.targets \
 		-p edgec.runtime_shims -m edgec.benchmarks.bench -m edgec.benchmarks.report -m edgec.benchmarks.cli -m edgec.benchmarks.compare
 
+# Two workers, one test file each at a time (module fixtures build once); PYTEST_WORKERS=0 runs in one process
+PYTEST_WORKERS ?= 2
 test: lint typecheck chromium
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile tests
 
 # Fast unit tests only (in-process, tiny graphs, about a minute); `make test` runs them with contract, security
 # and integration tests (builds, real runtimes, real models, servers on 127.0.0.1)
