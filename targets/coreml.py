@@ -19,9 +19,12 @@ Precisions (applied here, inside :meth:`CoreMLTarget.export`, by coremltools its
    only do on macOS, so on other hosts this is refused rather than approximated.
 
 Dynamic dims: the dims that ``torch.export`` left dynamic stay dynamic (a ``RangeDim`` with the
-exported bounds); fixed dims stay fixed. Inputs and outputs keep the source's names and shapes, so a
-device app can switch runtimes; int64 inputs become int32 (Core ML has no int64 inputs) and outputs
-are float32.
+exported bounds); an unknown dim of a TensorFlow source (a Keras batch of None) gets 1..:data:`MAX_DIM`,
+the bound coremltools gives an unbounded ``torch.export`` dim; fixed dims stay fixed. Inputs and
+outputs keep the source's names and shapes, so a device app can switch runtimes; int64 inputs become
+int32 (Core ML has no int64 inputs) and outputs are float32. What coremltools' torch frontend refuses
+in the form ``torch.export`` writes it is rewritten exactly first
+(:func:`edgec.targets._coreml_torch.convertible`).
 
 On hosts other than macOS coremltools cannot execute a model: the build checks what it can (the spec
 loads, inputs/outputs match the source, weights are stored at the expected precision, sizes) and
@@ -80,6 +83,8 @@ MIN_CHANNELS = 8
 """int8 weights get one scale per row of axis 0; with fewer rows than this a weight stays float."""
 MIN_WEIGHT_ELEMENTS = 16
 """Smaller float constants (pads, shapes, scalars) are not counted as weights."""
+MAX_DIM = 2**31 - 1
+"""Upper bound of a dynamic dim the source leaves unbounded: what coremltools gives such a ``torch.export`` dim."""
 PARITY_COMPUTE_UNITS = "CPU_ONLY"
 """Compute units for parity runs: the CPU gives the same arithmetic on every Mac."""
 _DROPPED_METADATA = ("com.github.apple.coremltools.conversion_date",)
@@ -236,8 +241,8 @@ class CoreMLTarget(Target):
             package = bundle_dir / MODEL_DIR
             _save(model, package)
             inputs, outputs, checks = validate_package(package, artifact, plan)
-            if model is not float_model and float_model._mil_program is not None and model._mil_program is not None:
-                checks["weight_error"] = weight_error(float_model._mil_program, model._mil_program)
+            if model is not float_model:
+                checks["weight_error"] = weight_error(_program(float_model), _program(model))
             for converted in {id(m): m for m in (float_model, model)}.values():
                 _drop_temp_package(converted)
         files = tuple(sorted(str(p.relative_to(bundle_dir)) for p in package.rglob("*") if p.is_file()))
@@ -316,8 +321,9 @@ def _convert(ct: Any, artifact: ModelArtifact, plan: CoreMLPlan, work_dir: Path)
               "minimum_deployment_target": ct.target[plan.deployment_target]}
     if artifact.format == FORMAT_PT2:
         from edgec.frameworks.torch_utils import safe_load_pt2
+        from edgec.targets._coreml_torch import convertible
 
-        program = safe_load_pt2(artifact.path).run_decompositions()
+        program = convertible(safe_load_pt2(artifact.path).run_decompositions())
         return ct.convert(program, **common)
     if artifact.format in (FORMAT_SAVEDMODEL, FORMAT_KERAS):
         return _convert_tensorflow(ct, artifact, work_dir, {k: v for k, v in common.items() if k != "outputs"})
@@ -325,7 +331,7 @@ def _convert(ct: Any, artifact: ModelArtifact, plan: CoreMLPlan, work_dir: Path)
 
 
 def _convert_tensorflow(ct: Any, artifact: ModelArtifact, work_dir: Path, common: dict[str, Any]) -> Any:
-    """SavedModel / Keras through coremltools' TensorFlow frontend (not exercised by the test suite yet).
+    """SavedModel / Keras through coremltools' TensorFlow frontend.
 
     The serving SavedModel comes from the TensorFlow importer (Keras models are exported to one);
     outputs are renamed afterwards to the source's names, since TensorFlow names graph outputs itself.
@@ -344,7 +350,9 @@ def _convert_tensorflow(ct: Any, artifact: ModelArtifact, work_dir: Path, common
 
 
 def _ct_shape(ct: Any, spec: TensorSpec) -> Any:
-    return ct.Shape([d if isinstance(d, int) else ct.RangeDim(1, -1) for d in spec.shape])
+    """Fixed dims as they are; an unknown dim (a Keras batch of None) as :data:`MAX_DIM`-bounded, like a
+    ``torch.export`` dim without bounds (ML programs refuse unbounded ranges)."""
+    return ct.Shape([d if isinstance(d, int) else ct.RangeDim(1, MAX_DIM) for d in spec.shape])
 
 
 def _compress(ct: Any, model: Any, plan: CoreMLPlan, request: PrecisionRequest) -> Any:
@@ -358,12 +366,23 @@ def _compress(ct: Any, model: Any, plan: CoreMLPlan, request: PrecisionRequest) 
         model = cto.experimental.linear_quantize_activations(model, config, samples)
     if plan.weights == "int8":
         op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", weight_threshold=plan.weight_threshold)
-        skip = {name: None for name in _few_channel_weights(model._mil_program, plan.weight_threshold)}
+        skip = {name: None for name in _few_channel_weights(_program(model), plan.weight_threshold)}
         return cto.linear_quantize_weights(model, config=cto.OptimizationConfig(global_config=op, op_name_configs=skip))
     if plan.weights == "palettize":
         op = cto.OpPalettizerConfig(mode="kmeans", nbits=plan.nbits, weight_threshold=plan.weight_threshold)
         return cto.palettize_weights(model, config=cto.OptimizationConfig(global_config=op))
     return model
+
+
+def _program(model: Any) -> Any:
+    """The model's MIL program, read back from its spec where coremltools kept none (the TensorFlow route
+    rebuilds the model from its spec to rename the outputs): compression reads the same program back."""
+    if model._mil_program is not None:
+        return model._mil_program
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    spec = model.get_spec()
+    return load(spec, spec.specificationVersion, file_weights_dir=model.weights_dir)
 
 
 def _few_channel_weights(program: Any, threshold: int) -> list[str]:
