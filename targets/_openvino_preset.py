@@ -1,4 +1,4 @@
-"""The nncf preset the openvino target picks for static INT8 when the ``preset`` option is ``auto``."""
+"""What the openvino target picks for INT8: the nncf preset (``preset`` ``auto``) and the ops kept in float."""
 
 from __future__ import annotations
 
@@ -161,3 +161,31 @@ def _scaling(op: Any) -> bool:
     """``Multiply`` by a constant, or ``Divide`` by one."""
     constant = [i.get_source_output().get_node().get_type_name() == "Constant" for i in op.inputs()]
     return (op.get_type_name() == "Multiply" and any(constant)) or (op.get_type_name() == "Divide" and constant[1:] == [True])
+
+
+VECTOR_READERS = frozenset({"Gather", "MatMul"})
+"""Ops that ``nncf.compress_weights`` takes for weighted when a float constant feeds them (a ``Gather`` from one is
+nncf's embedding, whatever the constant's rank)."""
+
+
+def vector_weight_ops(model: Any) -> list[str]:
+    """The ops ``nncf.compress_weights`` must leave alone: a :data:`VECTOR_READERS` op reading a float constant
+    (through a ``Convert``) of fewer than two dims. nncf compresses such a vector per element (an int8 value, a scale
+    and a zero point each: nothing saved); from 10,000 elements on it does so with an OpenVINO model whose
+    ``ReduceMin`` over no axes gets float64 axes, which OpenVINO refuses (``axes_et.is_integral_number()``).
+    USE multilingual v3 dequantises its uint8 embedding table with a scale and an offset per row, each a
+    ``Gather`` from a 128k vector: ``--int8-mode dynamic`` failed (exit 5). A vector holds next to nothing to
+    compress (the table itself stays uint8)."""
+    found = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in VECTOR_READERS and any(_float_vector(i.get_source_output().get_node()) for i in op.inputs()):
+            found.append(op.get_friendly_name())
+    return found
+
+
+def _float_vector(node: Any) -> bool:
+    if node.get_type_name() == "Convert" and node.get_input_size():
+        node = node.input(0).get_source_output().get_node()
+    shape = node.get_output_partial_shape(0) if node.get_output_size() else None
+    return (node.get_type_name() == "Constant" and node.get_output_element_type(0).is_real()
+            and shape is not None and shape.rank.is_static and shape.rank.get_length() < 2)

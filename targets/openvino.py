@@ -34,8 +34,11 @@ Precision is applied here with OpenVINO's own tools, so :meth:`OpenVinoTarget.pr
   an STFT, an L2 norm) stay float unless the ``squares`` option is ``int8`` (``kept_float_squares``;
   :func:`edgec.targets._openvino_preset.square_float_ops`: silero-vad 16k's power spectrum in INT8 lost its quiet bins).
 - ``int8`` ``dynamic``: ``nncf.compress_weights`` INT8_ASYM: int8 weights, float activations; no data needed.
-- ``int8`` ``auto`` (default): ``static`` when calibration data is given; otherwise weight-only INT8, and
-  ``target_details.quantization.reason`` says so (as the onnx target falls back to dynamic INT8).
+  ``Gather``/``MatMul`` ops reading a float vector keep it float (``kept_float_vectors``,
+  :func:`edgec.targets._openvino_preset.vector_weight_ops`: USE multilingual v3's per-row scales failed in nncf).
+- ``int8`` ``auto`` (default): ``static`` when calibration data is given (:func:`weights_only_reason`);
+  otherwise weight-only INT8, and ``target_details.quantization.reason`` says so (as the onnx target falls
+  back to dynamic INT8).
 
 Calibration methods map to nncf activation range estimators: ``minmax`` -> nncf's default (mean over
 samples of per-tensor min/max), ``percentile`` -> ``MEAN_QUANTILE``, ``entropy`` -> ``HISTOGRAM``.
@@ -108,6 +111,7 @@ from edgec.targets._openvino_preset import (
     output_float_ops,
     recurrent_float,
     square_float_ops,
+    vector_weight_ops,
 )
 from edgec.targets.base import ExportResult, Feed, LayerTools, PassStep, PrecisionRequest, Target
 from edgec.targets.options import TargetOptions, option
@@ -180,7 +184,7 @@ class OpenVinoTarget(Target, LayerTools):
                                "(measured); fp16 compute: --target-option inference_precision=f16"}
     Options = OpenVinoOptions
     dynamic_shapes = True
-    export_version = "5"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float; 4: output ops float; 5: square-root chains float
+    export_version = "6"  # 2: preset auto picks mixed for SiLU-like activations; If nodes folded from fixed dims; 3: recurrent ops float; 4: output ops float; 5: square-root chains float; 6: weight-only INT8 keeps float vectors float
     calibration_methods = ("minmax", "entropy", "percentile")
     sparsity_gain = "size after compression"
     color = "#9467bd"
@@ -270,14 +274,27 @@ def _int8(model: Any, request: PrecisionRequest, options: OpenVinoOptions, model
     if mode == "static" and request.calibration is None:
         raise CalibrationError("static INT8 for the openvino target needs calibration data",
                                hint="give --calib PATH, or --int8-mode dynamic for weight-only INT8")
-    if mode == "dynamic" or request.calibration is None:
-        reason = "--int8-mode dynamic" if mode == "dynamic" else "no calibration data given"
+    reason = weights_only_reason(request)
+    if reason is not None:
         model, details = compress_weights_int8(model, reason, request.exclude)
     else:
         model, details = quantize_static(model, request.calibration, options, request.exclude, model_key)
     if request.exclude:
         details["kept_float"] = list(request.exclude)
     return model, details
+
+
+def weights_only_reason(request: PrecisionRequest) -> str | None:
+    """Why INT8 is weight-only (``nncf.compress_weights``), None for static INT8: ``--int8-mode dynamic`` or no
+    calibration data. ``auto`` with calibration data stays static on MatMul-dominated models too (nncf's
+    transformer mode), where the onnx target picks dynamic INT8: keeping their recurrent layers float is what
+    static INT8 on openvino does (Resemblyzer, whose unrolled LSTMs are its MatMuls: cosine 0.999 static, 0.935
+    weight-only). USE multilingual v3 scores 0.990 static and 0.9997 with ``--int8-mode dynamic``."""
+    if request.int8_mode == "dynamic":
+        return "--int8-mode dynamic"
+    if request.calibration is None:
+        return "no calibration data given"
+    return None
 
 
 def is_transformer(model: Any) -> bool:
@@ -339,11 +356,13 @@ def compress_weights_int8(model: Any, reason: str, exclude: tuple[str, ...] = ()
     """Weight-only INT8 (``nncf.compress_weights`` INT8_ASYM, per output channel; ops in ``exclude`` keep
     float weights); activations stay float."""
     nncf = require("nncf", "openvino", "INT8 weight compression for the openvino target")
-    scope = {"ignored_scope": nncf.IgnoredScope(names=list(exclude), validate=False)} if exclude else {}
+    vectors = vector_weight_ops(model)  # nncf fails on them (see vector_weight_ops)
+    names = list(dict.fromkeys((*exclude, *vectors)))
+    scope = {"ignored_scope": nncf.IgnoredScope(names=names, validate=False)} if names else {}
     compressed = _run_nncf(nncf, "nncf.compress_weights",
                            lambda: nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, **scope))
     return compressed, {"mode": "weights", "tool": "nncf.compress_weights", "weights": "int8_asym per channel",
-                        "reason": reason}
+                        "reason": reason, **({"kept_float_vectors": vectors} if vectors else {})}
 
 
 def _run_nncf(nncf: Any, what: str, call: Any) -> Any:
