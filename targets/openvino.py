@@ -278,6 +278,7 @@ def _int8(model: Any, request: PrecisionRequest, options: OpenVinoOptions, model
     if reason is not None:
         model, details = compress_weights_int8(model, reason, request.exclude)
     else:
+        assert request.calibration is not None  # weights_only_reason: none without calibration data
         model, details = quantize_static(model, request.calibration, options, request.exclude, model_key)
     if request.exclude:
         details["kept_float"] = list(request.exclude)
