@@ -20,7 +20,7 @@ from edgec.cloud_sync.names import check_device_id
 from edgec.cloud_sync.store import NotFound, Store
 
 REPORTS = "reports/"
-ATTEMPT_FAILURES = ("failed", "refused", "download_failed")
+ATTEMPT_FAILURES = rollout.ATTEMPT_FAILURES
 """Report states of an update attempt that failed before the health check (the release never ran here)."""
 
 

@@ -25,7 +25,11 @@ from typing import Any
 
 SCHEMA = 1
 FAILED_STATES = ("rolled_back",)
-"""Report states that count as a failure of the release (its health check failed on the device)."""
+"""Report states of a release that ran on the device and failed its health check."""
+ATTEMPT_FAILURES = ("failed", "refused", "download_failed")
+"""Report states of an update attempt that failed before the health check (the release never ran there): a
+report about the candidate in one of them counts against the rollout too, or a release whose bundle is
+missing from the store or does not verify would widen to every device without one failure counted."""
 SUCCESS_STATES = ("committed", "up_to_date")
 DEFAULT_ABORT = {"max_failure_rate": 0.2, "min_devices": 5}
 
@@ -154,7 +158,7 @@ def evaluate(doc: dict[str, Any], reports: list[dict[str, Any]]) -> Evaluation |
 
     A device counts when its latest report on this channel is about the candidate or says it runs it;
     it failed when the candidate is among the releases it reports as failed (``failed``), or the report
-    is about the candidate with a state in :data:`FAILED_STATES`. The rollout halts when at least ``min_devices`` devices report
+    is about the candidate with a state in :data:`FAILED_STATES` or :data:`ATTEMPT_FAILURES`. The rollout halts when at least ``min_devices`` devices report
     and the failure rate exceeds ``max_failure_rate``.
     """
     ro = doc.get("rollout")
@@ -164,7 +168,7 @@ def evaluate(doc: dict[str, Any], reports: list[dict[str, Any]]) -> Evaluation |
     for r in reports:
         if r.get("channel") != doc["channel"]:
             continue
-        if candidate in (r.get("failed") or {}) or (r.get("release") == candidate and r.get("state") in FAILED_STATES):
+        if candidate in (r.get("failed") or {}) or (r.get("release") == candidate and r.get("state") in (*FAILED_STATES, *ATTEMPT_FAILURES)):
             reporting, failures = reporting + 1, failures + 1
         elif r.get("active") == candidate or (r.get("release") == candidate and r.get("state") in SUCCESS_STATES):
             reporting += 1
