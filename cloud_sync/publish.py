@@ -45,10 +45,24 @@ def check_channel_name(name: str) -> str:
 
 
 def pack_bundle(bundle: Path) -> bytes:
-    """The deterministic tar archive of a bundle directory (see the module docstring)."""
+    """The deterministic tar archive of a bundle directory (see the module docstring): ``manifest.json`` and the
+    files it lists, with their folders; Python's ``__pycache__`` folders are left out.
+
+    Raises:
+        IntegrityError: the bundle holds a file its manifest does not list (it would reach devices unhashed),
+            or something that is not a plain file or folder.
+    """
+    listed = _listed_files(bundle)
+    paths = [p for p in sorted(bundle.rglob("*")) if "__pycache__" not in p.relative_to(bundle).parts]
+    unlisted = [p.relative_to(bundle).as_posix() for p in paths if p.is_file() and not p.is_symlink()
+                and p.relative_to(bundle).as_posix() not in listed]
+    if unlisted:
+        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+        raise IntegrityError(f"{bundle} holds files its manifest does not list: {shown}; they would reach devices "
+                             "unhashed", hint="remove them from the bundle folder, or rebuild it with 'edgec build'")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        for path in sorted(bundle.rglob("*")):
+        for path in paths:
             rel = path.relative_to(bundle).as_posix()
             if path.is_symlink() or not (path.is_file() or path.is_dir()):
                 raise IntegrityError(f"{bundle}: {rel} is not a regular file or folder; bundles hold plain files")
@@ -62,6 +76,16 @@ def pack_bundle(bundle: Path) -> bytes:
                 with open(path, "rb") as handle:
                     archive.addfile(info, handle)
     return buffer.getvalue()
+
+
+def _listed_files(bundle: Path) -> set[str]:
+    """``manifest.json`` and the paths its ``files`` list (relative, POSIX); just the manifest when it cannot be
+    read (``read_manifest`` says why before anything is packed)."""
+    try:
+        files = json.loads((bundle / "manifest.json").read_text()).get("files") or []
+        return {"manifest.json", *(str(f["path"]) for f in files if isinstance(f, dict) and "path" in f)}
+    except (OSError, ValueError, AttributeError):
+        return {"manifest.json"}
 
 
 def read_manifest(bundle: Path, verify: bool) -> dict[str, Any]:
