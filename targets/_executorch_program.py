@@ -143,6 +143,8 @@ def quantize_pt2e(program: Any, request: PrecisionRequest, artifact: ModelArtifa
     mode = choose_int8_mode(request, program)
     config, observer = quant_config(mode, request)
     quantizer = XNNPACKQuantizer().set_global(config)
+    annotate = quantizer.annotate
+    quantizer.annotate = lambda model: clamp_outputs(annotate(model))  # type: ignore[method-assign]
     graph_module = integer_scalar_ops(program.module())
     keep_float(quantizer, graph_module, request.exclude)
     prepared = prepare_pt2e(graph_module, quantizer)
@@ -165,6 +167,35 @@ def quantize_pt2e(program: Any, request: PrecisionRequest, artifact: ModelArtifa
     if not request.exclude:  # a --max-drop candidate may keep every layer float on purpose
         require_quantized(converted, recurrent)
     return converted, details
+
+
+_CLAMPS = ("relu6", "hardtanh", "hardtanh_")  # what XNNPACK fuses into a conv or linear as its output min/max
+
+
+def clamp_outputs(graph_module: Any) -> Any:
+    """Quantize a conv's or linear's output after the ``relu6``/``hardtanh`` that follows it (in place).
+
+    ``XNNPACKQuantizer`` fuses only ``relu`` with the op before it (ExecuTorch 1.5.1): before a ReLU6 it quantizes
+    the conv's output on the pre-activation range (measured on EfficientNet-Lite0's stem: scale 0.41, ~15 levels
+    left for [0, 6]) and the clamp runs on that. Moving the conv's output spec to the clamp observes [0, 6]
+    (scale 6/255); XNNPACK's lowering fuses the clamp into the conv as its output min/max, as for ``relu``.
+    """
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or short_op(str(node.target)) not in _CLAMPS or not node.args:
+            continue
+        producer, mine = node.args[0], node.meta.get("quantization_annotation")
+        theirs = getattr(producer, "meta", {}).get("quantization_annotation")
+        if (not _shares_with(mine, producer) or theirs is None or theirs.output_qspec is None or len(producer.users) != 1
+                or short_op(str(producer.target)) not in _CONV_OPS + ("linear", "addmm")):
+            continue
+        node.meta["quantization_annotation"] = dataclasses.replace(theirs, input_qspec_map={}, _annotated=True)
+        theirs.output_qspec = None
+    return graph_module
+
+
+def _shares_with(annotation: Any, producer: Any) -> bool:
+    """No annotation yet, or only the one ``propagate_annotation`` gives a ``hardtanh``: its producer's qparams."""
+    return annotation is None or getattr(annotation.output_qspec, "edge_or_node", None) is producer
 
 
 def require_quantized(graph_module: Any, recurrent: dict[str, int]) -> None:
