@@ -44,7 +44,7 @@ from edgec.compiler.synthetic import (
     has_spatial_dims,
     synthetic_feeds,
 )
-from edgec.core.errors import ConfigError, ExportError
+from edgec.core.errors import CalibrationError, ConfigError, ExportError
 from edgec.core.types import Feed, TensorSpec
 
 SYNTHETIC = "synthetic"
@@ -168,6 +168,28 @@ def synthetic_reference(inputs: tuple[TensorSpec, ...], samples: int, limit_mb: 
     raise ExportError(f"{failure.message} (on synthetic inputs, dynamic dims at {sizes})",
                       hint=f"give the sizes the model takes with --input {spec.name}:DIMS (its shape is "
                            f"{list(spec.shape)}), or real inputs with --calib") from failure
+
+
+def check_finite(outputs: list[Feed], synthetic: bool) -> None:
+    """Refuse golden reference outputs that hold NaN or infinity: parity against them cannot be measured (a
+    NaN cosine read as 0: "cosine 0.000000 to the FP32 reference" on an fp32 build).
+
+    Raises:
+        ExportError: on synthetic inputs (the hint names ``--calib`` and ``--input-value``).
+        CalibrationError: on the calibration data's samples.
+    """
+    for index, feed in enumerate(outputs):
+        for name, value in feed.items():
+            array = np.asarray(value)
+            if array.dtype.kind in "fc" and not np.isfinite(array).all():
+                bad = "NaN" if np.isnan(array).any() else "infinity"
+                where = "synthetic golden input" if synthetic else "calibration sample"
+                message = (f"the FP32 model gives {bad} in output {name!r} on {where} {index}: parity against it "
+                           "cannot be measured")
+                if synthetic:
+                    raise ExportError(message, hint="give real inputs with --calib, or the values inputs must hold "
+                                                    "with --input-value NAME=VALUE")
+                raise CalibrationError(message, hint="check that sample, or leave it out of --calib")
 
 
 SECOND_SHAPE_SHARE = 4

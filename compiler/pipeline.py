@@ -376,6 +376,7 @@ class Build:
         else:
             inputs, source = golden.from_calibration(calibration, samples)
             outputs = reference(source_art, inputs)
+        golden.check_finite(outputs, synthetic=calibration is None)
         if self.target.dynamic_shapes:  # the bundle keeps dynamic dims: prove a second size of them too
             inputs, outputs, source = golden.with_second_shape(inputs, outputs, source, float_art.inputs, self.config.input_shapes,
                                                                self.config.input_max_mb, lambda feeds: reference(source_art, feeds))

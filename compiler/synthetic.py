@@ -112,7 +112,7 @@ def synthetic_feeds(inputs: tuple[TensorSpec, ...], count: int, limit_mb: int,
     ``fixed``: the ``--input`` shapes (rule 1).
 
     Inputs in ``values`` (``--input-value``) take their value; float inputs are standard normal, booleans
-    and ``*mask*`` inputs ones, other integers (token ids) in ``[0, 100)``. Every array keeps the input's
+    and ``*mask*`` inputs (of any dtype) ones, other integers (token ids) in ``[0, 100)``. Every array keeps the input's
     rank, 0-d included. Settings without a value are refused before (:func:`edgec.compiler.input_values.check_settings`).
 
     Raises:
@@ -129,8 +129,8 @@ def synthetic_feeds(inputs: tuple[TensorSpec, ...], count: int, limit_mb: int,
 
 def _draw(spec: TensorSpec, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     dtype = np.dtype(spec.dtype)
+    if dtype.kind == "b" or "mask" in spec.name.lower():  # a float attention mask too: normal draws sum to <= 0
+        return np.ones(shape, dtype)
     if dtype.kind == "f":
         return np.asarray(rng.standard_normal(shape), dtype)
-    if dtype.kind == "b" or "mask" in spec.name.lower():
-        return np.ones(shape, dtype)
     return np.asarray(rng.integers(0, 100, size=shape), dtype)
