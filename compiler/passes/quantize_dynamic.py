@@ -57,7 +57,7 @@ class QuantizeDynamic(Pass):
             reduce_range=opts.reduce_range,
             weight_type=quantization.QuantType.QInt8,
             op_types_to_quantize=list(opts.op_types),
-            nodes_to_exclude=list(opts.nodes_to_exclude) or None,
+            nodes_to_exclude=with_gemm_aliases(artifact.path, opts.nodes_to_exclude) or None,
         )
         onnx_utils.sort_file(out_path)  # the quantizer's order ignores values an If/Loop body reads
         out_path, recurrent = quantize_recurrent(out_path, ctx, opts, opts.nodes_to_exclude)
@@ -67,6 +67,19 @@ class QuantizeDynamic(Pass):
         out = onnx_utils.artifact_from_file(out_path)
         stats: dict[str, Any] = {"mode": "dynamic", "ops": onnx_utils.op_counts(model)}
         return PassResult(out, True, {**stats, "recurrent": recurrent} if recurrent else stats)
+
+
+def with_gemm_aliases(path: Any, names: tuple[str, ...]) -> list[str]:
+    """``names`` with the name onnxruntime gives each named ``Gemm`` once it has rewritten it, ``<name>_MatMul``.
+
+    onnxruntime's dynamic quantizer (1.32) replaces every ``Gemm`` with a ``MatMul`` (and an ``Add`` of its bias)
+    before it reads ``nodes_to_exclude``, so a ``Gemm`` excluded by its own name was quantized anyway: every
+    ``--max-drop`` candidate that kept a ``Linear`` layer float built the all-quantized model again (torch 2.13
+    exports ``nn.Linear`` as ``Gemm``; USE multilingual v3 on onnx: 12 candidates, one model)."""
+    if not names:
+        return []
+    gemms = {n.name for n in onnx_utils.load_model(path).graph.node if n.op_type == "Gemm" and n.name}
+    return list(dict.fromkeys(x for name in names for x in ((name, f"{name}_MatMul") if name in gemms else (name,))))
 
 
 def require_weights_quantized(model: Any, op_types: tuple[str, ...], lstms_float: int = 0) -> None:
