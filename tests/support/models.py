@@ -153,3 +153,41 @@ def stft_magnitude_nodes(stride: int = 1) -> list[Any]:
             helper.make_node("Add", ["re2", "im2"], ["power"], name="power"),
             helper.make_node("Sqrt", ["power"], ["mag"], name="magnitude"),
             helper.make_node("Conv", ["mag", "head"], ["y"], name="head")]
+
+
+def make_detector_head(path: Path, silu_trunk: bool = False) -> Path:
+    """A YOLO-style head on ``x`` (1, 3, 8, 8): one output ``y`` (1, 6, 64) that concatenates 4 box rows in 0-320
+    (``320 * sigmoid``) with 2 class-probability rows in 0-1 (``sigmoid``). With ``silu_trunk``, a conv and a SiLU
+    (``x * sigmoid(x)``) come first, as in YOLOv5/v8, and the class logits sit near -5 (low probabilities)."""
+    rng = np.random.default_rng(0)
+    if silu_trunk:
+        trunk = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")]
+        weights = [numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "wb"),
+                   numpy_helper.from_array((0.2 * rng.standard_normal((2, 8, 1, 1))).astype(np.float32), "wc"),
+                   numpy_helper.from_array(np.full(2, -5.0, np.float32), "bc")]
+        nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="stem"),
+                 helper.make_node("Sigmoid", ["c"], ["g"], name="stem_gate"),
+                 helper.make_node("Mul", ["c", "g"], ["f"], name="stem_silu")]
+        features, pads, class_inputs = "f", {}, ["f", "wc", "bc"]
+    else:
+        trunk, nodes, features, pads, class_inputs = [], [], "x", {"pads": [1, 1, 1, 1]}, ["x", "wc"]
+        weights = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "wb"),
+                   numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "wc")]
+    inits = [*trunk, *weights, numpy_helper.from_array(np.array([1, 4, 64], np.int64), "box_rows"),
+             numpy_helper.from_array(np.array([1, 2, 64], np.int64), "class_rows"),
+             numpy_helper.from_array(np.array(320.0, np.float32), "size")]
+    nodes += [helper.make_node("Conv", [features, "wb"], ["cb"], name="box_conv", **pads),
+              helper.make_node("Reshape", ["cb", "box_rows"], ["b"], name="box_flatten"),
+              helper.make_node("Sigmoid", ["b"], ["bs"], name="box_sigmoid"),
+              helper.make_node("Mul", ["bs", "size"], ["boxes"], name="box_scale"),
+              helper.make_node("Conv", class_inputs, ["cc"], name="class_conv", **pads),
+              helper.make_node("Reshape", ["cc", "class_rows"], ["s"], name="class_flatten"),
+              helper.make_node("Sigmoid", ["s"], ["scores"], name="class_sigmoid"),
+              helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1, name="join")]
+    graph = helper.make_graph(nodes, "silu_head" if silu_trunk else "head",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+    return path

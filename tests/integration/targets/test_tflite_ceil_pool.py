@@ -13,10 +13,8 @@ import pytest
 pytest.importorskip("tensorflow", reason="the tflite target: pip install 'edgec[tflite]'")
 pytest.importorskip("onnx2tf", reason="the tflite target's ONNX route: pip install 'edgec[tflite]'")
 
-from edgec.compiler.config import BuildConfig  # noqa: E402
-from edgec.compiler.pipeline import build  # noqa: E402
 from edgec.core.bundle import load_manifest  # noqa: E402
-from edgec.runtime_shims.litert import LiteRtRunner  # noqa: E402
+from tests.support.tflite import int8_beside_onnxruntime  # noqa: E402
 
 
 def make_ceil_pool_net(path: Path) -> Path:
@@ -39,20 +37,11 @@ def make_ceil_pool_net(path: Path) -> Path:
 
 
 def test_int8_ceil_mode_pool_runs_on_xnnpack_and_keeps_fp32_outputs(tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     src = make_ceil_pool_net(tmp_path / "pool.onnx")
-    rng = np.random.default_rng(1)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((32, 1, 3, 22, 22)).astype(np.float32))
-    bundle = build(BuildConfig(source=str(src), target="tflite", precision="int8", calib=calib,
-                               out=tmp_path / "out", simplify=False)).bundle_dir
+    bundle, want, got = int8_beside_onnxruntime(src, tmp_path, (1, 3, 22, 22))  # LiteRT runs it with XNNPACK
     passes = {p["name"]: p.get("stats", {}) for p in load_manifest(bundle).passes}
     assert passes["edge_pad_pools"] == {"rewritten": 1}
-    x = rng.standard_normal((1, 3, 22, 22)).astype(np.float32)
-    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
-    with LiteRtRunner(str(bundle / "model.tflite")) as runner:  # XNNPACK, as LiteRT runs it by default
-        got = np.transpose(runner.infer({"x": np.transpose(x, (0, 2, 3, 1))})["y"], (0, 3, 1, 2))
+    got = np.transpose(got, (0, 3, 1, 2))
     assert got.shape == want.shape
     a, b = got.ravel().astype(np.float64), want.ravel().astype(np.float64)
     assert float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) > 0.99

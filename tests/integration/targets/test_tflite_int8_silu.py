@@ -18,61 +18,17 @@ import pytest
 pytest.importorskip("tensorflow", reason="the tflite target: pip install 'edgec[tflite]'")
 pytest.importorskip("onnx2tf", reason="the tflite target's ONNX route: pip install 'edgec[tflite]'")
 
-from edgec.compiler.config import BuildConfig  # noqa: E402
-from edgec.compiler.pipeline import build  # noqa: E402
 from edgec.core.bundle import load_manifest  # noqa: E402
-from edgec.runtime_shims.litert import LiteRtRunner  # noqa: E402
+from tests.support.models import make_detector_head  # noqa: E402
+from tests.support.tflite import int8_beside_onnxruntime  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def make_silu_detector(path: Path) -> Path:
-    """``x`` (1, 3, 8, 8) -> Conv -> SiLU (``x * sigmoid(x)``) -> a box head (``320 * sigmoid``, 4 rows) and a
-    class head (``sigmoid`` of logits near -5, 2 rows), joined in one output ``y`` (1, 6, 64)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((4, 8, 1, 1)).astype(np.float32), "wb"),
-             numpy_helper.from_array((0.2 * rng.standard_normal((2, 8, 1, 1))).astype(np.float32), "wc"),
-             numpy_helper.from_array(np.full(2, -5.0, np.float32), "bc"),
-             numpy_helper.from_array(np.array([1, 4, 64], np.int64), "box_rows"),
-             numpy_helper.from_array(np.array([1, 2, 64], np.int64), "class_rows"),
-             numpy_helper.from_array(np.array(320.0, np.float32), "size")]
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="stem"),
-             helper.make_node("Sigmoid", ["c"], ["g"], name="stem_gate"),
-             helper.make_node("Mul", ["c", "g"], ["f"], name="stem_silu"),
-             helper.make_node("Conv", ["f", "wb"], ["cb"], name="box_conv"),
-             helper.make_node("Reshape", ["cb", "box_rows"], ["b"], name="box_flatten"),
-             helper.make_node("Sigmoid", ["b"], ["bs"], name="box_sigmoid"),
-             helper.make_node("Mul", ["bs", "size"], ["boxes"], name="box_scale"),
-             helper.make_node("Conv", ["f", "wc", "bc"], ["cc"], name="class_conv"),
-             helper.make_node("Reshape", ["cc", "class_rows"], ["s"], name="class_flatten"),
-             helper.make_node("Sigmoid", ["s"], ["scores"], name="class_sigmoid"),
-             helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1, name="join")]
-    graph = helper.make_graph(nodes, "silu_head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 64])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
-
-
 def test_int8_keeps_low_class_probabilities_off_the_logistic_grid(tmp_path: Path) -> None:
-    import onnxruntime as ort
-
-    src = make_silu_detector(tmp_path / "head.onnx")
-    rng = np.random.default_rng(1)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((32, 1, 3, 8, 8)).astype(np.float32))
-    bundle = build(BuildConfig(source=str(src), target="tflite", precision="int8", calib=calib,
-                               out=tmp_path / "out", simplify=False)).bundle_dir
-    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
-    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0][:, 4:]
-    with LiteRtRunner(str(bundle / "model.tflite")) as runner:
-        got = runner.infer({"x": np.transpose(x, (0, 2, 3, 1))})["y"]
-    got = (got if got.shape[1] == 6 else np.transpose(got, (0, 2, 1)))[:, 4:]
+    src = make_detector_head(tmp_path / "head.onnx", silu_trunk=True)
+    bundle, want, got = int8_beside_onnxruntime(src, tmp_path, (1, 3, 8, 8))
+    want, got = want[:, 4:], (got if got.shape[1] == 6 else np.transpose(got, (0, 2, 1)))[:, 4:]
     assert want.max() < 0.2  # low probabilities: a 1/256 grid holds them in a few steps
     off_grid = np.abs(got * 256 - np.round(got * 256)) > 1e-3
     assert off_grid.mean() > 0.9  # not multiples of 1/256

@@ -19,7 +19,8 @@ from edgec.compiler.config import BuildConfig  # noqa: E402
 from edgec.compiler.pipeline import build  # noqa: E402
 from edgec.core.bundle import load_manifest  # noqa: E402
 from edgec.runtime_shims.litert import LiteRtRunner  # noqa: E402
-from tests.support.models import make_onnx  # noqa: E402
+from tests.support.models import make_detector_head, make_onnx  # noqa: E402
+from tests.support.tflite import int8_beside_onnxruntime  # noqa: E402
 
 
 def test_paddle_style_node_names_convert_and_match_onnxruntime(tmp_path: Path) -> None:
@@ -38,52 +39,14 @@ def test_paddle_style_node_names_convert_and_match_onnxruntime(tmp_path: Path) -
     assert load_manifest(bundle).parity["outputs"]["y"]["cosine"] > 0.99999
 
 
-def make_detector_head(path: Path) -> Path:
-    """A YOLO-style head on ``x`` (1, 3, 8, 8): one output ``y`` (1, 6, 64) that concatenates 4 box rows in
-    0-320 with 2 class-probability rows in 0-1."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "wb"),
-             numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "wc"),
-             numpy_helper.from_array(np.array([1, 4, 64], np.int64), "box_rows"),
-             numpy_helper.from_array(np.array([1, 2, 64], np.int64), "class_rows"),
-             numpy_helper.from_array(np.array(320.0, np.float32), "size")]
-    nodes = [helper.make_node("Conv", ["x", "wb"], ["cb"], pads=[1, 1, 1, 1], name="box_conv"),
-             helper.make_node("Reshape", ["cb", "box_rows"], ["b"], name="box_flatten"),
-             helper.make_node("Sigmoid", ["b"], ["bs"], name="box_sigmoid"),
-             helper.make_node("Mul", ["bs", "size"], ["boxes"], name="box_scale"),
-             helper.make_node("Conv", ["x", "wc"], ["cc"], pads=[1, 1, 1, 1], name="class_conv"),
-             helper.make_node("Reshape", ["cc", "class_rows"], ["s"], name="class_flatten"),
-             helper.make_node("Sigmoid", ["s"], ["scores"], name="class_sigmoid"),
-             helper.make_node("Concat", ["boxes", "scores"], ["y"], axis=1, name="join")]
-    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 64])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
-    return path
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_int8_keeps_an_output_concat_of_boxes_and_scores_in_float(tmp_path: Path) -> None:
-    import onnxruntime as ort
-
     src = make_detector_head(tmp_path / "head.onnx")
-    rng = np.random.default_rng(1)
-    calib = tmp_path / "calib.npz"
-    np.savez(calib, x=rng.standard_normal((32, 1, 3, 8, 8)).astype(np.float32))
-    bundle = build(BuildConfig(source=str(src), target="tflite", precision="int8", calib=calib,
-                               out=tmp_path / "out", simplify=False)).bundle_dir
-    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
-    want = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})[0]
-    with LiteRtRunner(str(bundle / "model.tflite")) as runner:
-        got = runner.infer({"x": np.transpose(x, (0, 2, 3, 1))})["y"]
+    bundle, want, got = int8_beside_onnxruntime(src, tmp_path, (1, 3, 8, 8))
     got = got if got.shape == want.shape else np.transpose(got, (0, 2, 1))
     assert _cosine(got[:, 4:], want[:, 4:]) > 0.99  # the class probabilities keep their own scale
     assert np.abs(got[:, 4:] - want[:, 4:]).max() < 0.05
