@@ -155,6 +155,32 @@ def stft_magnitude_nodes(stride: int = 1) -> list[Any]:
             helper.make_node("Conv", ["mag", "head"], ["y"], name="head")]
 
 
+def save_square_graph(path: Path, nodes: list[Any], consts: dict[str, Any], shape: tuple[int, ...] = (1, 4, 16)) -> Path:
+    """The square-root chain tests' graph: ``nodes`` reading ``x`` (float, ``shape``) and writing ``y`` (no shape),
+    over ``consts``, saved at opset 13."""
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
+    return save_graph(graph, path, opset=13)
+
+
+def small_magnitude() -> tuple[list[Any], dict[str, np.ndarray]]:
+    """:func:`stft_magnitude_nodes` over ``x`` (1, 4, 16) with a ones basis of 4 bins and a ones head."""
+    consts = {"basis": np.ones((8, 4, 3), np.float32), "head": np.ones((2, 4, 1), np.float32),
+              "two": np.array([2.0], np.float32), "s0": np.array([0]), "s1": np.array([4]), "s2": np.array([8]),
+              "ax": np.array([1])}
+    return stft_magnitude_nodes(), consts
+
+
+def root_then_square() -> tuple[list[Any], dict[str, np.ndarray]]:
+    """``Conv(Pow(Sqrt(Relu(x)), 2))``: a root with no square below it and a square with no root above it."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="act"),
+             helper.make_node("Sqrt", ["r"], ["s"], name="root"),
+             helper.make_node("Pow", ["s", "two"], ["p"], name="square"),
+             helper.make_node("Conv", ["p", "w"], ["y"], name="conv")]
+    return nodes, {"two": np.array([2.0], np.float32), "w": np.ones((2, 4, 1), np.float32)}
+
+
 def make_detector_head(path: Path, silu_trunk: bool = False) -> Path:
     """A YOLO-style head on ``x`` (1, 3, 8, 8): one output ``y`` (1, 6, 64) that concatenates 4 box rows in 0-320
     (``320 * sigmoid``) with 2 class-probability rows in 0-1 (``sigmoid``). With ``silu_trunk``, a conv and a SiLU

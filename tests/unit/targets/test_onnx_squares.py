@@ -8,27 +8,21 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from edgec.targets._onnx_squares import square_float_nodes, square_root_chains
-from tests.support.models import save_graph, stft_magnitude_nodes
+from tests.support.models import root_then_square, save_square_graph, small_magnitude
 
 QUANTIZED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def model_of(tmp_path: Path, nodes: list[Any], consts: dict[str, np.ndarray]) -> Any:
     """The saved and reloaded ONNX model of ``nodes`` reading ``x`` (1, 4, 16) and writing ``y``."""
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()])
-    return onnx.load(str(save_graph(graph, tmp_path / "m.onnx", opset=13)))
+    return onnx.load(str(save_square_graph(tmp_path / "m.onnx", nodes, consts)))
 
 
 def test_a_magnitude_keeps_its_chain_and_the_conv_reading_its_root(tmp_path: Path) -> None:
-    consts = {"basis": np.ones((8, 4, 3), np.float32), "head": np.ones((2, 4, 1), np.float32),
-              "two": np.array([2.0], np.float32), "s0": np.array([0]), "s1": np.array([4]), "s2": np.array([8]),
-              "ax": np.array([1])}
-    model = model_of(tmp_path, stft_magnitude_nodes(), consts)
+    model = model_of(tmp_path, *small_magnitude())
     assert square_root_chains(model) == [(["re_sq", "im_sq", "power", "magnitude"], "mag")]
     assert square_float_nodes(model, QUANTIZED) == ["re_sq", "im_sq", "power", "magnitude", "head"]  # not the STFT conv
 
@@ -52,11 +46,7 @@ def test_a_log_energy_through_a_scaling_and_a_reshape_reaches_its_matmul(tmp_pat
 
 def test_a_root_without_squares_and_squares_without_a_root_keep_nothing(tmp_path: Path) -> None:
     """``Conv(Pow(Sqrt(Relu(x)), 2))``: no square below the root, no root above the square."""
-    nodes = [helper.make_node("Relu", ["x"], ["r"], name="act"),
-             helper.make_node("Sqrt", ["r"], ["s"], name="root"),
-             helper.make_node("Pow", ["s", "two"], ["p"], name="square"),
-             helper.make_node("Conv", ["p", "w"], ["y"], name="conv")]
-    model = model_of(tmp_path, nodes, {"two": np.array([2.0], np.float32), "w": np.ones((2, 4, 1), np.float32)})
+    model = model_of(tmp_path, *root_then_square())
     assert square_root_chains(model) == [] and square_float_nodes(model, QUANTIZED) == []
 
 
