@@ -20,8 +20,6 @@ from edgec.cloud_sync.names import check_device_id
 from edgec.cloud_sync.store import NotFound, Store
 
 REPORTS = "reports/"
-ATTEMPT_FAILURES = rollout.ATTEMPT_FAILURES
-"""Report states of an update attempt that failed before the health check (the release never ran here)."""
 
 
 def report_key(device_id: str) -> str:
@@ -81,7 +79,7 @@ def _failures(report: dict[str, Any], bundles: dict[str, str]) -> list[dict[str,
         failed[report.get("release")] = report.get("error")
     found = [{"device_id": report["device_id"], "state": "rolled_back", "bundle": bundles.get(sha, report.get("bundle")),
               "error": reason} for sha, reason in failed.items()]
-    if report.get("state") in ATTEMPT_FAILURES:
+    if report.get("state") in rollout.ATTEMPT_FAILURES:
         found.append({"device_id": report["device_id"], "state": report["state"], "bundle": report.get("bundle"),
                       "error": report.get("error")})
     return found
