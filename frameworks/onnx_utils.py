@@ -17,6 +17,23 @@ def _onnx() -> Any:
     return require("onnx", "onnx", "reading ONNX models")
 
 
+class GraphIndex:
+    """One ONNX graph indexed by value: constants (initializers and ``Constant`` nodes), producers, consumers and
+    graph outputs."""
+
+    def __init__(self, graph: Any) -> None:
+        numpy_helper = _onnx().numpy_helper
+        self.consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        self.consts.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
+                            if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value"})
+        self.producer = {o: n for n in graph.node for o in n.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.graph_outputs = {o.name for o in graph.output}
+
+
 def load_model(path: Path) -> Any:
     """Load and check an ONNX model.
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.core.errors import require
+from edgec.frameworks import onnx_utils
 
 MOVES = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Transpose", "Flatten", "Identity"})
 """Ops that move values without changing them."""
@@ -29,22 +29,12 @@ ROOTS = frozenset({"Sqrt", "Log"})
 """Ops that take the root of a sum of squares (with ``Pow`` by an exponent below 1)."""
 
 
-class _Graph:
-    """Constants, producers and readers of an ONNX graph's nodes."""
+class _Graph(onnx_utils.GraphIndex):
+    """Constants, producers and readers of an ONNX graph's nodes, and its nodes in order."""
 
     def __init__(self, model: Any) -> None:
-        onnx = require("onnx", "onnx", "reading ONNX models")
-        self.consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        super().__init__(model.graph)
         self.nodes = list(model.graph.node)
-        self.producer: dict[str, Any] = {}
-        self.readers: dict[str, list[Any]] = {}
-        for node in self.nodes:
-            if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-                self.consts[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
-            for out in node.output:
-                self.producer[out] = node
-            for name in node.input:
-                self.readers.setdefault(name, []).append(node)
 
     def exponent(self, node: Any) -> float | None:
         """The constant exponent of a ``Pow`` (one value), else None."""
@@ -104,7 +94,7 @@ def _chain(node: Any, graph: _Graph, seen: set[str]) -> list[str]:
 def _root_readers(value: str, graph: _Graph, kinds: frozenset[str], seen: set[str]) -> list[str]:
     """The nodes of type ``kinds`` reading ``value``, directly or through moves, and those moves."""
     found: list[str] = []
-    for reader in graph.readers.get(value, []):
+    for reader in graph.consumers.get(value, []):
         if reader.name in seen:
             continue
         seen.add(reader.name)

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, GraphIndex, unchanged
+from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, unchanged
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import require
 from edgec.core.types import ModelArtifact
@@ -65,7 +65,7 @@ WHY = {1: "1: input not float", 2: "2: PRelu slope not a constant"}
 KINDS = ("prelu", "leaky_relu", "hard_swish", "hard_sigmoid")
 
 
-class _Graph(GraphIndex):
+class _Graph(onnx_utils.GraphIndex):
     """The model being rewritten: its opset, constants, producers, consumers, value types and ranks, names in use."""
 
     def __init__(self, model: Any) -> None:

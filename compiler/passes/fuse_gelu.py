@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, GraphIndex, unchanged
+from edgec.compiler.passes._onnx_rewrite import DEFAULT_DOMAINS, unchanged
 from edgec.compiler.passes.base import Pass, PassContext, PassResult
 from edgec.core.errors import brief, require
 from edgec.core.types import ModelArtifact
@@ -51,7 +51,7 @@ WHY = {
 }
 
 
-class _Index(GraphIndex):
+class _Index(onnx_utils.GraphIndex):
     """One ONNX graph indexed by value, with the scalar and next-node checks of the rules."""
 
     def is_scalar(self, name: str, value: float) -> bool:
