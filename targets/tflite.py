@@ -74,7 +74,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -303,10 +303,19 @@ def _has_module(name: str) -> bool:
 # ---- conversion ---------------------------------------------------------------------------------------
 
 
+class Converted(NamedTuple):
+    """A converted flatbuffer and what full-integer INT8 kept float in it (:func:`convert_saved_model`)."""
+
+    flatbuffer: bytes
+    mixed: list[MixedOutput]
+    recurrent_ops: tuple[str, ...] = ()
+    square_ops: tuple[str, ...] = ()
+    constant_ops: tuple[str, ...] = ()
+
+
 def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route: str, work_dir: Path,
                         exclude: tuple[str, ...] = (), keep_mixed: bool = False,
-                        recurrent: RecurrentLayers | None = None, squares: bool = False,
-                        ) -> tuple[bytes, list[MixedOutput], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+                        recurrent: RecurrentLayers | None = None, squares: bool = False) -> Converted:
     """Run ``TFLiteConverter`` on the serving signature with the plan's settings; with ``exclude`` (op output
     tensor names), full-integer INT8 keeps those ops in float (:func:`._tflite_layers.quantize_calibrated`).
     With ``keep_mixed``, full-integer INT8 also keeps float the output ``CONCATENATION``s that join parts of
@@ -337,9 +346,9 @@ def convert_saved_model(saved: Path, plan: QuantPlan, samples: list[Feed], route
                     calibrated = _tflite_mixed.without_float_stats(calibrated, loops, kept)
                 quantized = _tflite_layers.quantize_calibrated(converter, calibrated, kept)
                 joined = tuple(n for m in mixed for n in m.nodes)
-                return _tflite_mixed.without_requantize(quantized, joined), mixed, loops, roots, copies
+                return Converted(_tflite_mixed.without_requantize(quantized, joined), mixed, loops, roots, copies)
             converter = _converter(tf, saved, plan, samples, bool(exclude))
-            return bytes(converter.convert()), [], (), (), ()
+            return Converted(bytes(converter.convert()), [])
     except EdgecError:
         raise
     except Exception as exc:  # the converter's errors (any type) on this model; a bug in edgec's steps is raised as one
